@@ -1,0 +1,465 @@
+// CPU kernels of skeleton_conv2d: layouts, weight packing, threading and the choice of
+// instruction set. The arithmetic lives in tap_kernels_impl.h.
+//
+// Everything runs on channels_last (pixel-major) buffers, where the five taps of a pixel are five
+// contiguous channel vectors. NCHW inputs are converted on the way in and the result converted
+// back, so the output keeps the input's memory format, as nn.Conv2d's does. float16 and bfloat16
+// are computed in float32; float64 (gradcheck) has its own kernels.
+#include <ATen/Dispatch.h>
+#include <ATen/Functions.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "../skeleton_conv2d.h"
+#include "../taps.h"
+#include "tap_kernels.h"
+
+namespace skeleton_cuda {
+
+namespace cpu {
+namespace {
+
+bool cpu_has_avx512() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+bool cpu_has_avx2() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
+// The best float32 kernels for this CPU, unless SKELETON_CUDA_CPU_ISA asks for another.
+const KernelTable<float>* float_kernels() {
+  static const KernelTable<float>* const best = cpu_has_avx512() ? avx512_float_kernels()
+      : cpu_has_avx2()                                            ? avx2_float_kernels()
+                                                                  : generic_float_kernels();
+  const char* requested = std::getenv("SKELETON_CUDA_CPU_ISA");
+  if (requested == nullptr || requested[0] == '\0') {
+    return best;
+  }
+  const std::string isa(requested);
+  if (isa == "generic") {
+    return generic_float_kernels();
+  }
+  if (isa == "avx2") {
+    TORCH_CHECK(cpu_has_avx2(), "SKELETON_CUDA_CPU_ISA=avx2, but this CPU has no AVX2 and FMA");
+    return avx2_float_kernels();
+  }
+  if (isa == "avx512") {
+    TORCH_CHECK(cpu_has_avx512(), "SKELETON_CUDA_CPU_ISA=avx512, but this CPU has no AVX-512F");
+    return avx512_float_kernels();
+  }
+  TORCH_CHECK(
+      false, "SKELETON_CUDA_CPU_ISA must be one of avx512, avx2, generic (or unset), got '", isa,
+      "'");
+}
+
+template <typename T>
+const KernelTable<T>* kernels();
+template <>
+const KernelTable<float>* kernels<float>() { return float_kernels(); }
+template <>
+const KernelTable<double>* kernels<double>() { return generic_double_kernels(); }
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+int64_t positive_mod(int64_t a, int64_t b) { return ((a % b) + b) % b; }
+
+// Runs items [0, count) of a kernel on the intra-op thread pool.
+template <typename Args, typename Kernel>
+void run_items(int64_t count, const Args& args, Kernel kernel) {
+  if (count <= 0) {
+    return;
+  }
+  at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) { kernel(args, begin, end); });
+}
+
+// The output block width (in vectors) that wastes the fewest padded channels; ties go to the
+// wider block, whose register tile needs fewer loads per multiply-add.
+int choose_vectors(int64_t channels, int lanes, int max_vectors) {
+  int best = max_vectors;
+  int64_t best_width = ceil_div(channels, int64_t{max_vectors} * lanes) * max_vectors * lanes;
+  for (int v = max_vectors - 1; v >= 1; --v) {
+    const int64_t width = ceil_div(channels, int64_t{v} * lanes) * v * lanes;
+    if (width < best_width) {
+      best = v;
+      best_width = width;
+    }
+  }
+  return best;
+}
+
+// Forward: iterate the output image; every tap is active.
+TapMap forward_map(int64_t batch, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w,
+                   const ConvParams& p) {
+  TapMap map;
+  map.batch = batch;
+  map.grid_h = out_h;
+  map.grid_w = out_w;
+  map.dst_h = out_h;
+  map.dst_w = out_w;
+  map.src_h = in_h;
+  map.src_w = in_w;
+  map.src_row_step = p.stride[0];
+  map.src_col_step = p.stride[1];
+  map.num_taps = kTaps;
+  for (int t = 0; t < kTaps; ++t) {
+    map.tap[t] = t;
+    map.src_row_off[t] = kTapRow[t] * p.dilation[0] - p.padding[0];
+    map.src_col_off[t] = kTapCol[t] * p.dilation[1] - p.padding[1];
+  }
+  return map;
+}
+
+// Input gradient, residue class (rh, rw) of the input modulo the stride: input pixel
+// (rh + s*i, rw + s*j) receives tap t from output pixel (ih + pad - row_t*dil) / s when that
+// division is exact, which depends only on the class. So each class is a gather over the
+// grad_output with a fixed set of taps, and no tap work is wasted on strided layers.
+TapMap input_grad_map(int64_t batch, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w,
+                      const ConvParams& p, int64_t rh, int64_t rw) {
+  TapMap map;
+  map.batch = batch;
+  map.grid_h = rh < in_h ? ceil_div(in_h - rh, p.stride[0]) : 0;
+  map.grid_w = rw < in_w ? ceil_div(in_w - rw, p.stride[1]) : 0;
+  map.dst_h = in_h;
+  map.dst_w = in_w;
+  map.dst_row0 = rh;
+  map.dst_col0 = rw;
+  map.dst_row_step = p.stride[0];
+  map.dst_col_step = p.stride[1];
+  map.src_h = out_h;
+  map.src_w = out_w;
+  map.num_taps = 0;
+  for (int t = 0; t < kTaps; ++t) {
+    const int64_t row = rh + p.padding[0] - kTapRow[t] * p.dilation[0];
+    const int64_t col = rw + p.padding[1] - kTapCol[t] * p.dilation[1];
+    if (positive_mod(row, p.stride[0]) != 0 || positive_mod(col, p.stride[1]) != 0) {
+      continue;
+    }
+    const int a = map.num_taps++;
+    map.tap[a] = t;
+    map.src_row_off[a] = row / p.stride[0];  // exact
+    map.src_col_off[a] = col / p.stride[1];
+  }
+  return map;
+}
+
+// Packs the (G*n, k, 5) weight into [G][blocks][5][k][block]: the weights of one output block
+// are contiguous, one row of `block` output channels per (tap, input channel). Runs every call
+// (the weight changes every training step), so it is a parallel loop rather than a permute.
+template <typename T>
+at::Tensor pack_forward_weight(const at::Tensor& w, int64_t groups, int64_t block) {
+  const int64_t n = w.size(0) / groups, k = w.size(1);
+  const int64_t blocks = ceil_div(n, block);
+  at::Tensor packed = at::empty({groups, blocks, kTaps, k, block}, w.options());
+  const T* src = w.const_data_ptr<T>();
+  T* dst = packed.mutable_data_ptr<T>();
+  at::parallel_for(0, groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t gb = begin; gb < end; ++gb) {
+      const int64_t g = gb / blocks, b = gb % blocks;
+      T* d = dst + gb * kTaps * k * block;
+      for (int64_t j = 0; j < block; ++j) {
+        const int64_t co = b * block + j;
+        const T* s = co < n ? src + (g * n + co) * k * kTaps : nullptr;
+        for (int64_t c = 0; c < k; ++c)
+          for (int t = 0; t < kTaps; ++t) d[(t * k + c) * block + j] = s != nullptr ? s[c * kTaps + t] : T(0);
+      }
+    }
+  });
+  return packed;
+}
+
+// The transposed weight for the input gradient: [G][blocks of input channels][5][n][block].
+template <typename T>
+at::Tensor pack_input_grad_weight(const at::Tensor& w, int64_t groups, int64_t block) {
+  const int64_t n = w.size(0) / groups, k = w.size(1);
+  const int64_t blocks = ceil_div(k, block);
+  at::Tensor packed = at::empty({groups, blocks, kTaps, n, block}, w.options());
+  const T* src = w.const_data_ptr<T>();
+  T* dst = packed.mutable_data_ptr<T>();
+  at::parallel_for(0, groups * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t gb = begin; gb < end; ++gb) {
+      const int64_t g = gb / blocks, b = gb % blocks;
+      T* d = dst + gb * kTaps * n * block;
+      for (int64_t co = 0; co < n; ++co) {
+        const T* s = src + (g * n + co) * k * kTaps;
+        for (int64_t j = 0; j < block; ++j) {
+          const int64_t c = b * block + j;
+          for (int t = 0; t < kTaps; ++t) d[(t * n + co) * block + j] = c < k ? s[c * kTaps + t] : T(0);
+        }
+      }
+    }
+  });
+  return packed;
+}
+
+at::Tensor pack_bias(const at::Tensor& bias, int64_t groups, int64_t block) {
+  const int64_t n = bias.size(0) / groups;
+  const int64_t blocks = ceil_div(n, block);
+  return at::constant_pad_nd(bias.view({groups, n}), {0, blocks * block - n}).contiguous();
+}
+
+bool is_depthwise(const at::Tensor& weight, int64_t groups) {
+  return weight.size(1) == 1 && weight.size(0) == groups;
+}
+
+// A channels_last buffer for an (N, C, H, W) result.
+at::Tensor empty_channels_last(int64_t n, int64_t c, int64_t h, int64_t w, const at::TensorOptions& o) {
+  return at::empty({n, c, h, w}, o.memory_format(at::MemoryFormat::ChannelsLast));
+}
+
+// Zeros that taps outside the image read: as long as a pixel's channel vector.
+template <typename T>
+at::Tensor zero_pixel(int64_t channels, const at::TensorOptions& o) {
+  return at::zeros({channels + 64}, o);
+}
+
+// Applies the gather GEMM for one tap map (forward, or one input-gradient class).
+template <typename T>
+void gather_gemm(const TapMap& map, const at::Tensor& src, at::Tensor& dst, const at::Tensor& packed,
+                 const T* bias, const at::Tensor& zeros, int64_t groups, int64_t k, int64_t n,
+                 int vectors) {
+  if (map.batch * map.grid_h * map.grid_w == 0) {
+    return;
+  }
+  const KernelTable<T>* table = kernels<T>();
+  GatherGemmArgs<T> args;
+  args.map = map;
+  args.src = src.const_data_ptr<T>();
+  args.src_ld = src.size(1);
+  args.dst = dst.mutable_data_ptr<T>();
+  args.dst_ld = dst.size(1);
+  args.weight = packed.const_data_ptr<T>();
+  args.bias = bias;
+  args.zeros = zeros.const_data_ptr<T>();
+  args.groups = groups;
+  args.k = k;
+  args.n = n;
+  args.vectors = vectors;
+  run_items(table->gather_gemm_items(args), args, table->gather_gemm);
+}
+
+template <typename T>
+void depthwise(const TapMap& map, const at::Tensor& src, at::Tensor& dst, const at::Tensor& packed,
+               const T* bias) {
+  if (map.batch * map.grid_h * map.grid_w == 0) {
+    return;
+  }
+  const KernelTable<T>* table = kernels<T>();
+  DepthwiseArgs<T> args;
+  args.map = map;
+  args.src = src.const_data_ptr<T>();
+  args.dst = dst.mutable_data_ptr<T>();
+  args.weight = packed.const_data_ptr<T>();
+  args.bias = bias;
+  args.channels = dst.size(1);
+  run_items(table->depthwise_items(args), args, table->depthwise);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+template <typename T>
+void forward(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias,
+             at::Tensor& y, const ConvParams& p) {
+  const TapMap map = forward_map(x.size(0), x.size(2), x.size(3), y.size(2), y.size(3), p);
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (is_depthwise(w, p.groups)) {
+    const at::Tensor packed = w.view({w.size(0), kTaps}).t().contiguous();
+    depthwise<T>(map, x, y, packed, has_bias ? bias->const_data_ptr<T>() : nullptr);
+    return;
+  }
+  const KernelTable<T>* table = kernels<T>();
+  const int64_t k = w.size(1), n = w.size(0) / p.groups;
+  const int vectors = choose_vectors(n, table->lanes, table->max_vectors);
+  const int64_t block = int64_t{vectors} * table->lanes;
+  const at::Tensor packed = pack_forward_weight<T>(w, p.groups, block);
+  const at::Tensor packed_bias = has_bias ? pack_bias(*bias, p.groups, block) : at::Tensor();
+  const at::Tensor zeros = zero_pixel<T>(x.size(1), x.options());
+  gather_gemm<T>(map, x, y, packed, has_bias ? packed_bias.const_data_ptr<T>() : nullptr, zeros,
+                 p.groups, k, n, vectors);
+}
+
+template <typename T>
+void input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const ConvParams& p) {
+  const bool dw_layer = is_depthwise(w, p.groups);
+  const KernelTable<T>* table = kernels<T>();
+  const int64_t k = w.size(0) / p.groups, n = w.size(1);  // reduce over output channels
+  const int vectors = choose_vectors(n, table->lanes, table->max_vectors);
+  const int64_t block = int64_t{vectors} * table->lanes;
+  const at::Tensor packed = dw_layer ? w.view({w.size(0), kTaps}).t().contiguous()
+                                     : pack_input_grad_weight<T>(w, p.groups, block);
+  const at::Tensor zeros = zero_pixel<T>(dy.size(1), dy.options());
+  for (int64_t rh = 0; rh < p.stride[0]; ++rh) {
+    for (int64_t rw = 0; rw < p.stride[1]; ++rw) {
+      const TapMap map = input_grad_map(dx.size(0), dx.size(2), dx.size(3), dy.size(2), dy.size(3), p, rh, rw);
+      if (dw_layer) {
+        depthwise<T>(map, dy, dx, packed, nullptr);
+      } else {
+        gather_gemm<T>(map, dy, dx, packed, nullptr, zeros, p.groups, k, n, vectors);
+      }
+    }
+  }
+}
+
+template <typename T>
+at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w, const ConvParams& p) {
+  const TapMap map = forward_map(x.size(0), x.size(2), x.size(3), dy.size(2), dy.size(3), p);
+  const KernelTable<T>* table = kernels<T>();
+  const int64_t groups = p.groups, k = w.size(1), n = w.size(0) / groups;
+  if (is_depthwise(w, groups)) {
+    // Partial sums per (image, band of rows), enough of them to keep every core busy even at
+    // batch 1, added up in a fixed order.
+    const int64_t bands = std::min<int64_t>(map.grid_h, ceil_div(16, map.batch));
+    at::Tensor partial = at::empty({map.batch * bands, kTaps, groups}, x.options());
+    DepthwiseWgradArgs<T> args;
+    args.map = map;
+    args.src = x.const_data_ptr<T>();
+    args.dy = dy.const_data_ptr<T>();
+    args.dw = partial.mutable_data_ptr<T>();
+    args.channels = groups;
+    args.bands = bands;
+    run_items(table->depthwise_wgrad_items(args), args, table->depthwise_wgrad);
+    at::Tensor dw = partial.select(0, 0).clone();
+    for (int64_t i = 1; i < partial.size(0); ++i) {
+      dw.add_(partial.select(0, i));
+    }
+    return dw.t().reshape(w.sizes());
+  }
+  const int vectors = choose_vectors(n, table->lanes, table->max_vectors);
+  const int64_t block = int64_t{vectors} * table->lanes;
+  const int64_t blocks = ceil_div(n, block);
+  // The kernel loads whole blocks of grad_output channels: pad each group to blocks * block.
+  at::Tensor dy_blocked = dy;
+  if (n % block != 0) {
+    dy_blocked = at::zeros({dy.size(0), dy.size(2), dy.size(3), groups, blocks * block}, dy.options());
+    dy_blocked.narrow(4, 0, n).copy_(dy.permute({0, 2, 3, 1}).reshape({dy.size(0), dy.size(2), dy.size(3), groups, n}));
+  }
+  at::Tensor dw = at::zeros({groups, kTaps, k, blocks * block}, x.options());
+  WgradArgs<T> args;
+  args.map = map;
+  args.src = x.const_data_ptr<T>();
+  args.src_ld = x.size(1);
+  args.dy = dy_blocked.const_data_ptr<T>();
+  args.dy_ld = groups * (n % block != 0 ? blocks * block : n);
+  args.dy_group_stride = n % block != 0 ? blocks * block : n;
+  args.dw = dw.mutable_data_ptr<T>();
+  const at::Tensor zeros = zero_pixel<T>(x.size(1), x.options());
+  args.zeros = zeros.const_data_ptr<T>();
+  args.groups = groups;
+  args.k = k;
+  args.n = n;
+  args.vectors = vectors;
+  if (map.batch * map.grid_h * map.grid_w > 0) {
+    run_items(table->wgrad_items(args), args, table->wgrad);
+  }
+  // [G][5][k][n] -> (G*n, k, 5)
+  return dw.narrow(3, 0, n).permute({0, 3, 2, 1}).reshape(w.sizes());
+}
+
+// float16 and bfloat16 compute in float32; float64 stays float64.
+at::ScalarType compute_dtype(at::ScalarType dtype) {
+  return dtype == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+at::Tensor to_channels_last(const at::Tensor& t, at::ScalarType dtype) {
+  return t.to(dtype).contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// Converts a channels_last float result back to the caller's dtype and memory format.
+at::Tensor finish(const at::Tensor& result, at::ScalarType dtype, at::MemoryFormat format) {
+  return result.to(dtype).contiguous(format);
+}
+
+}  // namespace
+
+at::Tensor skeleton_conv2d_cpu(
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    c10::IntArrayRef stride,
+    c10::IntArrayRef padding,
+    c10::IntArrayRef dilation,
+    int64_t groups) {
+  const ConvParams p = make_params(stride, padding, dilation, groups);
+  const auto out_hw = check_forward_args(input, weight, bias, p);
+  const auto dtype = compute_dtype(input.scalar_type());
+  const at::Tensor x = to_channels_last(input, dtype);
+  const at::Tensor w = weight.to(dtype).contiguous();
+  std::optional<at::Tensor> b;
+  if (bias.has_value() && bias->defined()) {
+    b = bias->to(dtype).contiguous();
+  }
+  at::Tensor y = empty_channels_last(input.size(0), weight.size(0), out_hw[0], out_hw[1], x.options());
+  if (y.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES(dtype, "skeleton_conv2d_cpu", [&] { forward<scalar_t>(x, w, b, y, p); });
+  }
+  return finish(y, input.scalar_type(), input.suggest_memory_format());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cpu(
+    const at::Tensor& grad_output,
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    c10::IntArrayRef stride,
+    c10::IntArrayRef padding,
+    c10::IntArrayRef dilation,
+    int64_t groups,
+    std::array<bool, 3> output_mask) {
+  const ConvParams p = make_params(stride, padding, dilation, groups);
+  check_backward_args(grad_output, input, weight, p);
+  const auto dtype = compute_dtype(input.scalar_type());
+  const at::Tensor dy = to_channels_last(grad_output, dtype);
+  const at::Tensor w = weight.to(dtype).contiguous();
+  const at::Tensor none = at::empty({0}, input.options());
+
+  at::Tensor grad_input = none;
+  if (output_mask[0]) {
+    at::Tensor dx = empty_channels_last(input.size(0), input.size(1), input.size(2), input.size(3), dy.options());
+    if (dx.numel() > 0) {
+      AT_DISPATCH_FLOATING_TYPES(dtype, "skeleton_conv2d_input_grad_cpu", [&] { input_grad<scalar_t>(dy, w, dx, p); });
+    }
+    grad_input = finish(dx, input.scalar_type(), input.suggest_memory_format());
+  }
+
+  at::Tensor grad_weight = none;
+  if (output_mask[1]) {
+    const at::Tensor x = to_channels_last(input, dtype);
+    at::Tensor dw;
+    AT_DISPATCH_FLOATING_TYPES(dtype, "skeleton_conv2d_weight_grad_cpu", [&] { dw = weight_grad<scalar_t>(dy, x, w, p); });
+    grad_weight = dw.to(weight.scalar_type()).contiguous();
+  }
+
+  at::Tensor grad_bias = none;
+  if (output_mask[2]) {
+    grad_bias = dy.sum({0, 2, 3}).to(weight.scalar_type());
+  }
+  return {grad_input, grad_weight, grad_bias};
+}
+
+}  // namespace cpu
+
+std::string cpu_kernel_isa() { return cpu::float_kernels()->isa; }
+
+TORCH_LIBRARY_IMPL(skeleton_cuda, CPU, m) {
+  m.impl("skeleton_conv2d", &cpu::skeleton_conv2d_cpu);
+  m.impl("skeleton_conv2d_backward", &cpu::skeleton_conv2d_backward_cpu);
+}
+
+}  // namespace skeleton_cuda

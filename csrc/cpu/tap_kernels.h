@@ -1,0 +1,115 @@
+// The CPU kernels' view of the work: plain data and function tables, no ATen.
+//
+// The kernels are compiled once per instruction set (tap_kernels_<isa>.cpp, each under its own
+// target pragma) and must not include ATen or standard-library templates: an inline function
+// compiled for AVX-512 in one file could be picked by the linker for a caller in another, and
+// crash on a CPU without it. The dispatcher (skeleton_conv2d_cpu.cpp) owns layouts, threads and
+// the choice of table.
+#pragma once
+
+#include <cstdint>
+
+#include "../taps.h"
+
+namespace skeleton_cuda {
+namespace cpu {
+
+// Which source pixel each tap reads for every point (n, i, j) of an iteration grid, and which
+// destination pixel that point writes. Both images are channels_last (pixel-major).
+//   destination: (n, dst_row0 + dst_row_step * i, dst_col0 + dst_col_step * j)
+//   tap a reads: (n, src_row_step * i + src_row_off[a], src_col_step * j + src_col_off[a]),
+//                zero outside [0, src_h) x [0, src_w)
+// The forward pass iterates the output image; the input gradient iterates one residue class of
+// the input image modulo the stride, in which only some taps take part (tap[] says which).
+struct TapMap {
+  int64_t batch = 0, grid_h = 0, grid_w = 0;
+  int64_t dst_h = 0, dst_w = 0, dst_row0 = 0, dst_col0 = 0, dst_row_step = 1, dst_col_step = 1;
+  int64_t src_h = 0, src_w = 0, src_row_step = 1, src_col_step = 1;
+  int num_taps = 0;            // active taps, 0..5
+  int tap[kTaps] = {};         // the weight tap each active tap multiplies with
+  int64_t src_row_off[kTaps] = {};
+  int64_t src_col_off[kTaps] = {};
+};
+
+// dst[pixel][g*n + j] = bias[g][j] + sum over active taps a and c < k of
+//                       src_a[pixel][g*k + c] * weight[g][tap[a]][c][j]
+template <typename T>
+struct GatherGemmArgs {
+  TapMap map;
+  const T* src = nullptr;
+  int64_t src_ld = 0;      // channels per source pixel
+  T* dst = nullptr;
+  int64_t dst_ld = 0;      // channels per destination pixel
+  const T* weight = nullptr;  // packed [groups][blocks][5][k][block], block = vectors * lanes
+  const T* bias = nullptr;    // packed [groups][blocks * block], or nullptr
+  const T* zeros = nullptr;   // src_ld zeros: what a tap reads outside the image
+  int64_t groups = 1, k = 0, n = 0;  // per group: channels reduced, channels produced
+  int vectors = 1;
+};
+
+// dw[g][t][c][j] += sum over output pixels of src_t[pixel][g*k + c] * dy[pixel][g*dy_group_stride + j]
+template <typename T>
+struct WgradArgs {
+  TapMap map;              // the forward map, all five taps active
+  const T* src = nullptr;  // the input
+  int64_t src_ld = 0;
+  const T* dy = nullptr;   // grad_output; every group's channels padded to blocks * block
+  int64_t dy_ld = 0;
+  int64_t dy_group_stride = 0;
+  T* dw = nullptr;         // [groups][5][k][blocks * block]
+  const T* zeros = nullptr;
+  int64_t groups = 1, k = 0, n = 0;
+  int vectors = 1;
+};
+
+// Depthwise (one input and one output channel per group):
+// dst[pixel][c] = bias[c] + sum over active taps a of src_a[pixel][c] * weight[tap[a]][c]
+template <typename T>
+struct DepthwiseArgs {
+  TapMap map;
+  const T* src = nullptr;
+  T* dst = nullptr;
+  const T* weight = nullptr;  // [5][channels]
+  const T* bias = nullptr;    // [channels] or nullptr
+  int64_t channels = 0;
+};
+
+// dw[n * bands + band][t][c] = sum over the output pixels of image n whose row falls in band of
+//                               src_t[pixel][c] * dy[pixel][c]
+// (partial sums; the caller adds them up).
+template <typename T>
+struct DepthwiseWgradArgs {
+  TapMap map;                 // the forward map
+  const T* src = nullptr;
+  const T* dy = nullptr;
+  T* dw = nullptr;            // [batch * bands][5][channels], overwritten
+  int64_t channels = 0;
+  int64_t bands = 1;          // row bands per image
+};
+
+// One instruction set's kernels. Each kernel splits its work into independent items so the
+// dispatcher can hand contiguous ranges of them to threads; no item depends on another, and
+// every sum is taken in a fixed order, so results do not depend on the number of threads.
+template <typename T>
+struct KernelTable {
+  const char* isa;
+  int lanes;        // elements per vector register
+  int max_vectors;  // widest output block, in vectors
+  int64_t (*gather_gemm_items)(const GatherGemmArgs<T>&);
+  void (*gather_gemm)(const GatherGemmArgs<T>&, int64_t begin, int64_t end);
+  int64_t (*wgrad_items)(const WgradArgs<T>&);
+  void (*wgrad)(const WgradArgs<T>&, int64_t begin, int64_t end);
+  int64_t (*depthwise_items)(const DepthwiseArgs<T>&);
+  void (*depthwise)(const DepthwiseArgs<T>&, int64_t begin, int64_t end);
+  int64_t (*depthwise_wgrad_items)(const DepthwiseWgradArgs<T>&);
+  void (*depthwise_wgrad)(const DepthwiseWgradArgs<T>&, int64_t begin, int64_t end);
+};
+
+// nullptr where the instruction set was not compiled in (non-x86 builds).
+const KernelTable<float>* avx512_float_kernels();
+const KernelTable<float>* avx2_float_kernels();
+const KernelTable<float>* generic_float_kernels();
+const KernelTable<double>* generic_double_kernels();
+
+}  // namespace cpu
+}  // namespace skeleton_cuda

@@ -1,0 +1,457 @@
+// The CPU kernels, written once and compiled once per instruction set.
+//
+// Included by tap_kernels_<isa>.cpp inside that file's target pragma, after it defines
+//   SKELETON_ISA               namespace and name of the instruction set
+//   SKELETON_MAX_VECTORS       widest output block, in vector registers
+//   SKELETON_TILE_ROWS(V)      pixels per register tile when the block is V vectors wide
+// Vectors are GCC vector extensions, so the same source becomes AVX-512, AVX2 or SSE/NEON code.
+// Nothing here may include a header (see tap_kernels.h for why).
+//
+// The main kernel is a register-blocked "gather GEMM": a tile of P pixels x (V * lanes) output
+// channels stays in registers while the loop runs over the active taps and the reduction
+// channels; each step loads V weight vectors and broadcasts one input value per pixel, so
+// P * V fused multiply-adds need V + P loads. Only the five taps are computed.
+
+namespace skeleton_cuda {
+namespace cpu {
+namespace SKELETON_ISA {
+
+template <typename T, int L>
+struct VecOf {
+  typedef T type __attribute__((vector_size(L * sizeof(T))));
+};
+
+inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+template <typename V, typename T>
+inline V load_vec(const T* p) {
+  V v;
+  __builtin_memcpy(&v, p, sizeof(V));
+  return v;
+}
+
+template <typename V, typename T>
+inline void store_vec(T* p, const V& v) {
+  __builtin_memcpy(p, &v, sizeof(V));
+}
+
+// Every lane = x. Written as x - 0 because that is exact for every x, so the compiler emits a
+// single broadcast load; x + 0 is not (-0 + 0 = +0) and costs an extra add per element.
+template <typename V, typename T>
+inline V broadcast(T x) {
+  return x - V{};
+}
+
+// Source pointers of the active taps, and the destination pixel index, for `count` consecutive
+// grid points starting at m0. A tap outside the image points at `zeros`.
+template <typename T>
+void grid_pointers(
+    const TapMap& map, const T* src, int64_t src_ld, const T* zeros, int64_t m0, int64_t count,
+    const T** tap_src /* [num_taps][stride] */, int64_t stride, int64_t* dst_pixel) {
+  const int64_t per_image = map.grid_h * map.grid_w;
+  for (int64_t m = 0; m < count; ++m) {
+    const int64_t point = m0 + m;
+    const int64_t n = point / per_image;
+    const int64_t i = (point % per_image) / map.grid_w;
+    const int64_t j = point % map.grid_w;
+    if (dst_pixel != nullptr) {
+      dst_pixel[m] = (n * map.dst_h + map.dst_row0 + map.dst_row_step * i) * map.dst_w +
+          map.dst_col0 + map.dst_col_step * j;
+    }
+    for (int a = 0; a < map.num_taps; ++a) {
+      const int64_t r = map.src_row_step * i + map.src_row_off[a];
+      const int64_t c = map.src_col_step * j + map.src_col_off[a];
+      const bool inside = r >= 0 && r < map.src_h && c >= 0 && c < map.src_w;
+      tap_src[a * stride + m] = inside ? src + ((n * map.src_h + r) * map.src_w + c) * src_ld : zeros;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gather GEMM: forward, and the input gradient (one residue class of the input at a time).
+
+constexpr int64_t kGemmChunkTiles = 8;  // pixels per work item = 8 tiles: small items balance threads
+
+template <typename T, int L, int P, int V>
+inline __attribute__((always_inline)) void gemm_tile(
+    const T* const* src, int64_t src_stride, int64_t chan, int num_taps, const int* tap,
+    const T* weight, int64_t k, const T* bias, T* const* dst) {
+  typedef typename VecOf<T, L>::type vec;
+  constexpr int B = V * L;
+  vec acc[P][V];
+  for (int v = 0; v < V; ++v) {
+    const vec b = bias != nullptr ? load_vec<vec>(bias + v * L) : vec{};
+    for (int p = 0; p < P; ++p) acc[p][v] = b;
+  }
+  for (int a = 0; a < num_taps; ++a) {
+    const T* s[P];
+    for (int p = 0; p < P; ++p) s[p] = src[a * src_stride + p] + chan;
+    const T* w = weight + static_cast<int64_t>(tap[a]) * k * B;
+    for (int64_t c = 0; c < k; ++c) {
+      vec wv[V];
+      for (int v = 0; v < V; ++v) wv[v] = load_vec<vec>(w + c * B + v * L);
+      for (int p = 0; p < P; ++p) {
+        const vec x = broadcast<vec>(s[p][c]);
+        for (int v = 0; v < V; ++v) acc[p][v] += x * wv[v];
+      }
+    }
+  }
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < V; ++v) store_vec(dst[p] + v * L, acc[p][v]);
+}
+
+template <typename T, int P, int B>
+int64_t gather_gemm_items_impl(const GatherGemmArgs<T>& a) {
+  const int64_t points = a.map.batch * a.map.grid_h * a.map.grid_w;
+  return a.groups * ceil_div(a.n, B) * ceil_div(points, kGemmChunkTiles * P);
+}
+
+// Items are (group, output block, chunk of grid points), chunk fastest: a thread's range sweeps
+// many chunks with one block of weights, which stays in L2 (5 * k * block values; all five
+// blocks of a 512-channel layer would not).
+template <typename T, int L, int P, int V>
+void gather_gemm_impl(const GatherGemmArgs<T>& a, int64_t begin, int64_t end) {
+  constexpr int B = V * L;
+  constexpr int64_t kChunk = kGemmChunkTiles * P;
+  const int64_t points = a.map.batch * a.map.grid_h * a.map.grid_w;
+  const int64_t chunks = ceil_div(points, kChunk);
+  const int64_t blocks = ceil_div(a.n, B);
+  const T* src[kTaps * kChunk];
+  int64_t dst_pixel[kChunk];
+  alignas(64) T tail[P * B];
+  T* tail_rows[P];
+  for (int p = 0; p < P; ++p) tail_rows[p] = tail + p * B;
+
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t chunk = item % chunks;
+    const int64_t b = (item / chunks) % blocks;
+    const int64_t g = item / chunks / blocks;
+    const int64_t m0 = chunk * kChunk;
+    const int64_t count = min_i64(kChunk, points - m0);
+    grid_pointers(a.map, a.src, a.src_ld, a.zeros, m0, count, src, kChunk, dst_pixel);
+    for (int t = 0; t < a.map.num_taps; ++t)
+      for (int64_t m = count; m < kChunk; ++m) src[t * kChunk + m] = a.zeros;
+
+    const T* w = a.weight + (g * blocks + b) * kTaps * a.k * B;
+    const T* bias = a.bias != nullptr ? a.bias + (g * blocks + b) * B : nullptr;
+    T* dst = a.dst + g * a.n + b * B;
+    const int64_t cols = min_i64(B, a.n - b * B);
+    for (int64_t m = 0; m < count; m += P) {
+      const int64_t rows = min_i64(P, count - m);
+      if (rows == P && cols == B) {
+        T* out[P];
+        for (int p = 0; p < P; ++p) out[p] = dst + dst_pixel[m + p] * a.dst_ld;
+        gemm_tile<T, L, P, V>(src + m, kChunk, g * a.k, a.map.num_taps, a.map.tap, w, a.k, bias, out);
+      } else {
+        // Edge tile: the pointers past `count` read zeros; write to a scratch tile and copy.
+        gemm_tile<T, L, P, V>(src + m, kChunk, g * a.k, a.map.num_taps, a.map.tap, w, a.k, bias, tail_rows);
+        for (int64_t p = 0; p < rows; ++p)
+          for (int64_t j = 0; j < cols; ++j) dst[dst_pixel[m + p] * a.dst_ld + j] = tail[p * B + j];
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weight gradient: for every (tap, channel tile, output block) a register tile of P input channels
+// x (V * lanes) output channels summed over all output pixels. Items are those tiles; every item
+// sums the pixels in the same order, so the result is bitwise independent of the thread count.
+
+// Output pixels summed per pass: one block of their grad_output (128 x block values) stays in L1
+// while consecutive items run through the input-channel tiles.
+constexpr int64_t kWgradChunk = 128;
+
+template <typename T, int L, int P, int V>
+inline __attribute__((always_inline)) void wgrad_tile(
+    const T* const* src, const T* const* dy, int64_t count, int64_t chan, int64_t dy_off, T* dw,
+    int64_t ldw) {
+  typedef typename VecOf<T, L>::type vec;
+  vec acc[P][V];
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < V; ++v) acc[p][v] = load_vec<vec>(dw + p * ldw + v * L);
+  for (int64_t m = 0; m < count; ++m) {
+    vec g[V];
+    for (int v = 0; v < V; ++v) g[v] = load_vec<vec>(dy[m] + dy_off + v * L);
+    const T* s = src[m] + chan;
+    for (int p = 0; p < P; ++p) {
+      const vec x = broadcast<vec>(s[p]);
+      for (int v = 0; v < V; ++v) acc[p][v] += x * g[v];
+    }
+  }
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < V; ++v) store_vec(dw + p * ldw + v * L, acc[p][v]);
+}
+
+// The last channel tile when k is not a multiple of P (rows < P): same sums, fewer rows.
+template <typename T, int L, int V>
+void wgrad_tile_rows(
+    const T* const* src, const T* const* dy, int64_t count, int64_t chan, int64_t dy_off, T* dw,
+    int64_t ldw, int64_t rows) {
+  typedef typename VecOf<T, L>::type vec;
+  for (int64_t p = 0; p < rows; ++p) {
+    vec acc[V];
+    for (int v = 0; v < V; ++v) acc[v] = load_vec<vec>(dw + p * ldw + v * L);
+    for (int64_t m = 0; m < count; ++m) {
+      const vec x = broadcast<vec>(src[m][chan + p]);
+      for (int v = 0; v < V; ++v) acc[v] += x * load_vec<vec>(dy[m] + dy_off + v * L);
+    }
+    for (int v = 0; v < V; ++v) store_vec(dw + p * ldw + v * L, acc[v]);
+  }
+}
+
+template <typename T, int P, int B>
+int64_t wgrad_items_impl(const WgradArgs<T>& a) {
+  return a.groups * kTaps * ceil_div(a.k, P) * ceil_div(a.n, B);
+}
+
+template <typename T, int L, int P, int V>
+void wgrad_impl(const WgradArgs<T>& a, int64_t begin, int64_t end) {
+  constexpr int B = V * L;
+  const int64_t points = a.map.batch * a.map.grid_h * a.map.grid_w;
+  const int64_t blocks = ceil_div(a.n, B);
+  const int64_t channel_tiles = ceil_div(a.k, P);
+  const int64_t ldw = blocks * B;
+  const T* src[kTaps * kWgradChunk];
+  const T* dy[kWgradChunk];
+  for (int64_t m0 = 0; m0 < points; m0 += kWgradChunk) {
+    const int64_t count = min_i64(kWgradChunk, points - m0);
+    grid_pointers(a.map, a.src, a.src_ld, a.zeros, m0, count, src, kWgradChunk, nullptr);
+    for (int64_t m = 0; m < count; ++m) dy[m] = a.dy + (m0 + m) * a.dy_ld;
+    for (int64_t item = begin; item < end; ++item) {
+      // item = ((g * blocks + b) * 5 + t) * channel_tiles + ct
+      const int64_t ct = item % channel_tiles;
+      const int64_t t = (item / channel_tiles) % kTaps;
+      const int64_t b = (item / channel_tiles / kTaps) % blocks;
+      const int64_t g = item / channel_tiles / kTaps / blocks;
+      const int64_t c0 = ct * P;
+      const int64_t rows = min_i64(P, a.k - c0);
+      T* dw = a.dw + ((g * kTaps + t) * a.k + c0) * ldw + b * B;
+      const int64_t dy_off = g * a.dy_group_stride + b * B;
+      const T* const* tap_src = src + t * kWgradChunk;
+      if (rows == P) {
+        wgrad_tile<T, L, P, V>(tap_src, dy, count, g * a.k + c0, dy_off, dw, ldw);
+      } else {
+        wgrad_tile_rows<T, L, V>(tap_src, dy, count, g * a.k + c0, dy_off, dw, ldw, rows);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Depthwise: memory-bound, so one pass over each image row with the channels in vector lanes.
+
+template <typename T>
+int64_t depthwise_items_impl(const DepthwiseArgs<T>& a) {
+  return a.map.batch * a.map.grid_h;  // one item per grid row
+}
+
+template <typename T, int L>
+void depthwise_impl(const DepthwiseArgs<T>& a, int64_t begin, int64_t end) {
+  typedef typename VecOf<T, L>::type vec;
+  const TapMap& map = a.map;
+  const int64_t C = a.channels;
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t n = item / map.grid_h;
+    const int64_t i = item % map.grid_h;
+    const T* row[kTaps];
+    for (int t = 0; t < map.num_taps; ++t) {
+      const int64_t r = map.src_row_step * i + map.src_row_off[t];
+      row[t] = r >= 0 && r < map.src_h ? a.src + (n * map.src_h + r) * map.src_w * C : nullptr;
+    }
+    T* dst_row = a.dst + ((n * map.dst_h + map.dst_row0 + map.dst_row_step * i) * map.dst_w) * C;
+    for (int64_t j = 0; j < map.grid_w; ++j) {
+      const T* s[kTaps];
+      const T* w[kTaps];
+      int taps = 0;
+      for (int t = 0; t < map.num_taps; ++t) {
+        const int64_t c = map.src_col_step * j + map.src_col_off[t];
+        if (row[t] != nullptr && c >= 0 && c < map.src_w) {
+          s[taps] = row[t] + c * C;
+          w[taps] = a.weight + map.tap[t] * C;
+          ++taps;
+        }
+      }
+      T* d = dst_row + (map.dst_col0 + map.dst_col_step * j) * C;
+      int64_t c = 0;
+      for (; c + 4 * L <= C; c += 4 * L) {
+        vec acc[4];
+        for (int v = 0; v < 4; ++v)
+          acc[v] = a.bias != nullptr ? load_vec<vec>(a.bias + c + v * L) : vec{};
+        for (int t = 0; t < taps; ++t)
+          for (int v = 0; v < 4; ++v)
+            acc[v] += load_vec<vec>(s[t] + c + v * L) * load_vec<vec>(w[t] + c + v * L);
+        for (int v = 0; v < 4; ++v) store_vec(d + c + v * L, acc[v]);
+      }
+      for (; c + L <= C; c += L) {
+        vec acc = a.bias != nullptr ? load_vec<vec>(a.bias + c) : vec{};
+        for (int t = 0; t < taps; ++t) acc += load_vec<vec>(s[t] + c) * load_vec<vec>(w[t] + c);
+        store_vec(d + c, acc);
+      }
+      for (; c < C; ++c) {
+        T acc = a.bias != nullptr ? a.bias[c] : T(0);
+        for (int t = 0; t < taps; ++t) acc += s[t][c] * w[t][c];
+        d[c] = acc;
+      }
+    }
+  }
+}
+
+// Items are (image, band of output rows, block of 4 * lanes channels); each writes its own partial
+// sums, which the caller adds in a fixed order, so the result does not depend on the threads.
+template <typename T, int L>
+int64_t depthwise_wgrad_items_impl(const DepthwiseWgradArgs<T>& a) {
+  return a.map.batch * a.bands * ceil_div(a.channels, 4 * L);
+}
+
+template <typename T, int L, int V>
+void depthwise_wgrad_block(const DepthwiseWgradArgs<T>& a, int64_t n, int64_t i0, int64_t i1,
+                           int64_t c0, T* dw) {
+  typedef typename VecOf<T, L>::type vec;
+  const TapMap& map = a.map;
+  const int64_t C = a.channels;
+  vec acc[kTaps][V];
+  for (int t = 0; t < kTaps; ++t)
+    for (int v = 0; v < V; ++v) acc[t][v] = vec{};
+  for (int64_t i = i0; i < i1; ++i) {
+    const T* row[kTaps];
+    for (int t = 0; t < kTaps; ++t) {
+      const int64_t r = map.src_row_step * i + map.src_row_off[t];
+      row[t] = r >= 0 && r < map.src_h ? a.src + (n * map.src_h + r) * map.src_w * C + c0 : nullptr;
+    }
+    const T* dy = a.dy + ((n * map.grid_h + i) * map.grid_w) * C + c0;
+    for (int64_t j = 0; j < map.grid_w; ++j, dy += C) {
+      vec g[V];
+      for (int v = 0; v < V; ++v) g[v] = load_vec<vec>(dy + v * L);
+      for (int t = 0; t < kTaps; ++t) {
+        const int64_t c = map.src_col_step * j + map.src_col_off[t];
+        if (row[t] == nullptr || c < 0 || c >= map.src_w) continue;
+        const T* s = row[t] + c * C;
+        for (int v = 0; v < V; ++v) acc[t][v] += load_vec<vec>(s + v * L) * g[v];
+      }
+    }
+  }
+  for (int t = 0; t < kTaps; ++t)
+    for (int v = 0; v < V; ++v) store_vec(dw + t * C + c0 + v * L, acc[t][v]);
+}
+
+// Channels left over after the last full vector: plain sums, same order.
+template <typename T>
+void depthwise_wgrad_scalar(const DepthwiseWgradArgs<T>& a, int64_t n, int64_t i0, int64_t i1,
+                            int64_t c0, int64_t c1, T* dw) {
+  const TapMap& map = a.map;
+  const int64_t C = a.channels;
+  for (int64_t ch = c0; ch < c1; ++ch) {
+    T acc[kTaps] = {};
+    for (int64_t i = i0; i < i1; ++i)
+      for (int64_t j = 0; j < map.grid_w; ++j) {
+        const T g = a.dy[((n * map.grid_h + i) * map.grid_w + j) * C + ch];
+        for (int t = 0; t < kTaps; ++t) {
+          const int64_t r = map.src_row_step * i + map.src_row_off[t];
+          const int64_t c = map.src_col_step * j + map.src_col_off[t];
+          if (r >= 0 && r < map.src_h && c >= 0 && c < map.src_w)
+            acc[t] += a.src[((n * map.src_h + r) * map.src_w + c) * C + ch] * g;
+        }
+      }
+    for (int t = 0; t < kTaps; ++t) dw[t * C + ch] = acc[t];
+  }
+}
+
+template <typename T, int L>
+void depthwise_wgrad_impl(const DepthwiseWgradArgs<T>& a, int64_t begin, int64_t end) {
+  constexpr int64_t width = 4 * L;
+  const int64_t blocks = ceil_div(a.channels, width);
+  const int64_t band_rows = ceil_div(a.map.grid_h, a.bands);
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t cb = item % blocks;
+    const int64_t band = (item / blocks) % a.bands;
+    const int64_t n = item / blocks / a.bands;
+    const int64_t i0 = band * band_rows;
+    const int64_t i1 = min_i64(a.map.grid_h, i0 + band_rows);
+    T* dw = a.dw + (n * a.bands + band) * kTaps * a.channels;
+    const int64_t c0 = cb * width;
+    const int64_t c1 = min_i64(a.channels, c0 + width);
+    if (i0 >= i1) {  // an empty band still owns its partial sums
+      for (int t = 0; t < kTaps; ++t)
+        for (int64_t c = c0; c < c1; ++c) dw[t * a.channels + c] = T(0);
+      continue;
+    }
+    int64_t c = c0;
+    for (; c + 4 * L <= c1; c += 4 * L) depthwise_wgrad_block<T, L, 4>(a, n, i0, i1, c, dw);
+    for (; c + L <= c1; c += L) depthwise_wgrad_block<T, L, 1>(a, n, i0, i1, c, dw);
+    if (c < c1) depthwise_wgrad_scalar(a, n, i0, i1, c, c1, dw);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch on the block width chosen by the caller (args.vectors).
+
+template <typename T, int L>
+struct Kernels {
+  template <int V>
+  static constexpr int rows() { return SKELETON_TILE_ROWS(V); }
+
+  static int64_t gather_gemm_items(const GatherGemmArgs<T>& a) {
+    switch (a.vectors) {
+      case 1: return gather_gemm_items_impl<T, rows<1>(), L>(a);
+      case 2: return gather_gemm_items_impl<T, rows<2>(), 2 * L>(a);
+#if SKELETON_MAX_VECTORS >= 4
+      case 3: return gather_gemm_items_impl<T, rows<3>(), 3 * L>(a);
+      case 4: return gather_gemm_items_impl<T, rows<4>(), 4 * L>(a);
+#endif
+    }
+    return 0;
+  }
+  static void gather_gemm(const GatherGemmArgs<T>& a, int64_t begin, int64_t end) {
+    switch (a.vectors) {
+      case 1: return gather_gemm_impl<T, L, rows<1>(), 1>(a, begin, end);
+      case 2: return gather_gemm_impl<T, L, rows<2>(), 2>(a, begin, end);
+#if SKELETON_MAX_VECTORS >= 4
+      case 3: return gather_gemm_impl<T, L, rows<3>(), 3>(a, begin, end);
+      case 4: return gather_gemm_impl<T, L, rows<4>(), 4>(a, begin, end);
+#endif
+    }
+  }
+  static int64_t wgrad_items(const WgradArgs<T>& a) {
+    switch (a.vectors) {
+      case 1: return wgrad_items_impl<T, rows<1>(), L>(a);
+      case 2: return wgrad_items_impl<T, rows<2>(), 2 * L>(a);
+#if SKELETON_MAX_VECTORS >= 4
+      case 3: return wgrad_items_impl<T, rows<3>(), 3 * L>(a);
+      case 4: return wgrad_items_impl<T, rows<4>(), 4 * L>(a);
+#endif
+    }
+    return 0;
+  }
+  static void wgrad(const WgradArgs<T>& a, int64_t begin, int64_t end) {
+    switch (a.vectors) {
+      case 1: return wgrad_impl<T, L, rows<1>(), 1>(a, begin, end);
+      case 2: return wgrad_impl<T, L, rows<2>(), 2>(a, begin, end);
+#if SKELETON_MAX_VECTORS >= 4
+      case 3: return wgrad_impl<T, L, rows<3>(), 3>(a, begin, end);
+      case 4: return wgrad_impl<T, L, rows<4>(), 4>(a, begin, end);
+#endif
+    }
+  }
+
+  static const KernelTable<T>* table() {
+    static const KernelTable<T> kTable = {
+        SKELETON_ISA_NAME,
+        L,
+        SKELETON_MAX_VECTORS,
+        &gather_gemm_items,
+        &gather_gemm,
+        &wgrad_items,
+        &wgrad,
+        &depthwise_items_impl<T>,
+        &depthwise_impl<T, L>,
+        &depthwise_wgrad_items_impl<T, L>,
+        &depthwise_wgrad_impl<T, L>,
+    };
+    return &kTable;
+  }
+};
+
+}  // namespace SKELETON_ISA
+}  // namespace cpu
+}  // namespace skeleton_cuda

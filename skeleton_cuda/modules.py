@@ -1,0 +1,175 @@
+"""SkeletonConv2d: a drop-in nn.Conv2d(kernel_size=3) that stores and computes only the cross."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .functional import resolve_padding, skeleton_conv2d
+from .taps import dense_to_skeleton_weight, skeleton_to_dense_weight
+
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def _pair(value, name):
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return tuple(value)
+    raise TypeError(f"SkeletonConv2d: expected {name} to be an int or a pair of ints, got {value!r}")
+
+
+class SkeletonConv2d(nn.Module):
+    """A 3x3 convolution that keeps only its five cross taps (centre, up, down, left, right).
+
+    Arguments and behaviour follow ``nn.Conv2d`` with ``kernel_size=3``; the weight has shape
+    ``(out_channels, in_channels // groups, 5)``, taps T, L, C, R, B. It has 5/9 of the weights
+    and multiply-adds of the 3x3 layer it replaces.
+    """
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size=3,
+        stride=1,
+        padding=1,
+        dilation=1,
+        groups=1,
+        bias=True,
+        padding_mode="zeros",
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        if _pair(kernel_size, "kernel_size") != (3, 3):
+            raise ValueError(
+                f"SkeletonConv2d: kernel_size must be 3 (the skeleton of a 3x3 kernel), got {kernel_size!r}"
+            )
+        if groups <= 0:
+            raise ValueError(f"SkeletonConv2d: groups must be a positive integer, got {groups}")
+        if in_channels % groups != 0:
+            raise ValueError(f"SkeletonConv2d: in_channels ({in_channels}) must be divisible by groups ({groups})")
+        if out_channels % groups != 0:
+            raise ValueError(f"SkeletonConv2d: out_channels ({out_channels}) must be divisible by groups ({groups})")
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"SkeletonConv2d: padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = (3, 3)
+        self.stride = _pair(stride, "stride")
+        self.dilation = _pair(dilation, "dilation")
+        if isinstance(padding, str):
+            resolve_padding(padding, self.stride, self.dilation)  # raises on a bad string
+            self.padding = padding
+        else:
+            self.padding = _pair(padding, "padding")
+        self.groups = groups
+        self.padding_mode = padding_mode
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty((out_channels, in_channels // groups, 5), **factory))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_channels, **factory))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        # nn.Conv2d's initialisation, with the fan-in of the five taps that exist.
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.weight.shape[1] * self.weight.shape[2]
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def _padding_pair(self):
+        return tuple(resolve_padding(self.padding, self.stride, self.dilation))
+
+    def forward(self, input):
+        if self.padding_mode != "zeros":
+            pad_h, pad_w = self._padding_pair()
+            input = F.pad(input, (pad_w, pad_w, pad_h, pad_h), mode=self.padding_mode)
+            return skeleton_conv2d(input, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return skeleton_conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def extra_repr(self):
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size=(3, 3) skeleton, stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
+        return s
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A dense nn.Conv2d checkpoint loads too: its 3x3 weight keeps its cross.
+        key = prefix + "weight"
+        weight = state_dict.get(key)
+        if weight is not None and weight.dim() == 4 and tuple(weight.shape[-2:]) == (3, 3):
+            state_dict[key] = dense_to_skeleton_weight(weight)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @classmethod
+    def from_conv2d(cls, conv: nn.Conv2d) -> "SkeletonConv2d":
+        """A SkeletonConv2d with ``conv``'s arguments and the cross taps of its weight.
+
+        The four corner weights are dropped. Device, dtype, requires_grad and training mode are kept.
+        """
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"SkeletonConv2d.from_conv2d: expected an nn.Conv2d, got {type(conv).__name__}")
+        if tuple(conv.kernel_size) != (3, 3):
+            raise ValueError(
+                f"SkeletonConv2d.from_conv2d: only 3x3 convolutions have a skeleton, got kernel_size={conv.kernel_size}"
+            )
+        skeleton = cls(
+            conv.in_channels,
+            conv.out_channels,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            padding_mode=conv.padding_mode,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+        )
+        with torch.no_grad():
+            skeleton.weight.copy_(dense_to_skeleton_weight(conv.weight))
+            if conv.bias is not None:
+                skeleton.bias.copy_(conv.bias)
+        skeleton.weight.requires_grad_(conv.weight.requires_grad)
+        if conv.bias is not None:
+            skeleton.bias.requires_grad_(conv.bias.requires_grad)
+        skeleton.train(conv.training)
+        return skeleton
+
+    def to_conv2d(self) -> nn.Conv2d:
+        """The equivalent dense nn.Conv2d (zero corners), e.g. for ONNX or TensorRT export."""
+        conv = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            3,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+            bias=self.bias is not None,
+            padding_mode=self.padding_mode,
+            device=self.weight.device,
+            dtype=self.weight.dtype,
+        )
+        with torch.no_grad():
+            conv.weight.copy_(skeleton_to_dense_weight(self.weight))
+            if self.bias is not None:
+                conv.bias.copy_(self.bias)
+        conv.weight.requires_grad_(self.weight.requires_grad)
+        if self.bias is not None:
+            conv.bias.requires_grad_(self.bias.requires_grad)
+        conv.train(self.training)
+        return conv
