@@ -27,7 +27,10 @@ def _replace(model, convert, memo):
         memo[id(model)] = replacement
         return replacement
     memo[id(model)] = model
-    for name, child in model.named_children():
+    # Not named_children(): it yields a shared module only once, and every reference must change.
+    for name, child in list(model._modules.items()):
+        if child is None:
+            continue
         new_child = _replace(child, convert, memo)
         if new_child is not child:
             setattr(model, name, new_child)

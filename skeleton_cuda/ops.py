@@ -130,12 +130,14 @@ if HAS_COMPILED_OPS:
         grad_output, input, weight, stride, padding, dilation, groups, output_mask
     ):
         check_args(input, weight, None, stride, padding, dilation, groups)
-        none = input.new_empty((0,))
+        def none():  # each masked-out gradient is its own empty tensor: outputs must not alias
+            return input.new_empty((0,))
+
         grad_input = (
-            torch.empty_like(input, memory_format=suggest_memory_format(input)) if output_mask[0] else none
+            torch.empty_like(input, memory_format=suggest_memory_format(input)) if output_mask[0] else none()
         )
-        grad_weight = torch.empty_like(weight, memory_format=torch.contiguous_format) if output_mask[1] else none
-        grad_bias = weight.new_empty((weight.shape[0],)) if output_mask[2] else none
+        grad_weight = torch.empty_like(weight, memory_format=torch.contiguous_format) if output_mask[1] else none()
+        grad_bias = weight.new_empty((weight.shape[0],)) if output_mask[2] else none()
         return grad_input, grad_weight, grad_bias
 
     def _setup_context(ctx, inputs, output):
@@ -159,4 +161,49 @@ if HAS_COMPILED_OPS:
 
     torch.library.register_autograd(
         "skeleton_cuda::skeleton_conv2d", _backward, setup_context=_setup_context
+    )
+
+    # Double backward. The backward op is linear in each argument:
+    #   grad_input = Bx(grad_output, weight), grad_weight = Bw(grad_output, input),
+    #   grad_bias = sum(grad_output), and Bx, Bw are the adjoints of the forward op F, so
+    #   d<gi', Bx(gy, w)>/dgy = F(gi', w)      d<gi', Bx(gy, w)>/dw = Bw(gy, gi')
+    #   d<gw', Bw(gy, x)>/dgy = F(x, gw')      d<gw', Bw(gy, x)>/dx = Bx(gy, gw')
+    # Expressed with the ops themselves, so higher orders work too.
+    def _setup_backward_context(ctx, inputs, output):
+        grad_output, input, weight, stride, padding, dilation, groups, output_mask = inputs
+        ctx.save_for_backward(grad_output, input, weight)
+        ctx.conv_args = (stride, padding, dilation, groups)
+        ctx.output_mask = output_mask
+
+    def _double_backward(ctx, gg_input, gg_weight, gg_bias):
+        grad_output, input, weight = ctx.saved_tensors
+        args = ctx.conv_args
+        # A masked-out gradient came back as a (0,)-shaped tensor; its incoming gradient is void.
+        gg_input = gg_input if ctx.output_mask[0] and gg_input is not None and gg_input.numel() else None
+        gg_weight = gg_weight if ctx.output_mask[1] and gg_weight is not None else None
+        gg_bias = gg_bias if ctx.output_mask[2] and gg_bias is not None else None
+        need_grad_output, need_input, need_weight = ctx.needs_input_grad[:3]
+        forward = torch.ops.skeleton_cuda.skeleton_conv2d
+        backward = torch.ops.skeleton_cuda.skeleton_conv2d_backward
+
+        grad_grad_output = None
+        if need_grad_output:
+            terms = []
+            if gg_input is not None:
+                terms.append(forward(gg_input, weight, None, *args))
+            if gg_weight is not None:
+                terms.append(forward(input, gg_weight, None, *args))
+            if gg_bias is not None:
+                terms.append(gg_bias.view(1, -1, 1, 1).expand_as(grad_output))
+            grad_grad_output = sum(terms) if terms else None
+        grad_input = None
+        if need_input and gg_weight is not None:
+            grad_input = backward(grad_output, input, gg_weight, *args, [True, False, False])[0]
+        grad_weight = None
+        if need_weight and gg_input is not None:
+            grad_weight = backward(grad_output, gg_input, weight, *args, [False, True, False])[1]
+        return grad_grad_output, grad_input, grad_weight, None, None, None, None, None
+
+    torch.library.register_autograd(
+        "skeleton_cuda::skeleton_conv2d_backward", _double_backward, setup_context=_setup_backward_context
     )

@@ -323,6 +323,9 @@ at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& x, const at::Tens
   const TapMap map = forward_map(x.size(0), x.size(2), x.size(3), dy.size(2), dy.size(3), p);
   const KernelTable<T>* table = kernels<T>();
   const int64_t groups = p.groups, k = w.size(1), n = w.size(0) / groups;
+  if (map.batch * map.grid_h * map.grid_w == 0) {
+    return at::zeros_like(w);
+  }
   if (is_depthwise(w, groups)) {
     // Partial sums per (image, band of rows), enough of them to keep every core busy even at
     // batch 1, added up in a fixed order.
@@ -366,9 +369,7 @@ at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& x, const at::Tens
   args.k = k;
   args.n = n;
   args.vectors = vectors;
-  if (map.batch * map.grid_h * map.grid_w > 0) {
-    run_items(table->wgrad_items(args), args, table->wgrad);
-  }
+  run_items(table->wgrad_items(args), args, table->wgrad);
   // [G][5][k][n] -> (G*n, k, 5)
   return dw.narrow(3, 0, n).permute({0, 3, 2, 1}).reshape(w.sizes());
 }
@@ -427,9 +428,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cpu(
   const auto dtype = compute_dtype(input.scalar_type());
   const at::Tensor dy = to_channels_last(grad_output, dtype);
   const at::Tensor w = weight.to(dtype).contiguous();
-  const at::Tensor none = at::empty({0}, input.options());
+  // A masked-out gradient is an empty tensor of its own (outputs of an op must not alias).
+  const auto none = [&] { return at::empty({0}, input.options()); };
 
-  at::Tensor grad_input = none;
+  at::Tensor grad_input = none();
   if (output_mask[0]) {
     at::Tensor dx = empty_channels_last(input.size(0), input.size(1), input.size(2), input.size(3), dy.options());
     if (dx.numel() > 0) {
@@ -438,7 +440,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cpu(
     grad_input = finish(dx, input.scalar_type(), input.suggest_memory_format());
   }
 
-  at::Tensor grad_weight = none;
+  at::Tensor grad_weight = none();
   if (output_mask[1]) {
     const at::Tensor x = to_channels_last(input, dtype);
     at::Tensor dw;
@@ -446,7 +448,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cpu(
     grad_weight = dw.to(weight.scalar_type()).contiguous();
   }
 
-  at::Tensor grad_bias = none;
+  at::Tensor grad_bias = none();
   if (output_mask[2]) {
     grad_bias = dy.sum({0, 2, 3}).to(weight.scalar_type());
   }

@@ -1,0 +1,135 @@
+"""The float64 oracle and random layer configurations shared by the tests.
+
+The oracle is the op's definition: a dense 3x3 convolution whose four corners are zero, run by
+F.conv2d in float64 with autograd giving every gradient.
+"""
+
+import random
+
+import torch
+
+from skeleton_cuda.reference import skeleton_conv2d_reference
+
+# (rtol, atol as a fraction of the largest reference value) per dtype of the op's inputs.
+TOLERANCE = {
+    torch.float64: (1e-10, 1e-12),
+    torch.float32: (1e-4, 2e-5),
+    torch.float16: (5e-3, 2e-3),
+    torch.bfloat16: (3e-2, 1e-2),
+}
+
+
+def random_configs(seed, count, max_channels=24, max_size=13):
+    """Valid layer configurations (non-empty output) covering strides, paddings, dilations,
+    groups (grouped and depthwise), odd sizes and batch sizes."""
+    rng = random.Random(seed)
+    configs = []
+    while len(configs) < count:
+        kind = rng.choice(["dense", "dense", "grouped", "depthwise"])
+        groups = 1
+        if kind == "grouped":
+            groups = rng.choice([2, 3, 4])
+            cin = groups * rng.randint(1, max_channels // groups)
+            cout = groups * rng.randint(1, max_channels // groups)
+        elif kind == "depthwise":
+            cin = cout = groups = rng.randint(1, max_channels)
+        else:
+            cin, cout = rng.randint(1, max_channels), rng.randint(1, max_channels)
+        config = dict(
+            n=rng.choice([1, 2, 3]),
+            cin=cin,
+            cout=cout,
+            h=rng.randint(1, max_size),
+            w=rng.randint(1, max_size),
+            stride=(rng.randint(1, 3), rng.randint(1, 3)),
+            padding=(rng.randint(0, 3), rng.randint(0, 3)),
+            dilation=(rng.randint(1, 3), rng.randint(1, 3)),
+            groups=groups,
+            bias=rng.random() < 0.7,
+        )
+        out = [
+            (size + 2 * p - 2 * d - 1) // s + 1 if size + 2 * p >= 2 * d + 1 else 0
+            for size, s, p, d in zip((config["h"], config["w"]), config["stride"], config["padding"], config["dilation"])
+        ]
+        if min(out) > 0:
+            configs.append(config)
+    return configs
+
+
+def config_id(config):
+    return "n{n}-c{cin}x{cout}-{h}x{w}-s{stride[0]}{stride[1]}-p{padding[0]}{padding[1]}-d{dilation[0]}{dilation[1]}-g{groups}".format(
+        **config
+    )
+
+
+def make_tensors(config, dtype, device="cpu", memory_format=torch.contiguous_format, noncontiguous=False, seed=0):
+    """Input, weight, bias (or None) and a grad_output for `config`."""
+    generator = torch.Generator().manual_seed(seed)
+    c = config
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    if noncontiguous:
+        # Every other column of a wider tensor, and a weight read through a transpose.
+        x = randn(c["n"], c["cin"], c["h"], 2 * c["w"])[..., ::2]
+        weight = randn(c["cin"] // c["groups"], c["cout"], 5).transpose(0, 1)
+    else:
+        x = randn(c["n"], c["cin"], c["h"], c["w"])
+        weight = randn(c["cout"], c["cin"] // c["groups"], 5)
+    bias = randn(c["cout"]) if c["bias"] else None
+    x = x.to(device=device, dtype=dtype)
+    if memory_format is torch.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = weight.to(device=device, dtype=dtype)
+    bias = bias.to(device=device, dtype=dtype) if bias is not None else None
+    return x, weight, bias
+
+
+def forward_and_grads(fn, x, weight, bias, config, grad_output=None):
+    """Runs fn(input, weight, bias, stride, padding, dilation, groups) and its backward; returns
+    (output, grad_output, [grad_input, grad_weight, grad_bias])."""
+    x = x.detach().requires_grad_()
+    weight = weight.detach().requires_grad_()
+    if bias is not None:
+        bias = bias.detach().requires_grad_()
+    out = fn(x, weight, bias, config["stride"], config["padding"], config["dilation"], config["groups"])
+    if grad_output is None:
+        generator = torch.Generator().manual_seed(1)
+        grad_output = torch.randn(out.shape, generator=generator, dtype=torch.float64).to(out.device, out.dtype)
+    out.backward(grad_output)
+    grads = [x.grad, weight.grad, bias.grad if bias is not None else None]
+    return out, grad_output, grads
+
+
+def oracle(x, weight, bias, config, grad_output):
+    """Output and gradients of the float64 dense-with-zero-corners convolution, on the CPU."""
+    as64 = lambda t: None if t is None else t.detach().to("cpu", torch.float64)
+    return forward_and_grads(
+        skeleton_conv2d_reference, as64(x), as64(weight), as64(bias), config, as64(grad_output)
+    )
+
+
+def assert_close_to_oracle(actual, expected, dtype, what):
+    rtol, atol_fraction = TOLERANCE[dtype]
+    expected = expected.detach().cpu()
+    actual = actual.detach().cpu().to(torch.float64)
+    atol = atol_fraction * max(expected.abs().max().item(), 1.0) if expected.numel() else 0.0
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, msg=lambda m: f"{what}: {m}")
+
+
+def check_against_oracle(fn, config, dtype, device="cpu", memory_format=torch.contiguous_format, noncontiguous=False):
+    """The op's output and all three gradients agree with the float64 oracle; returns the output."""
+    x, weight, bias = make_tensors(config, dtype, device, memory_format, noncontiguous)
+    out, grad_output, grads = forward_and_grads(fn, x, weight, bias, config)
+    ref_out, _, ref_grads = oracle(x, weight, bias, config, grad_output)
+    assert out.dtype == dtype and out.device == x.device
+    assert out.shape == ref_out.shape
+    assert_close_to_oracle(out, ref_out, dtype, "output")
+    for name, grad, ref in zip(("grad_input", "grad_weight", "grad_bias"), grads, ref_grads):
+        if ref is None:
+            assert grad is None
+            continue
+        assert grad.shape == ref.shape, name
+        assert_close_to_oracle(grad, ref, dtype, name)
+    return out, x

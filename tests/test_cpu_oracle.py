@@ -1,0 +1,129 @@
+"""CPU kernels against the float64 oracle: output and all three gradients."""
+
+import pytest
+import torch
+
+import skeleton_cuda
+from oracle import check_against_oracle, config_id, random_configs
+
+pytestmark = pytest.mark.skipif(not skeleton_cuda.has_compiled_ops(), reason="compiled ops not built")
+
+ISAS = ["avx512", "avx2", "generic"]
+
+
+def supported(isa):
+    import os
+
+    old = os.environ.get("SKELETON_CUDA_CPU_ISA")
+    os.environ["SKELETON_CUDA_CPU_ISA"] = isa
+    try:
+        skeleton_cuda.cpu_kernel_isa()
+        return True
+    except RuntimeError:
+        return False
+    finally:
+        if old is None:
+            del os.environ["SKELETON_CUDA_CPU_ISA"]
+        else:
+            os.environ["SKELETON_CUDA_CPU_ISA"] = old
+
+
+RANDOM = random_configs(seed=2024, count=24)
+
+# Shapes that reach every code path of the kernels: wide blocks (64 output channels), channel
+# counts that leave tails in the block and in the register tile, more pixels than one work item
+# or one weight-gradient pass, depthwise with vector and scalar channel tails.
+LARGER = [
+    dict(n=2, cin=64, cout=64, h=15, w=15, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, bias=True),
+    dict(n=1, cin=70, cout=100, h=12, w=13, stride=(2, 2), padding=(1, 1), dilation=(1, 1), groups=1, bias=True),
+    dict(n=2, cin=48, cout=40, h=11, w=9, stride=(1, 2), padding=(2, 1), dilation=(2, 1), groups=2, bias=False),
+    dict(n=3, cin=3, cout=17, h=20, w=20, stride=(2, 2), padding=(1, 1), dilation=(1, 1), groups=1, bias=True),
+    dict(n=2, cin=70, cout=70, h=17, w=16, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=70, bias=True),
+    dict(n=1, cin=33, cout=33, h=9, w=21, stride=(2, 3), padding=(1, 2), dilation=(1, 2), groups=33, bias=False),
+    dict(n=2, cin=16, cout=32, h=7, w=7, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=16, bias=True),
+    dict(n=1, cin=8, cout=200, h=6, w=30, stride=(3, 1), padding=(0, 3), dilation=(1, 3), groups=1, bias=True),
+]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("config", RANDOM + LARGER, ids=config_id)
+def test_float32_each_isa(isa, config, cpu_isa):
+    if not supported(isa):
+        pytest.skip(f"this CPU lacks {isa}")
+    cpu_isa(isa)
+    index = (RANDOM + LARGER).index(config)
+    memory_format = torch.channels_last if index % 2 else torch.contiguous_format
+    out, x = check_against_oracle(
+        skeleton_cuda.skeleton_conv2d, config, torch.float32, memory_format=memory_format, noncontiguous=index % 3 == 0
+    )
+    if memory_format is torch.channels_last and config["cout"] > 1 and out.shape[2] * out.shape[3] > 1:
+        assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("config", random_configs(seed=7, count=16) + LARGER[:3], ids=config_id)
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_float64(config, memory_format):
+    check_against_oracle(skeleton_cuda.skeleton_conv2d, config, torch.float64, memory_format=memory_format)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("config", random_configs(seed=11, count=8) + LARGER[:2], ids=config_id)
+def test_reduced_precision(dtype, config):
+    check_against_oracle(skeleton_cuda.skeleton_conv2d, config, dtype, memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_output_keeps_input_memory_format(memory_format):
+    x = torch.randn(2, 8, 9, 9).contiguous(memory_format=memory_format)
+    w = torch.randn(16, 8, 5)
+    out = skeleton_cuda.skeleton_conv2d(x, w)
+    assert out.is_contiguous(memory_format=memory_format)
+    grad_input, _, _ = torch.ops.skeleton_cuda.skeleton_conv2d_backward(
+        torch.ones_like(out), x, w, [1, 1], [1, 1], [1, 1], 1, [True, True, False]
+    )
+    assert grad_input.is_contiguous(memory_format=memory_format)
+
+
+@pytest.mark.parametrize("groups", [1, 4], ids=["dense", "depthwise"])
+def test_empty_batch(groups):
+    x = torch.randn(0, 4, 8, 8, requires_grad=True)
+    w = torch.randn(4, 4 // groups, 5, requires_grad=True)
+    b = torch.randn(4, requires_grad=True)
+    out = skeleton_cuda.skeleton_conv2d(x, w, b, groups=groups)
+    assert out.shape == (0, 4, 8, 8)
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+    assert torch.equal(w.grad, torch.zeros_like(w))
+    assert torch.equal(b.grad, torch.zeros_like(b))
+
+
+def test_backward_output_mask():
+    x = torch.randn(2, 6, 7, 7)
+    w = torch.randn(5, 6, 5)
+    gy = torch.randn(2, 5, 7, 7)
+    full = torch.ops.skeleton_cuda.skeleton_conv2d_backward(gy, x, w, [1, 1], [1, 1], [1, 1], 1, [True, True, True])
+    for mask in ([True, False, False], [False, True, False], [False, False, True]):
+        grads = torch.ops.skeleton_cuda.skeleton_conv2d_backward(gy, x, w, [1, 1], [1, 1], [1, 1], 1, mask)
+        for wanted, grad, reference in zip(mask, grads, full):
+            if wanted:
+                assert torch.equal(grad, reference)
+            else:
+                assert grad.shape == (0,)
+
+
+def test_unbatched_input():
+    x = torch.randn(3, 10, 11)
+    w = torch.randn(4, 3, 5)
+    out = skeleton_cuda.skeleton_conv2d(x, w, stride=2)
+    assert out.shape == (4, 5, 6)
+    torch.testing.assert_close(out, skeleton_cuda.skeleton_conv2d(x[None], w, stride=2)[0])
+
+
+@pytest.mark.parametrize("padding", ["same", "valid", 0, (2, 1)])
+def test_padding_forms(padding):
+    x = torch.randn(1, 4, 9, 8, dtype=torch.float64)
+    w = torch.randn(6, 4, 5, dtype=torch.float64)
+    out = skeleton_cuda.skeleton_conv2d(x, w, dilation=2, padding=padding)
+    ref = torch.nn.functional.conv2d(x, skeleton_cuda.skeleton_to_dense_weight(w), dilation=2, padding=padding)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref)
