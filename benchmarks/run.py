@@ -1,0 +1,53 @@
+"""The main benchmark: skeleton kernels against the 3x3 convolution of the vendor library.
+
+    python benchmarks/run.py            # the GPU suite when a GPU is present, else the CPU suite
+    python benchmarks/run.py --device cpu --rounds 40
+
+Prints the table and writes benchmarks/results/<device>-<name>.json (plus a PNG plot of the
+ratios when matplotlib is installed).
+"""
+
+import argparse
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+
+from common import write_results  # noqa: E402
+
+
+def slug(text):
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--rounds", type=int, default=None, help="repetitions per measurement (median taken)")
+    parser.add_argument("--output", default=None, help="JSON file name under benchmarks/results/")
+    args = parser.parse_args()
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        import gpu_suite as suite
+    else:
+        import cpu_suite as suite
+    kwargs = {"rounds": args.rounds} if args.rounds else {}
+    print(f"skeleton_cuda benchmark on {device}", flush=True)
+    result = suite.run(**kwargs)
+    suite.show(result)
+    machine = result["machine"]
+    name = args.output or f"{device}-{slug(machine.get('gpu') or machine.get('cpu', 'cpu'))}.json"
+    print("wrote", write_results(name, result))
+    if hasattr(suite, "plot"):
+        path = suite.plot(result, os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", name[:-5] + ".png"))
+        if path:
+            print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()

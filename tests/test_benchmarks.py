@@ -1,0 +1,45 @@
+"""The benchmark suites compare like with like, and run end to end (tiny layers, CPU)."""
+
+import json
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+
+import common  # noqa: E402
+import cpu_suite  # noqa: E402
+import gpu_suite  # noqa: E402
+
+
+@pytest.mark.parametrize("stride,groups", [(1, 1), (2, 1), (1, 6), (2, 6)])
+def test_all_benchmarked_implementations_compute_the_same_layer(stride, groups):
+    x = torch.randn(2, 6, 11, 11, dtype=torch.float64)
+    w5 = torch.randn(6, 6 // groups, 5, dtype=torch.float64)
+    impls = gpu_suite.implementations(x, w5, None, stride, groups)
+    # The masked 3x3 uses its own random weight (only its cost matters); give it ours to compare.
+    reference = impls["cudnn3x3"](x)
+    for name in ("decomposition", "skeleton"):
+        torch.testing.assert_close(impls[name](x), reference, msg=name)
+    dense, _ = common.dense_3x3(x, w5, None, stride, groups)
+    torch.testing.assert_close(dense(x), reference)
+
+
+def test_cpu_suite_runs_and_reports(monkeypatch, tmp_path):
+    monkeypatch.setattr(cpu_suite, "DENSE", [("8@6", 1, 8, 6, 1)])
+    monkeypatch.setattr(cpu_suite, "DEPTHWISE", [("dw8@6/s2", 1, 8, 6, 2)])
+    result = cpu_suite.run(rounds=2)
+    assert [r["layer"] for r in result["rows"]] == ["8@6", "dw8@6/s2"]
+    for row in result["rows"]:
+        assert row["forward_skeleton_ms"] > 0 and row["fwd_speedup"] > 0
+    assert result["machine"]["device"] == "cpu" and result["machine"]["torch"] == torch.__version__
+    monkeypatch.setattr(common, "RESULTS", str(tmp_path))
+    path = common.write_results("trial.json", result)
+    assert json.load(open(path))["rows"][0]["layer"] == "8@6"
+    cpu_suite.show(result)
+
+
+def test_geomean():
+    assert common.geomean([2.0, 8.0]) == pytest.approx(4.0)
