@@ -256,15 +256,14 @@ void gather_gemm(const TapMap& map, const at::Tensor& src, at::Tensor& dst, cons
   run_items(table->gather_gemm_items(args), args, table->gather_gemm);
 }
 
+// Depthwise over the pixels of all `maps` (which share dst_row_step), one destination row per item.
 template <typename T>
-void depthwise(const TapMap& map, const at::Tensor& src, at::Tensor& dst, const at::Tensor& packed,
-               const T* bias) {
-  if (map.batch * map.grid_h * map.grid_w == 0) {
-    return;
-  }
+void depthwise(const std::vector<TapMap>& maps, const at::Tensor& src, at::Tensor& dst,
+               const at::Tensor& packed, const T* bias) {
   const KernelTable<T>* table = kernels<T>();
   DepthwiseArgs<T> args;
-  args.map = map;
+  args.maps = maps.data();
+  args.num_maps = static_cast<int>(maps.size());
   args.src = src.const_data_ptr<T>();
   args.dst = dst.mutable_data_ptr<T>();
   args.weight = packed.const_data_ptr<T>();
@@ -282,7 +281,7 @@ void forward(const at::Tensor& x, const at::Tensor& w, const std::optional<at::T
   const bool has_bias = bias.has_value() && bias->defined();
   if (is_depthwise(w, p.groups)) {
     const at::Tensor packed = w.view({w.size(0), kTaps}).t().contiguous();
-    depthwise<T>(map, x, y, packed, has_bias ? bias->const_data_ptr<T>() : nullptr);
+    depthwise<T>({map}, x, y, packed, has_bias ? bias->const_data_ptr<T>() : nullptr);
     return;
   }
   const KernelTable<T>* table = kernels<T>();
@@ -305,16 +304,19 @@ void input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const
   const int64_t block = int64_t{vectors} * table->lanes;
   const at::Tensor packed = dw_layer ? w.view({w.size(0), kTaps}).t().contiguous()
                                      : pack_input_grad_weight<T>(w, p.groups, block);
-  const at::Tensor zeros = zero_pixel<T>(dy.size(1), dy.options());
+  std::vector<TapMap> classes;
   for (int64_t rh = 0; rh < p.stride[0]; ++rh) {
     for (int64_t rw = 0; rw < p.stride[1]; ++rw) {
-      const TapMap map = input_grad_map(dx.size(0), dx.size(2), dx.size(3), dy.size(2), dy.size(3), p, rh, rw);
-      if (dw_layer) {
-        depthwise<T>(map, dy, dx, packed, nullptr);
-      } else {
-        gather_gemm<T>(map, dy, dx, packed, nullptr, zeros, p.groups, k, n, vectors);
-      }
+      classes.push_back(input_grad_map(dx.size(0), dx.size(2), dx.size(3), dy.size(2), dy.size(3), p, rh, rw));
     }
+  }
+  if (dw_layer) {
+    depthwise<T>(classes, dy, dx, packed, nullptr);  // memory-bound: all classes in one sweep
+    return;
+  }
+  const at::Tensor zeros = zero_pixel<T>(dy.size(1), dy.options());
+  for (const TapMap& map : classes) {
+    gather_gemm<T>(map, dy, dx, packed, nullptr, zeros, p.groups, k, n, vectors);
   }
 }
 

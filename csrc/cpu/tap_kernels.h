@@ -64,9 +64,12 @@ struct WgradArgs {
 
 // Depthwise (one input and one output channel per group):
 // dst[pixel][c] = bias[c] + sum over active taps a of src_a[pixel][c] * weight[tap[a]][c]
+// for the pixels of every map: the forward map, or all residue classes of the input gradient,
+// which share dst_row_step. An item is one whole destination row, written in one go.
 template <typename T>
 struct DepthwiseArgs {
-  TapMap map;
+  const TapMap* maps = nullptr;
+  int num_maps = 0;
   const T* src = nullptr;
   T* dst = nullptr;
   const T* weight = nullptr;  // [5][channels]

@@ -243,56 +243,67 @@ void wgrad_impl(const WgradArgs<T>& a, int64_t begin, int64_t end) {
 
 template <typename T>
 int64_t depthwise_items_impl(const DepthwiseArgs<T>& a) {
-  return a.map.batch * a.map.grid_h;  // one item per grid row
+  return a.num_maps > 0 ? a.maps[0].batch * a.maps[0].dst_h : 0;  // one item per destination row
+}
+
+// Row i of `map`'s grid in image n.
+template <typename T, int L>
+void depthwise_row(const DepthwiseArgs<T>& a, const TapMap& map, int64_t n, int64_t i) {
+  typedef typename VecOf<T, L>::type vec;
+  const int64_t C = a.channels;
+  const T* row[kTaps];
+  for (int t = 0; t < map.num_taps; ++t) {
+    const int64_t r = map.src_row_step * i + map.src_row_off[t];
+    row[t] = r >= 0 && r < map.src_h ? a.src + (n * map.src_h + r) * map.src_w * C : nullptr;
+  }
+  T* dst_row = a.dst + ((n * map.dst_h + map.dst_row0 + map.dst_row_step * i) * map.dst_w) * C;
+  for (int64_t j = 0; j < map.grid_w; ++j) {
+    const T* s[kTaps];
+    const T* w[kTaps];
+    int taps = 0;
+    for (int t = 0; t < map.num_taps; ++t) {
+      const int64_t c = map.src_col_step * j + map.src_col_off[t];
+      if (row[t] != nullptr && c >= 0 && c < map.src_w) {
+        s[taps] = row[t] + c * C;
+        w[taps] = a.weight + map.tap[t] * C;
+        ++taps;
+      }
+    }
+    T* d = dst_row + (map.dst_col0 + map.dst_col_step * j) * C;
+    int64_t c = 0;
+    for (; c + 4 * L <= C; c += 4 * L) {
+      vec acc[4];
+      for (int v = 0; v < 4; ++v)
+        acc[v] = a.bias != nullptr ? load_vec<vec>(a.bias + c + v * L) : vec{};
+      for (int t = 0; t < taps; ++t)
+        for (int v = 0; v < 4; ++v)
+          acc[v] += load_vec<vec>(s[t] + c + v * L) * load_vec<vec>(w[t] + c + v * L);
+      for (int v = 0; v < 4; ++v) store_vec(d + c + v * L, acc[v]);
+    }
+    for (; c + L <= C; c += L) {
+      vec acc = a.bias != nullptr ? load_vec<vec>(a.bias + c) : vec{};
+      for (int t = 0; t < taps; ++t) acc += load_vec<vec>(s[t] + c) * load_vec<vec>(w[t] + c);
+      store_vec(d + c, acc);
+    }
+    for (; c < C; ++c) {
+      T acc = a.bias != nullptr ? a.bias[c] : T(0);
+      for (int t = 0; t < taps; ++t) acc += s[t][c] * w[t][c];
+      d[c] = acc;
+    }
+  }
 }
 
 template <typename T, int L>
 void depthwise_impl(const DepthwiseArgs<T>& a, int64_t begin, int64_t end) {
-  typedef typename VecOf<T, L>::type vec;
-  const TapMap& map = a.map;
-  const int64_t C = a.channels;
+  const int64_t dst_h = a.maps[0].dst_h;
   for (int64_t item = begin; item < end; ++item) {
-    const int64_t n = item / map.grid_h;
-    const int64_t i = item % map.grid_h;
-    const T* row[kTaps];
-    for (int t = 0; t < map.num_taps; ++t) {
-      const int64_t r = map.src_row_step * i + map.src_row_off[t];
-      row[t] = r >= 0 && r < map.src_h ? a.src + (n * map.src_h + r) * map.src_w * C : nullptr;
-    }
-    T* dst_row = a.dst + ((n * map.dst_h + map.dst_row0 + map.dst_row_step * i) * map.dst_w) * C;
-    for (int64_t j = 0; j < map.grid_w; ++j) {
-      const T* s[kTaps];
-      const T* w[kTaps];
-      int taps = 0;
-      for (int t = 0; t < map.num_taps; ++t) {
-        const int64_t c = map.src_col_step * j + map.src_col_off[t];
-        if (row[t] != nullptr && c >= 0 && c < map.src_w) {
-          s[taps] = row[t] + c * C;
-          w[taps] = a.weight + map.tap[t] * C;
-          ++taps;
-        }
-      }
-      T* d = dst_row + (map.dst_col0 + map.dst_col_step * j) * C;
-      int64_t c = 0;
-      for (; c + 4 * L <= C; c += 4 * L) {
-        vec acc[4];
-        for (int v = 0; v < 4; ++v)
-          acc[v] = a.bias != nullptr ? load_vec<vec>(a.bias + c + v * L) : vec{};
-        for (int t = 0; t < taps; ++t)
-          for (int v = 0; v < 4; ++v)
-            acc[v] += load_vec<vec>(s[t] + c + v * L) * load_vec<vec>(w[t] + c + v * L);
-        for (int v = 0; v < 4; ++v) store_vec(d + c + v * L, acc[v]);
-      }
-      for (; c + L <= C; c += L) {
-        vec acc = a.bias != nullptr ? load_vec<vec>(a.bias + c) : vec{};
-        for (int t = 0; t < taps; ++t) acc += load_vec<vec>(s[t] + c) * load_vec<vec>(w[t] + c);
-        store_vec(d + c, acc);
-      }
-      for (; c < C; ++c) {
-        T acc = a.bias != nullptr ? a.bias[c] : T(0);
-        for (int t = 0; t < taps; ++t) acc += s[t][c] * w[t][c];
-        d[c] = acc;
-      }
+    const int64_t n = item / dst_h;
+    const int64_t r = item % dst_h;
+    for (int k = 0; k < a.num_maps; ++k) {
+      const TapMap& map = a.maps[k];
+      const int64_t offset = r - map.dst_row0;
+      if (offset < 0 || offset % map.dst_row_step != 0 || offset / map.dst_row_step >= map.grid_h) continue;
+      depthwise_row<T, L>(a, map, n, offset / map.dst_row_step);
     }
   }
 }
