@@ -1,0 +1,279 @@
+// CUDA kernels for depthwise layers (groups == C_in == C_out): memory-bound, so they work on
+// channels_last-contiguous tensors, where each thread handles a pack of V consecutive channels of
+// one pixel (16 bytes: 8 halves, 4 floats, 2 doubles) and a warp reads contiguous memory.
+//
+// Forward and input gradient: one thread per (pixel, pack) of the result. The up to five taps it
+// reads are neighbours of pixels that neighbouring warps read too, so each activation comes from
+// DRAM about once and is re-read from L1/L2. Weight gradient: blocks of (channel packs x pixel
+// lanes) accumulate per-chunk partial sums that a second pass adds in a fixed order.
+//
+// Pack loads need the channel count to be a multiple of V and 16-byte aligned pointers; anything
+// else runs the same kernels with V = 1.
+#include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <cstdint>
+#include <initializer_list>
+
+#include "common.cuh"
+#include "launchers.cuh"
+
+namespace skeleton_cuda {
+namespace gpu {
+namespace {
+
+// y[n, oh, ow, c] = bias[c] + sum_t w5[t][c] * x[n, oh * stride - pad + row_t * dil, ..., c].
+template <typename T, int V>
+__global__ void depthwise_forward_kernel(const T* __restrict__ x, const T* __restrict__ w5,
+                                         const T* __restrict__ bias, T* __restrict__ y, ConvShape s) {
+  using acc_t = at::opmath_type<T>;
+  const int64_t C = s.in_channels, packs = C / V;
+  const int64_t total = s.batch * s.out_h * s.out_w * packs;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += int64_t{blockDim.x} * gridDim.x) {
+    const int64_t c = (i % packs) * V;
+    const int64_t pixel = i / packs;  // (n * H_out + oh) * W_out + ow
+    const int64_t ow = pixel % s.out_w, oh = (pixel / s.out_w) % s.out_h, n = pixel / (s.out_w * s.out_h);
+
+    acc_t acc[V];
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      acc[j] = bias != nullptr ? static_cast<acc_t>(bias[c + j]) : acc_t(0);
+    }
+    const T* xn = x + n * s.in_h * s.in_w * C + c;
+#pragma unroll
+    for (int t = 0; t < kTaps; ++t) {
+      const int64_t ih = oh * s.stride_h - s.pad_h + tap_row(t) * s.dil_h;
+      const int64_t iw = ow * s.stride_w - s.pad_w + tap_col(t) * s.dil_w;
+      if (ih >= 0 && ih < s.in_h && iw >= 0 && iw < s.in_w) {
+        const Pack<T, V> xv = load_pack<V>(xn + (ih * s.in_w + iw) * C);
+        const Pack<T, V> wv = load_pack<V>(w5 + t * C + c);
+#pragma unroll
+        for (int j = 0; j < V; ++j) {
+          acc[j] += static_cast<acc_t>(wv.v[j]) * static_cast<acc_t>(xv.v[j]);
+        }
+      }
+    }
+    Pack<T, V> out;
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      out.v[j] = static_cast<T>(acc[j]);
+    }
+    store_pack<V>(y + pixel * C + c, out);
+  }
+}
+
+// dx[n, ih, iw, c] = sum_t w5[t][c] * dy[n, oh, ow, c] over the taps t whose output pixel
+//   oh = (ih + pad - row_t * dil) / stride (exact, 0 <= oh < H_out; columns likewise)
+// reads (ih, iw): the gather over the mirrored cross.
+template <typename T, int V>
+__global__ void depthwise_input_grad_kernel(const T* __restrict__ dy, const T* __restrict__ w5,
+                                            T* __restrict__ dx, ConvShape s) {
+  using acc_t = at::opmath_type<T>;
+  const int64_t C = s.in_channels, packs = C / V;
+  const int64_t total = s.batch * s.in_h * s.in_w * packs;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += int64_t{blockDim.x} * gridDim.x) {
+    const int64_t c = (i % packs) * V;
+    const int64_t pixel = i / packs;  // (n * H + ih) * W + iw
+    const int64_t iw = pixel % s.in_w, ih = (pixel / s.in_w) % s.in_h, n = pixel / (s.in_w * s.in_h);
+
+    acc_t acc[V] = {};
+    const T* dyn = dy + n * s.out_h * s.out_w * C + c;
+#pragma unroll
+    for (int t = 0; t < kTaps; ++t) {
+      const int64_t row = ih + s.pad_h - tap_row(t) * s.dil_h;  // = oh * stride_h if tap t hits
+      const int64_t col = iw + s.pad_w - tap_col(t) * s.dil_w;
+      if (row >= 0 && col >= 0 && row % s.stride_h == 0 && col % s.stride_w == 0 &&
+          row / s.stride_h < s.out_h && col / s.stride_w < s.out_w) {
+        const Pack<T, V> gv = load_pack<V>(dyn + ((row / s.stride_h) * s.out_w + col / s.stride_w) * C);
+        const Pack<T, V> wv = load_pack<V>(w5 + t * C + c);
+#pragma unroll
+        for (int j = 0; j < V; ++j) {
+          acc[j] += static_cast<acc_t>(wv.v[j]) * static_cast<acc_t>(gv.v[j]);
+        }
+      }
+    }
+    Pack<T, V> out;
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      out.v[j] = static_cast<T>(acc[j]);
+    }
+    store_pack<V>(dx + pixel * C + c, out);
+  }
+}
+
+// First pass of the weight gradient: partials[chunk][t][c] = sum over the pixels of the chunk of
+// dy[n, oh, ow, c] * x[n, tap t of (oh, ow), c]. Block (blockDim.x channel packs) x (blockDim.y
+// pixel lanes), blockDim.x * blockDim.y == kBlock; blockIdx.x picks the packs, blockIdx.y the
+// chunk [chunk * chunk_len, (chunk + 1) * chunk_len) of the N * H_out * W_out pixels. Lane ty sums
+// pixels begin + ty, begin + ty + blockDim.y, ...; the lanes are then added in order 0, 1, ...
+// through shared memory. No atomics: the same bits every run.
+template <typename T, int V>
+__global__ void depthwise_weight_grad_partials_kernel(const T* __restrict__ x, const T* __restrict__ dy,
+                                                      at::opmath_type<T>* __restrict__ partials,
+                                                      ConvShape s, int64_t chunk_len) {
+  using acc_t = at::opmath_type<T>;
+  __shared__ acc_t staging[kBlock * V];
+  const int64_t C = s.in_channels, packs = C / V;
+  const int64_t pack = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  const bool active = pack < packs;  // inactive threads still take part in the barriers
+  const int64_t c = pack * V;
+  const int64_t pixels = s.batch * s.out_h * s.out_w;
+  const int64_t begin = blockIdx.y * chunk_len;
+  const int64_t end = std::min(begin + chunk_len, pixels);
+
+  acc_t acc[kTaps][V] = {};
+  if (active) {
+    for (int64_t q = begin + threadIdx.y; q < end; q += blockDim.y) {
+      const int64_t ow = q % s.out_w, oh = (q / s.out_w) % s.out_h, n = q / (s.out_w * s.out_h);
+      const Pack<T, V> gv = load_pack<V>(dy + q * C + c);
+      acc_t g[V];
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        g[j] = static_cast<acc_t>(gv.v[j]);
+      }
+      const T* xn = x + n * s.in_h * s.in_w * C + c;
+#pragma unroll
+      for (int t = 0; t < kTaps; ++t) {
+        const int64_t ih = oh * s.stride_h - s.pad_h + tap_row(t) * s.dil_h;
+        const int64_t iw = ow * s.stride_w - s.pad_w + tap_col(t) * s.dil_w;
+        if (ih >= 0 && ih < s.in_h && iw >= 0 && iw < s.in_w) {
+          const Pack<T, V> xv = load_pack<V>(xn + (ih * s.in_w + iw) * C);
+#pragma unroll
+          for (int j = 0; j < V; ++j) {
+            acc[t][j] += g[j] * static_cast<acc_t>(xv.v[j]);
+          }
+        }
+      }
+    }
+  }
+
+  const int slot = (threadIdx.y * blockDim.x + threadIdx.x) * V;
+#pragma unroll
+  for (int t = 0; t < kTaps; ++t) {
+    __syncthreads();  // the previous tap's staging values have been read
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      staging[slot + j] = acc[t][j];
+    }
+    __syncthreads();
+    if (threadIdx.y == 0 && active) {
+#pragma unroll
+      for (int j = 0; j < V; ++j) {
+        acc_t total = 0;
+        for (unsigned lane = 0; lane < blockDim.y; ++lane) {
+          total += staging[(lane * blockDim.x + threadIdx.x) * V + j];
+        }
+        partials[(blockIdx.y * int64_t{kTaps} + t) * C + c + j] = total;
+      }
+    }
+  }
+}
+
+// V when `channels` splits into packs of V and every pointer is 16-byte aligned, else 1.
+template <typename T>
+int pack_width(int64_t channels, std::initializer_list<const void*> pointers) {
+  constexpr int V = kPackBytes / sizeof(T);
+  if (channels % V != 0) {
+    return 1;
+  }
+  for (const void* p : pointers) {
+    if (reinterpret_cast<std::uintptr_t>(p) % kPackBytes != 0) {
+      return 1;
+    }
+  }
+  return V;
+}
+
+// The (C, 1, 5) weight as [5][C], so that a pack of channels of one tap is contiguous.
+at::Tensor taps_by_channel(const at::Tensor& w, int64_t channels) {
+  return w.reshape({channels, kTaps}).t().contiguous();
+}
+
+template <typename T, int V>
+at::Tensor launch_weight_grad(const at::Tensor& dy, const at::Tensor& x, const at::TensorOptions& acc_options,
+                              const ConvShape& s) {
+  const int64_t C = s.in_channels, packs = C / V;
+  const int64_t pixels = s.batch * s.out_h * s.out_w;
+  int tx = 1;  // channel packs per block: a power of two, so that few threads idle for small C
+  while (tx < packs && tx < kBlock) {
+    tx *= 2;
+  }
+  const int ty = kBlock / tx;
+  const int64_t columns = ceil_div(packs, tx);
+  int64_t chunks = reduction_chunks(pixels, columns, 8 * int64_t{ty});
+  const int64_t chunk_len = ceil_div(pixels, chunks);
+  chunks = ceil_div(pixels, chunk_len);  // no empty chunk
+  at::Tensor partials = at::empty({chunks, kTaps * C}, acc_options);
+  const dim3 grid(static_cast<unsigned>(columns), static_cast<unsigned>(chunks));
+  depthwise_weight_grad_partials_kernel<T, V><<<grid, dim3(tx, ty), 0, c10::cuda::getCurrentCUDAStream()>>>(
+      x.const_data_ptr<T>(), dy.const_data_ptr<T>(), partials.mutable_data_ptr<at::opmath_type<T>>(), s,
+      chunk_len);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  // [5][C] -> (C, 1, 5)
+  return sum_partials(partials).view({kTaps, C}).t().contiguous().view({C, 1, kTaps});
+}
+
+}  // namespace
+
+void depthwise_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, at::Tensor& y,
+                       const ConvShape& s) {
+  const at::Tensor w5 = taps_by_channel(w, s.in_channels);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "skeleton_conv2d_depthwise_forward", [&] {
+    using T = scalar_t;
+    const T* b = bias.defined() ? bias.const_data_ptr<T>() : nullptr;
+    constexpr int V = kPackBytes / sizeof(T);
+    if (pack_width<T>(s.in_channels, {x.const_data_ptr(), w5.const_data_ptr(), y.const_data_ptr()}) == V) {
+      depthwise_forward_kernel<T, V><<<grid_size(y.numel() / V), kBlock, 0, stream>>>(
+          x.const_data_ptr<T>(), w5.const_data_ptr<T>(), b, y.mutable_data_ptr<T>(), s);
+    } else {
+      depthwise_forward_kernel<T, 1><<<grid_size(y.numel()), kBlock, 0, stream>>>(
+          x.const_data_ptr<T>(), w5.const_data_ptr<T>(), b, y.mutable_data_ptr<T>(), s);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+void depthwise_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const ConvShape& s) {
+  const at::Tensor w5 = taps_by_channel(w, s.in_channels);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "skeleton_conv2d_depthwise_input_grad", [&] {
+    using T = scalar_t;
+    constexpr int V = kPackBytes / sizeof(T);
+    if (pack_width<T>(s.in_channels, {dy.const_data_ptr(), w5.const_data_ptr(), dx.const_data_ptr()}) == V) {
+      depthwise_input_grad_kernel<T, V><<<grid_size(dx.numel() / V), kBlock, 0, stream>>>(
+          dy.const_data_ptr<T>(), w5.const_data_ptr<T>(), dx.mutable_data_ptr<T>(), s);
+    } else {
+      depthwise_input_grad_kernel<T, 1><<<grid_size(dx.numel()), kBlock, 0, stream>>>(
+          dy.const_data_ptr<T>(), w5.const_data_ptr<T>(), dx.mutable_data_ptr<T>(), s);
+    }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+at::Tensor depthwise_weight_grad(const at::Tensor& dy, const at::Tensor& x, const ConvShape& s) {
+  const int64_t C = s.in_channels;
+  const at::ScalarType acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::TensorOptions acc_options = x.options().dtype(acc_dtype);
+  if (s.batch * s.out_h * s.out_w == 0) {
+    return at::zeros({C, 1, kTaps}, acc_options);
+  }
+  at::Tensor result;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "skeleton_conv2d_depthwise_weight_grad", [&] {
+    using T = scalar_t;
+    constexpr int V = kPackBytes / sizeof(T);
+    result = pack_width<T>(C, {x.const_data_ptr(), dy.const_data_ptr()}) == V
+                 ? launch_weight_grad<T, V>(dy, x, acc_options, s)
+                 : launch_weight_grad<T, 1>(dy, x, acc_options, s);
+  });
+  return result;
+}
+
+}  // namespace gpu
+}  // namespace skeleton_cuda

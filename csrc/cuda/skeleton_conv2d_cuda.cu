@@ -1,0 +1,152 @@
+// CUDA entry points of skeleton_conv2d and skeleton_conv2d_backward: the argument checks shared
+// with the CPU backend, the device guard, layouts and allocation, and the choice of kernel family:
+//   depthwise layers (groups == C_in == C_out)  -> depthwise_kernels.cu, channels_last packs
+//   every other layer                           -> dense_kernels.cu, direct kernels
+// Results follow the CPU backend: output and grad_input in input.suggest_memory_format(),
+// grad_weight contiguous, masked-out gradients as empty (0,) tensors, every reduction deterministic.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <array>
+#include <optional>
+#include <tuple>
+
+#include "../skeleton_conv2d.h"
+#include "launchers.cuh"
+
+namespace skeleton_cuda {
+namespace {
+
+constexpr auto kChannelsLast = at::MemoryFormat::ChannelsLast;
+
+bool is_depthwise(const at::Tensor& weight, int64_t groups) {
+  return weight.size(1) == 1 && weight.size(0) == groups;
+}
+
+gpu::ConvShape make_shape(const at::Tensor& input, const at::Tensor& weight,
+                          const std::array<int64_t, 2>& out_hw, const ConvParams& p) {
+  gpu::ConvShape s{};
+  s.batch = input.size(0);
+  s.in_channels = input.size(1);
+  s.in_h = input.size(2);
+  s.in_w = input.size(3);
+  s.out_channels = weight.size(0);
+  s.out_h = out_hw[0];
+  s.out_w = out_hw[1];
+  s.groups = p.groups;
+  s.stride_h = p.stride[0];
+  s.stride_w = p.stride[1];
+  s.pad_h = p.padding[0];
+  s.pad_w = p.padding[1];
+  s.dil_h = p.dilation[0];
+  s.dil_w = p.dilation[1];
+  return s;
+}
+
+// float16 / bfloat16 / float32 reduce in float32, float64 in float64.
+at::ScalarType accumulation_dtype(at::ScalarType dtype) {
+  return dtype == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+at::Tensor empty_in_format(c10::IntArrayRef sizes, const at::TensorOptions& options, at::MemoryFormat format) {
+  return at::empty(sizes, options.memory_format(format));
+}
+
+// Runs a depthwise kernel, which writes a channels_last-contiguous buffer, for `result`, which has
+// the caller's memory format: in place when `result` is channels_last-contiguous, else through a copy.
+template <typename Kernel>
+void into_format(at::Tensor& result, Kernel kernel) {
+  if (result.is_contiguous(kChannelsLast)) {
+    kernel(result);
+  } else {
+    at::Tensor buffer = empty_in_format(result.sizes(), result.options(), kChannelsLast);
+    kernel(buffer);
+    result.copy_(buffer);
+  }
+}
+
+at::Tensor skeleton_conv2d_cuda(
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias,
+    c10::IntArrayRef stride,
+    c10::IntArrayRef padding,
+    c10::IntArrayRef dilation,
+    int64_t groups) {
+  const ConvParams p = make_params(stride, padding, dilation, groups);
+  const auto out_hw = check_forward_args(input, weight, bias, p);
+  const c10::cuda::CUDAGuard device_guard(input.device());
+
+  at::Tensor output = empty_in_format({input.size(0), weight.size(0), out_hw[0], out_hw[1]}, input.options(),
+                                      input.suggest_memory_format());
+  if (output.numel() == 0) {
+    return output;
+  }
+  const gpu::ConvShape s = make_shape(input, weight, out_hw, p);
+  const at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
+  if (is_depthwise(weight, p.groups)) {
+    const at::Tensor x = input.contiguous(kChannelsLast);
+    into_format(output, [&](at::Tensor& y) { gpu::depthwise_forward(x, weight, b, y, s); });
+  } else {
+    gpu::dense_forward(input, weight, b, output, s);
+  }
+  return output;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cuda(
+    const at::Tensor& grad_output,
+    const at::Tensor& input,
+    const at::Tensor& weight,
+    c10::IntArrayRef stride,
+    c10::IntArrayRef padding,
+    c10::IntArrayRef dilation,
+    int64_t groups,
+    std::array<bool, 3> output_mask) {
+  const ConvParams p = make_params(stride, padding, dilation, groups);
+  check_backward_args(grad_output, input, weight, p);
+  const c10::cuda::CUDAGuard device_guard(input.device());
+  const gpu::ConvShape s = make_shape(input, weight, output_size(input.size(2), input.size(3), p), p);
+  const bool depthwise = is_depthwise(weight, p.groups);
+  // The depthwise kernels read channels_last-contiguous activations (a no-op when they are).
+  const at::Tensor dy_cl =
+      depthwise && (output_mask[0] || output_mask[1]) ? grad_output.contiguous(kChannelsLast) : at::Tensor();
+
+  at::Tensor grad_input = at::empty({0}, input.options());
+  if (output_mask[0]) {
+    grad_input = empty_in_format(input.sizes(), input.options(), input.suggest_memory_format());
+    if (grad_input.numel() > 0) {
+      if (depthwise) {
+        into_format(grad_input, [&](at::Tensor& dx) { gpu::depthwise_input_grad(dy_cl, weight, dx, s); });
+      } else {
+        gpu::dense_input_grad(grad_output, weight, grad_input, s);
+      }
+    }
+  }
+
+  at::Tensor grad_weight = at::empty({0}, input.options());
+  if (output_mask[1]) {
+    const at::Tensor dw = depthwise ? gpu::depthwise_weight_grad(dy_cl, input.contiguous(kChannelsLast), s)
+                                    : gpu::dense_weight_grad(grad_output, input, s);
+    grad_weight = dw.to(weight.scalar_type()).contiguous();
+  }
+
+  at::Tensor grad_bias = at::empty({0}, input.options());
+  if (output_mask[2]) {
+    // ATen's CUDA sum is deterministic run to run: blocks stage partials that the last block adds
+    // in a fixed order (ATen/native/cuda/Reduce.cuh), no atomics on the values.
+    grad_bias = grad_output.sum(at::IntArrayRef{0, 2, 3}, /*keepdim=*/false, accumulation_dtype(input.scalar_type()))
+                    .to(weight.scalar_type());
+  }
+  return {grad_input, grad_weight, grad_bias};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(skeleton_cuda, CUDA, m) {
+  m.impl("skeleton_conv2d", &skeleton_conv2d_cuda);
+  m.impl("skeleton_conv2d_backward", &skeleton_conv2d_backward_cuda);
+}
+
+}  // namespace skeleton_cuda
