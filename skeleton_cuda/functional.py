@@ -36,7 +36,7 @@ def _use_compiled(input):
     global _warned_no_cuda_kernels
     if not ops.HAS_COMPILED_OPS:
         return False
-    if input.device.type == "cuda" and not ops.has_cuda_kernels():
+    if input.device.type == "cuda" and not ops.HAS_CUDA_KERNELS:
         if not _warned_no_cuda_kernels:
             warnings.warn(
                 "skeleton_cuda was built without CUDA kernels; CUDA tensors use the dense 3x3 "

@@ -28,6 +28,11 @@ except ImportError as error:  # not built, or built against another PyTorch
 
 _TAPS = 5
 
+# Asked once here: torch.compile cannot trace a dispatcher query inside the model's code.
+HAS_CUDA_KERNELS = HAS_COMPILED_OPS and torch._C._dispatch_has_kernel_for_dispatch_key(
+    "skeleton_cuda::skeleton_conv2d", "CUDA"
+)
+
 
 def has_compiled_ops() -> bool:
     """True when the C++/CUDA kernels are loaded (otherwise the reference path runs)."""
@@ -36,9 +41,7 @@ def has_compiled_ops() -> bool:
 
 def has_cuda_kernels() -> bool:
     """True when the loaded library has CUDA kernels (it was built with a CUDA toolkit)."""
-    return HAS_COMPILED_OPS and torch._C._dispatch_has_kernel_for_dispatch_key(
-        "skeleton_cuda::skeleton_conv2d", "CUDA"
-    )
+    return HAS_CUDA_KERNELS
 
 
 def cpu_kernel_isa() -> str:
