@@ -1,0 +1,74 @@
+"""Models for ``python -m skeleton_cuda.train``: "small", the CIFAR zoo, or any torchvision
+classification model, dense or with every 3x3 convolution turned into a skeleton one."""
+
+from torch import nn
+
+from ..convert import convert_model
+from ..modules import SkeletonConv2d
+
+
+def small_cnn(num_classes=10, width=32):
+    """A small VGG-style CNN of 3x3 convolutions for quick runs: three stages of two
+    conv-BN-ReLU layers (widths w, 2w, 4w) with 2x2 max pooling between them, global average
+    pooling and a linear classifier. 0.29M parameters and 39M multiply-adds at 32x32, w=32."""
+    layers, in_planes = [], 3
+    for stage, planes in enumerate((width, 2 * width, 4 * width)):
+        if stage:
+            layers.append(nn.MaxPool2d(2))
+        for _ in range(2):
+            layers += [nn.Conv2d(in_planes, planes, 3, padding=1, bias=False), nn.BatchNorm2d(planes), nn.ReLU(inplace=True)]
+            in_planes = planes
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_planes, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def _cifar_zoo():
+    try:
+        from .. import models
+    except ImportError:  # the zoo is optional for the trainer
+        return None
+    return models
+
+
+def _zoo_key(name):
+    return name.lower().replace("-", "").replace("_", "")
+
+
+def model_choices():
+    """Names --model accepts besides torchvision's: "small" and the CIFAR zoo."""
+    zoo = _cifar_zoo()
+    return ["small"] + (zoo.model_names() if zoo is not None else [])
+
+
+def build_model(name, num_classes, skeleton=False, width=32):
+    """The model ``name``: "small", a CIFAR zoo name (skeleton_cuda.models), or a torchvision
+    classification model built with ``torchvision.models.get_model(name, weights=None,
+    num_classes=num_classes)``. ``skeleton=True`` converts every 3x3 nn.Conv2d
+    (skeleton_cuda.convert_model: the skeleton layers start from the cross of the dense
+    initialisation, so a seed gives the same starting point in both forms)."""
+    zoo = _cifar_zoo()
+    if name == "small":
+        model = small_cnn(num_classes, width)
+    elif zoo is not None and _zoo_key(name) in zoo.model_names():
+        model = zoo.cifar_model(name, num_classes=num_classes)
+    else:
+        import torchvision
+
+        available = torchvision.models.list_models(module=torchvision.models)
+        if name not in available:
+            raise ValueError(
+                f"unknown model {name!r}: expected one of {', '.join(model_choices())} or a torchvision "
+                f"classification model ({', '.join(available[:6])}, ...)"
+            )
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    return convert_model(model, inplace=True) if skeleton else model
+
+
+def describe(model):
+    """Parameter count and the number of dense 3x3 and skeleton convolutions of ``model``."""
+    modules = list(model.modules())
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "skeleton_convs": sum(isinstance(m, SkeletonConv2d) for m in modules),
+        "dense_3x3_convs": sum(isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == (3, 3) for m in modules),
+    }
