@@ -44,7 +44,10 @@ def run(rounds=25):
             for name, n, channels, size, stride in layers:
                 groups = channels if suite == "depthwise" else 1
                 candidates = layer_candidates(n, channels, size, stride, groups)
-                times = {p: time_interleaved(c, torch.device("cpu"), rounds) for p, c in candidates.items()}
+                # Several calls per candidate per round: the first call after another implementation can
+                # pay for its allocator churn (page faults of freed large buffers); the median
+                # over rounds of the mean of `inner` calls is robust to that.
+                times = {p: time_interleaved(c, torch.device("cpu"), rounds, inner=3) for p, c in candidates.items()}
                 row = {"suite": suite, "layer": name, "batch": n}
                 for impl in ("dense3x3", "decomposition", "skeleton"):
                     for p in ("forward", "backward"):

@@ -161,28 +161,71 @@ TapMap input_grad_map(int64_t batch, int64_t in_h, int64_t in_w, int64_t out_h, 
   return map;
 }
 
+// Moves weights between the op's layout, rows j of k * 5 values (c, t), and the kernels' layout,
+// rows (t, c) of values j (row stride ld), for rows j in [0, rows) and channels c in [0, k).
+// Both sides are strided by kilobytes, which a plain loop turns into cache-set and TLB thrash; a
+// 16 x 16 tile through an L1 buffer reads and writes whole runs of each.
+constexpr int64_t kTile = 16;
+
+// Copies a tile row; a full one has a compile-time length, so it becomes two vector moves
+// instead of a library memmove call per 64 bytes.
+template <typename T>
+inline void copy_run(const T* src, T* dst, int64_t count) {
+  if (count == kTile) {
+    for (int64_t j = 0; j < kTile; ++j) dst[j] = src[j];
+  } else {
+    for (int64_t j = 0; j < count; ++j) dst[j] = src[j];
+  }
+}
+
+template <typename T>
+void transpose_taps(T* by_row, T* by_tap, int64_t rows, int64_t k, int64_t ld, bool to_taps) {
+  const int64_t row_tiles = ceil_div(rows, kTile), channel_tiles = ceil_div(k, kTile);
+  at::parallel_for(0, row_tiles * channel_tiles, 1, [&](int64_t begin, int64_t end) {
+    T buffer[kTaps][kTile][kTile];  // [t][c][j]
+    for (int64_t tile = begin; tile < end; ++tile) {
+      const int64_t j0 = (tile / channel_tiles) * kTile, c0 = (tile % channel_tiles) * kTile;
+      const int64_t nj = std::min(kTile, rows - j0), nc = std::min(kTile, k - c0);
+      if (to_taps) {
+        for (int64_t j = 0; j < nj; ++j) {
+          const T* src = by_row + (j0 + j) * k * kTaps + c0 * kTaps;
+          for (int64_t c = 0; c < nc; ++c)
+            for (int t = 0; t < kTaps; ++t) buffer[t][c][j] = src[c * kTaps + t];
+        }
+        for (int t = 0; t < kTaps; ++t)
+          for (int64_t c = 0; c < nc; ++c) copy_run(buffer[t][c], by_tap + (t * k + c0 + c) * ld + j0, nj);
+      } else {
+        for (int t = 0; t < kTaps; ++t)
+          for (int64_t c = 0; c < nc; ++c) copy_run(by_tap + (t * k + c0 + c) * ld + j0, buffer[t][c], nj);
+        for (int64_t j = 0; j < nj; ++j) {
+          T* dst = by_row + (j0 + j) * k * kTaps + c0 * kTaps;
+          for (int64_t c = 0; c < nc; ++c)
+            for (int t = 0; t < kTaps; ++t) dst[c * kTaps + t] = buffer[t][c][j];
+        }
+      }
+    }
+  });
+}
+
 // Packs the (G*n, k, 5) weight into [G][blocks][5][k][block]: the weights of one output block
-// are contiguous, one row of `block` output channels per (tap, input channel). Runs every call
-// (the weight changes every training step), so it is a parallel loop rather than a permute.
+// are contiguous, one row of `block` output channels per (tap, input channel), zero-padded.
+// Runs every call (the weight changes every training step), so it must be cheap.
 template <typename T>
 at::Tensor pack_forward_weight(const at::Tensor& w, int64_t groups, int64_t block) {
   const int64_t n = w.size(0) / groups, k = w.size(1);
   const int64_t blocks = ceil_div(n, block);
   at::Tensor packed = at::empty({groups, blocks, kTaps, k, block}, w.options());
-  const T* src = w.const_data_ptr<T>();
+  if (n % block != 0) {
+    packed.zero_();
+  }
+  T* src = const_cast<T*>(w.const_data_ptr<T>());  // read only: to_taps = true
   T* dst = packed.mutable_data_ptr<T>();
-  at::parallel_for(0, groups * blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t gb = begin; gb < end; ++gb) {
-      const int64_t g = gb / blocks, b = gb % blocks;
-      T* d = dst + gb * kTaps * k * block;
-      for (int64_t j = 0; j < block; ++j) {
-        const int64_t co = b * block + j;
-        const T* s = co < n ? src + (g * n + co) * k * kTaps : nullptr;
-        for (int64_t c = 0; c < k; ++c)
-          for (int t = 0; t < kTaps; ++t) d[(t * k + c) * block + j] = s != nullptr ? s[c * kTaps + t] : T(0);
-      }
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      transpose_taps<T>(src + (g * n + b * block) * k * kTaps, dst + (g * blocks + b) * kTaps * k * block,
+                        std::min(block, n - b * block), k, block, /*to_taps=*/true);
     }
-  });
+  }
   return packed;
 }
 
@@ -208,6 +251,19 @@ at::Tensor pack_input_grad_weight(const at::Tensor& w, int64_t groups, int64_t b
     }
   });
   return packed;
+}
+
+// The weight gradient's [G][5][k][ld] (ld >= n) back to the weight's (G*n, k, 5).
+template <typename T>
+at::Tensor unpack_weight_grad(const at::Tensor& packed, int64_t groups, int64_t k, int64_t n) {
+  at::Tensor out = at::empty({groups * n, k, kTaps}, packed.options());
+  const int64_t ld = packed.size(3);
+  T* src = const_cast<T*>(packed.const_data_ptr<T>());  // read only: to_taps = false
+  T* dst = out.mutable_data_ptr<T>();
+  for (int64_t g = 0; g < groups; ++g) {
+    transpose_taps<T>(dst + g * n * k * kTaps, src + g * kTaps * k * ld, n, k, ld, /*to_taps=*/false);
+  }
+  return out;
 }
 
 at::Tensor pack_bias(const at::Tensor& bias, int64_t groups, int64_t block) {
@@ -356,7 +412,7 @@ at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& x, const at::Tens
     dy_blocked = at::zeros({dy.size(0), dy.size(2), dy.size(3), groups, blocks * block}, dy.options());
     dy_blocked.narrow(4, 0, n).copy_(dy.permute({0, 2, 3, 1}).reshape({dy.size(0), dy.size(2), dy.size(3), groups, n}));
   }
-  at::Tensor dw = at::zeros({groups, kTaps, k, blocks * block}, x.options());
+  at::Tensor dw = at::empty({groups, kTaps, k, blocks * block}, x.options());
   WgradArgs<T> args;
   args.map = map;
   args.src = x.const_data_ptr<T>();
@@ -372,8 +428,7 @@ at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& x, const at::Tens
   args.n = n;
   args.vectors = vectors;
   run_items(table->wgrad_items(args), args, table->wgrad);
-  // [G][5][k][n] -> (G*n, k, 5)
-  return dw.narrow(3, 0, n).permute({0, 3, 2, 1}).reshape(w.sizes());
+  return unpack_weight_grad<T>(dw, groups, k, n);
 }
 
 // float16 and bfloat16 compute in float32; float64 stays float64.

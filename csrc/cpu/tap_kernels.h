@@ -47,7 +47,7 @@ struct GatherGemmArgs {
   int vectors = 1;
 };
 
-// dw[g][t][c][j] += sum over output pixels of src_t[pixel][g*k + c] * dy[pixel][g*dy_group_stride + j]
+// dw[g][t][c][j] = sum over output pixels of src_t[pixel][g*k + c] * dy[pixel][g*dy_group_stride + j]
 template <typename T>
 struct WgradArgs {
   TapMap map;              // the forward map, all five taps active
@@ -56,7 +56,7 @@ struct WgradArgs {
   const T* dy = nullptr;   // grad_output; every group's channels padded to blocks * block
   int64_t dy_ld = 0;
   int64_t dy_group_stride = 0;
-  T* dw = nullptr;         // [groups][5][k][blocks * block]
+  T* dw = nullptr;         // [groups][5][k][blocks * block], overwritten (needs >= 1 pixel)
   const T* zeros = nullptr;
   int64_t groups = 1, k = 0, n = 0;
   int vectors = 1;

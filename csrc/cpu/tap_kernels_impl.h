@@ -162,14 +162,15 @@ void gather_gemm_impl(const GatherGemmArgs<T>& a, int64_t begin, int64_t end) {
 // while consecutive items run through the input-channel tiles.
 constexpr int64_t kWgradChunk = 128;
 
+// `first`: the first pass over the pixels starts from zero (dw need not be initialised).
 template <typename T, int L, int P, int V>
 inline __attribute__((always_inline)) void wgrad_tile(
     const T* const* src, const T* const* dy, int64_t count, int64_t chan, int64_t dy_off, T* dw,
-    int64_t ldw) {
+    int64_t ldw, bool first) {
   typedef typename VecOf<T, L>::type vec;
   vec acc[P][V];
   for (int p = 0; p < P; ++p)
-    for (int v = 0; v < V; ++v) acc[p][v] = load_vec<vec>(dw + p * ldw + v * L);
+    for (int v = 0; v < V; ++v) acc[p][v] = first ? vec{} : load_vec<vec>(dw + p * ldw + v * L);
   for (int64_t m = 0; m < count; ++m) {
     vec g[V];
     for (int v = 0; v < V; ++v) g[v] = load_vec<vec>(dy[m] + dy_off + v * L);
@@ -187,11 +188,11 @@ inline __attribute__((always_inline)) void wgrad_tile(
 template <typename T, int L, int V>
 void wgrad_tile_rows(
     const T* const* src, const T* const* dy, int64_t count, int64_t chan, int64_t dy_off, T* dw,
-    int64_t ldw, int64_t rows) {
+    int64_t ldw, bool first, int64_t rows) {
   typedef typename VecOf<T, L>::type vec;
   for (int64_t p = 0; p < rows; ++p) {
     vec acc[V];
-    for (int v = 0; v < V; ++v) acc[v] = load_vec<vec>(dw + p * ldw + v * L);
+    for (int v = 0; v < V; ++v) acc[v] = first ? vec{} : load_vec<vec>(dw + p * ldw + v * L);
     for (int64_t m = 0; m < count; ++m) {
       const vec x = broadcast<vec>(src[m][chan + p]);
       for (int v = 0; v < V; ++v) acc[v] += x * load_vec<vec>(dy[m] + dy_off + v * L);
@@ -230,9 +231,9 @@ void wgrad_impl(const WgradArgs<T>& a, int64_t begin, int64_t end) {
       const int64_t dy_off = g * a.dy_group_stride + b * B;
       const T* const* tap_src = src + t * kWgradChunk;
       if (rows == P) {
-        wgrad_tile<T, L, P, V>(tap_src, dy, count, g * a.k + c0, dy_off, dw, ldw);
+        wgrad_tile<T, L, P, V>(tap_src, dy, count, g * a.k + c0, dy_off, dw, ldw, m0 == 0);
       } else {
-        wgrad_tile_rows<T, L, V>(tap_src, dy, count, g * a.k + c0, dy_off, dw, ldw, rows);
+        wgrad_tile_rows<T, L, V>(tap_src, dy, count, g * a.k + c0, dy_off, dw, ldw, m0 == 0, rows);
       }
     }
   }
