@@ -43,3 +43,24 @@ def test_cpu_suite_runs_and_reports(monkeypatch, tmp_path):
 
 def test_geomean():
     assert common.geomean([2.0, 8.0]) == pytest.approx(4.0)
+
+
+def test_end_to_end_variants_keep_shapes_and_run(monkeypatch):
+    import end_to_end
+    import torchvision
+
+    from skeleton_cuda import SkeletonConv2d
+
+    models = end_to_end.variants(lambda: torchvision.models.resnet18(num_classes=10))
+    x = torch.randn(2, 3, 64, 64)
+    shapes = {name: m(x).shape for name, m in models.items()}
+    assert set(shapes.values()) == {torch.Size([2, 10])}
+    assert any(isinstance(m, SkeletonConv2d) for m in models["skeleton"].modules())
+    assert not any(
+        isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3) for m in models["1x1"].modules()
+    )
+    tiny = [("tiny", lambda: torchvision.models.resnet18(num_classes=10), 2, 32)]
+    monkeypatch.setattr(end_to_end, "CPU_CONFIGS", tiny)
+    result = end_to_end.run(torch.device("cpu"), ["eager"], rounds=1, steps=1)
+    (row,) = result["rows"]
+    assert row["dense_ms"] > 0 and row["skeleton_ms"] > 0 and row["bound"] >= 1.0
