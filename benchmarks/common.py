@@ -24,6 +24,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 
 
+def keep_freed_memory():
+    """Asks glibc to keep freed memory for reuse instead of returning it to the OS.
+
+    Otherwise a large result buffer is unmapped when freed and page-faulted in again by the next
+    call, and which implementation pays for that depends on the allocator's history (on this
+    project's VM it moved the depthwise forward between 0.5x and 1.1x of oneDNN from one run to the
+    next). Applies to every implementation alike; jemalloc or tcmalloc give PyTorch the same.
+    Returns a description for the results file, or None where mallopt is unavailable.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        big = 1 << 30
+        if libc.mallopt(m_trim_threshold, big) and libc.mallopt(m_mmap_threshold, 1 << 25):
+            return "glibc mallopt: M_TRIM_THRESHOLD=1 GiB, M_MMAP_THRESHOLD=32 MiB (freed buffers reused)"
+    except OSError:
+        pass
+    return None
+
+
 def geomean(values):
     values = [v for v in values if v and v > 0]
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")

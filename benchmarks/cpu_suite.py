@@ -9,7 +9,7 @@ gradients (the backward ops called directly, as autograd would); forward + backw
 import torch
 import torch.nn.functional as F
 
-from common import decomposition, dense_3x3, geomean, machine_info, print_table, time_interleaved
+from common import decomposition, dense_3x3, geomean, keep_freed_memory, machine_info, print_table, time_interleaved
 
 DENSE = [("64@56", 8, 64, 56, 1), ("128@28", 8, 128, 28, 1), ("256@14", 8, 256, 14, 1), ("512@7", 8, 512, 7, 1)]
 DEPTHWISE = [("dw144@56", 8, 144, 56, 1), ("dw384@14", 8, 384, 14, 1), ("dw960@7", 8, 960, 7, 1), ("dw96@112/s2", 8, 96, 112, 2)]
@@ -38,6 +38,7 @@ def layer_candidates(n, channels, size, stride, groups):
 
 def run(rounds=25):
     torch.manual_seed(0)
+    allocator = keep_freed_memory()
     rows = []
     with torch.no_grad():
         for suite, layers in (("dense", DENSE), ("depthwise", DEPTHWISE)):
@@ -66,7 +67,9 @@ def run(rounds=25):
         part = [r for r in rows if r["suite"] == suite]
         for key in ("fwd_speedup", "decomp_fwd_speedup", "bwd_speedup", "fwd_bwd_speedup"):
             summary[f"{suite}_{key}_geomean"] = round(geomean([r[key] for r in part]), 3)
-    return {"machine": machine_info(torch.device("cpu")), "rounds": rounds, "rows": rows, "summary": summary}
+    machine = machine_info(torch.device("cpu"))
+    machine["allocator"] = allocator or "default"
+    return {"machine": machine, "rounds": rounds, "inner": 3, "rows": rows, "summary": summary}
 
 
 def show(result):

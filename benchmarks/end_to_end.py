@@ -24,7 +24,7 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402
 from torch import nn  # noqa: E402
 
-from common import machine_info, print_table, time_interleaved, write_results  # noqa: E402
+from common import keep_freed_memory, machine_info, print_table, time_interleaved, write_results  # noqa: E402
 from skeleton_cuda import convert_model  # noqa: E402
 from skeleton_cuda.models import cifar_model  # noqa: E402
 
@@ -84,6 +84,7 @@ def training_step(model, batch, size, device, amp_dtype, compile_model):
 def run(device, modes, rounds, steps):
     configs = GPU_CONFIGS if device.type == "cuda" else CPU_CONFIGS
     amp_dtype = torch.bfloat16 if device.type == "cuda" else None
+    allocator = keep_freed_memory() if device.type == "cpu" else None
     rows = []
     for label, builder, batch, size in configs:
         for mode in modes:
@@ -107,7 +108,10 @@ def run(device, modes, rounds, steps):
             del models, steps_fn
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    return {"machine": machine_info(device), "amp": str(amp_dtype), "rounds": rounds, "steps_per_round": steps, "rows": rows}
+    machine = machine_info(device)
+    if allocator:
+        machine["allocator"] = allocator
+    return {"machine": machine, "amp": str(amp_dtype), "rounds": rounds, "steps_per_round": steps, "rows": rows}
 
 
 def main():
