@@ -132,19 +132,8 @@ def main(argv=None):
     paired = result["paired_difference"]
     print(f"gap (skeleton - dense): {100 * result['gap_skeleton_minus_dense']:+.2f} points; "
           f"paired per seed {100 * paired['mean']:+.2f} +- {100 * paired['std']:.2f}")
-    print("wrote", write(result, args.results_dir, args.output))
+    print("wrote", write_results(args.output, result, args.results_dir))
     return result
-
-
-def write(result, folder, name):
-    if folder is None:
-        return write_results(name, result)
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, name)
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
-        f.write("\n")
-    return path
 
 
 if __name__ == "__main__":

@@ -144,9 +144,11 @@ def machine_info(device):
     return info
 
 
-def write_results(name, payload):
-    os.makedirs(RESULTS, exist_ok=True)
-    path = os.path.join(RESULTS, name)
+def write_results(name, payload, folder=None):
+    """Writes payload as JSON to folder/name (default benchmarks/results/); returns the path."""
+    folder = folder or RESULTS
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
     with open(path, "w") as f:
         json.dump(payload, f, indent=1)
         f.write("\n")

@@ -20,6 +20,20 @@ def _pair(value, name):
     raise TypeError(f"SkeletonConv2d: expected {name} to be an int or a pair of ints, got {value!r}")
 
 
+def _take_parameters(target, source, weight):
+    """Gives `target` the weight `weight` and `source`'s bias, with `source`'s requires_grad
+    flags and training mode (the two conversions between SkeletonConv2d and nn.Conv2d)."""
+    with torch.no_grad():
+        target.weight.copy_(weight)
+        if source.bias is not None:
+            target.bias.copy_(source.bias)
+    target.weight.requires_grad_(source.weight.requires_grad)
+    if source.bias is not None:
+        target.bias.requires_grad_(source.bias.requires_grad)
+    target.train(source.training)
+    return target
+
+
 class SkeletonConv2d(nn.Module):
     """A 3x3 convolution that keeps only its five cross taps (centre, up, down, left, right).
 
@@ -139,15 +153,7 @@ class SkeletonConv2d(nn.Module):
             device=conv.weight.device,
             dtype=conv.weight.dtype,
         )
-        with torch.no_grad():
-            skeleton.weight.copy_(dense_to_skeleton_weight(conv.weight))
-            if conv.bias is not None:
-                skeleton.bias.copy_(conv.bias)
-        skeleton.weight.requires_grad_(conv.weight.requires_grad)
-        if conv.bias is not None:
-            skeleton.bias.requires_grad_(conv.bias.requires_grad)
-        skeleton.train(conv.training)
-        return skeleton
+        return _take_parameters(skeleton, conv, dense_to_skeleton_weight(conv.weight))
 
     def to_conv2d(self) -> nn.Conv2d:
         """The equivalent dense nn.Conv2d (zero corners), e.g. for ONNX or TensorRT export."""
@@ -164,12 +170,4 @@ class SkeletonConv2d(nn.Module):
             device=self.weight.device,
             dtype=self.weight.dtype,
         )
-        with torch.no_grad():
-            conv.weight.copy_(skeleton_to_dense_weight(self.weight))
-            if self.bias is not None:
-                conv.bias.copy_(self.bias)
-        conv.weight.requires_grad_(self.weight.requires_grad)
-        if self.bias is not None:
-            conv.bias.requires_grad_(self.bias.requires_grad)
-        conv.train(self.training)
-        return conv
+        return _take_parameters(conv, self, skeleton_to_dense_weight(self.weight))
