@@ -6,6 +6,9 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
+#include <vector>
+
 #include "common.cuh"
 
 namespace skeleton_cuda {
@@ -34,6 +37,26 @@ void depthwise_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor&
 
 // Gradient of the (C, 1, 5) weight in the accumulation dtype, deterministic.
 at::Tensor depthwise_weight_grad(const at::Tensor& dy, const at::Tensor& x, const ConvShape& s);
+
+// ---- tensor cores (tensor_core_kernels.cu): opt-in, bfloat16 / float16, sm_80+ -----------------
+// Activations are channels_last-contiguous and 16-byte aligned (checked); w as given to the op.
+
+// Whether the tensor-core kernels handle this layer on `device` (the current device): dtype,
+// channels per group multiples of 8, sizes within their 32-bit coordinates, compute capability
+// 8.0+ and kernels compiled for it. Says nothing about SKELETON_CUDA_TENSOR_CORES.
+bool tensor_core_eligible(const ConvShape& s, at::ScalarType dtype, c10::DeviceIndex device);
+
+void tensor_core_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, at::Tensor& y,
+                         const ConvShape& s);
+
+void tensor_core_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const ConvShape& s);
+
+// (C_out, C_in / groups, 5) in float32, deterministic (fixed pixel chunks, sum_partials).
+at::Tensor tensor_core_weight_grad(const at::Tensor& dy, const at::Tensor& x, const ConvShape& s);
+
+// How many calls took the tensor-core path since the library was loaded: forward, input gradient,
+// weight gradient (exposed as torch.ops.skeleton_cuda.tensor_core_calls for the tests).
+std::vector<int64_t> tensor_core_calls();
 
 // ---- shared second pass (partial_sums.cu) -----------------------------------------------------
 

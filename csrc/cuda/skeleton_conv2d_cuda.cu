@@ -1,6 +1,10 @@
 // CUDA entry points of skeleton_conv2d and skeleton_conv2d_backward: the argument checks shared
 // with the CPU backend, the device guard, layouts and allocation, and the choice of kernel family:
 //   depthwise layers (groups == C_in == C_out)  -> depthwise_kernels.cu, channels_last packs
+//   SKELETON_CUDA_TENSOR_CORES=1 and an eligible
+//   layer (bf16/fp16, channels per group % 8 == 0,
+//   sm_80+)                                     -> tensor_core_kernels.cu, implicit GEMMs (opt-in:
+//                                                  not yet validated on a GPU)
 //   every other layer                           -> dense_kernels.cu, direct kernels
 // Results follow the CPU backend: output and grad_input in input.suggest_memory_format(),
 // grad_weight contiguous, masked-out gradients as empty (0,) tensors, every reduction deterministic.
@@ -10,8 +14,12 @@
 #include <torch/library.h>
 
 #include <array>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <tuple>
+#include <vector>
 
 #include "../skeleton_conv2d.h"
 #include "launchers.cuh"
@@ -54,8 +62,32 @@ at::Tensor empty_in_format(c10::IntArrayRef sizes, const at::TensorOptions& opti
   return at::empty(sizes, options.memory_format(format));
 }
 
-// Runs a depthwise kernel, which writes a channels_last-contiguous buffer, for `result`, which has
-// the caller's memory format: in place when `result` is channels_last-contiguous, else through a copy.
+// The tensor-core kernels are opt-in until they have been validated on a GPU: they run only when the
+// environment variable SKELETON_CUDA_TENSOR_CORES is "1" (read at every call, so tests can toggle
+// it) and the layer qualifies. Call under the device guard: eligibility queries the current device.
+bool use_tensor_cores(const at::Tensor& input, const gpu::ConvShape& s) {
+  const char* flag = std::getenv("SKELETON_CUDA_TENSOR_CORES");
+  if (flag == nullptr || std::strcmp(flag, "1") != 0) {
+    return false;
+  }
+  return gpu::tensor_core_eligible(s, input.scalar_type(), input.device().index());
+}
+
+// t as a channels_last-contiguous tensor whose data starts on a 16-byte boundary (what cp.async
+// needs): t itself when it already is one, else a copy.
+at::Tensor aligned_channels_last(const at::Tensor& t) {
+  at::Tensor c = t.contiguous(kChannelsLast);
+  if (reinterpret_cast<uintptr_t>(c.const_data_ptr()) % 16 != 0) {
+    at::Tensor aligned = empty_in_format(c.sizes(), c.options(), kChannelsLast);
+    aligned.copy_(c);
+    return aligned;
+  }
+  return c;
+}
+
+// Runs a kernel that writes a channels_last-contiguous buffer (depthwise, tensor cores) for `result`,
+// which has the caller's memory format: in place when `result` is channels_last-contiguous, else
+// through a copy.
 template <typename Kernel>
 void into_format(at::Tensor& result, Kernel kernel) {
   if (result.is_contiguous(kChannelsLast)) {
@@ -89,6 +121,9 @@ at::Tensor skeleton_conv2d_cuda(
   if (is_depthwise(weight, p.groups)) {
     const at::Tensor x = input.contiguous(kChannelsLast);
     into_format(output, [&](at::Tensor& y) { gpu::depthwise_forward(x, weight, b, y, s); });
+  } else if (use_tensor_cores(input, s)) {
+    const at::Tensor x = aligned_channels_last(input);
+    into_format(output, [&](at::Tensor& y) { gpu::tensor_core_forward(x, weight, b, y, s); });
   } else {
     gpu::dense_forward(input, weight, b, output, s);
   }
@@ -112,6 +147,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cuda(
   // The depthwise kernels read channels_last-contiguous activations (a no-op when they are).
   const at::Tensor dy_cl =
       depthwise && (output_mask[0] || output_mask[1]) ? grad_output.contiguous(kChannelsLast) : at::Tensor();
+  // So do the tensor-core kernels, 16-byte aligned.
+  const bool tensor_cores = !depthwise && (output_mask[0] || output_mask[1]) && use_tensor_cores(input, s);
+  const at::Tensor dy_tc = tensor_cores ? aligned_channels_last(grad_output) : at::Tensor();
 
   at::Tensor grad_input = at::empty({0}, input.options());
   if (output_mask[0]) {
@@ -119,6 +157,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cuda(
     if (grad_input.numel() > 0) {
       if (depthwise) {
         into_format(grad_input, [&](at::Tensor& dx) { gpu::depthwise_input_grad(dy_cl, weight, dx, s); });
+      } else if (tensor_cores) {
+        into_format(grad_input, [&](at::Tensor& dx) { gpu::tensor_core_input_grad(dy_tc, weight, dx, s); });
       } else {
         gpu::dense_input_grad(grad_output, weight, grad_input, s);
       }
@@ -127,8 +167,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cuda(
 
   at::Tensor grad_weight = at::empty({0}, input.options());
   if (output_mask[1]) {
-    const at::Tensor dw = depthwise ? gpu::depthwise_weight_grad(dy_cl, input.contiguous(kChannelsLast), s)
-                                    : gpu::dense_weight_grad(grad_output, input, s);
+    const at::Tensor dw = depthwise      ? gpu::depthwise_weight_grad(dy_cl, input.contiguous(kChannelsLast), s)
+                          : tensor_cores ? gpu::tensor_core_weight_grad(dy_tc, aligned_channels_last(input), s)
+                                         : gpu::dense_weight_grad(grad_output, input, s);
     grad_weight = dw.to(weight.scalar_type()).contiguous();
   }
 
@@ -143,6 +184,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cuda(
 }
 
 }  // namespace
+
+// Calls that took the tensor-core path (forward, input gradient, weight gradient): lets tests check
+// that SKELETON_CUDA_TENSOR_CORES=1 really routes there. Exists only in builds with CUDA kernels.
+TORCH_LIBRARY_FRAGMENT(skeleton_cuda, m) {
+  m.def("tensor_core_calls() -> int[]", &gpu::tensor_core_calls);
+}
 
 TORCH_LIBRARY_IMPL(skeleton_cuda, CUDA, m) {
   m.impl("skeleton_conv2d", &skeleton_conv2d_cuda);

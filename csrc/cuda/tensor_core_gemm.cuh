@@ -1,0 +1,716 @@
+// Tensor-core implicit GEMMs of skeleton_conv2d (bf16 / fp16 in, fp32 accumulation, sm_80+):
+// tile shapes, kernel parameters, the warp-level primitives (cp.async, ldmatrix, mma.sync), and the
+// block bodies of the kernels. The design, and what a GPU must still verify, is written at the top
+// of tensor_core_kernels.cu, which launches these bodies.
+//
+// This header includes no CUDA or ATen header and no ATen type: every primitive a block body uses
+// comes from its `Arch` template argument. DeviceArch (below, CUDA only) issues the PTX
+// instructions; a host emulator (tensor_core_emulator.cpp, beside this file) runs the very same
+// bodies one CUDA thread per fiber, with cp.async, ldmatrix and mma.sync emulated from the PTX ISA,
+// so that the index math, the fragment layouts and the pipeline can be checked on a machine
+// without a GPU. Keep it that way: no intrinsic or device-only call directly in a block body.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#endif
+
+#include "../taps.h"
+
+#if defined(__CUDACC__)
+#define SKC_DEVICE __device__ __forceinline__
+#define SKC_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define SKC_DEVICE inline
+#define SKC_HOST_DEVICE inline
+#endif
+
+namespace skeleton_cuda {
+namespace gpu {
+namespace tc {
+
+// ---- tiles ---------------------------------------------------------------------------------------
+
+constexpr int kThreads = 128;  // 4 warps per block, for both kernels
+constexpr int kStages = 3;     // cp.async pipeline depth
+constexpr int kVec = 8;        // 16-bit elements per 16-byte copy: channel counts must be multiples
+
+// Gather GEMM (forward and input gradient): C[kBM x kBN] += A[kBM x kBK] * B[kBK x kBN] per step.
+// Rows are grid points (pixels), columns produced channels, K runs over (active tap, reduced channel).
+constexpr int kBM = 128, kBN = 64, kBK = 32;
+constexpr int kLdA = kBK + 8;  // shared-memory row pitches in elements: +16 bytes makes the 8 rows of
+constexpr int kLdB = kBN + 8;  // every ldmatrix 8x8 matrix fall in distinct bank quads
+constexpr int kLdC = kBN + 8;
+
+// Weight gradient: C[kWM x kWN] += A'[kWM x kWK] * B'[kWK x kWN] per step, with rows (tap, input
+// channel), columns output channels and K running over pixels.
+constexpr int kWM = 128, kWN = 64, kWK = 32;
+constexpr int kLdWA = kWM + 8;
+constexpr int kLdWB = kWN + 8;
+
+// Shared memory of one block, in bytes (static, under the 48 KB that needs no opt-in).
+constexpr int kGatherSmemA = kStages * kBM * kLdA * 2;
+constexpr int kGatherSmemB = kStages * kBK * kLdB * 2;
+constexpr int kGatherSmemBytes = kGatherSmemA + kGatherSmemB + kBM * 8;  // + destination offsets
+constexpr int kWgradSmemA = kStages * kWK * kLdWA * 2;
+constexpr int kWgradSmemBytes = kWgradSmemA + kStages * kWK * kLdWB * 2;
+static_assert(kGatherSmemBytes <= 48 * 1024 && kWgradSmemBytes <= 48 * 1024, "static shared memory");
+static_assert(kBM * kLdC * 2 <= kGatherSmemA, "the epilogue tile reuses the A stages");
+static_assert(kGatherSmemA % 16 == 0 && (kGatherSmemA + kGatherSmemB) % 16 == 0, "alignment");
+static_assert(kThreads == kBM, "one destination row per thread in the gather GEMM prologue");
+static_assert(kBM * kBK / kVec == 4 * kThreads && kBK * kBN / kVec == 2 * kThreads, "loader map");
+static_assert(kWK * kWM / kVec == 4 * kThreads && kWK * kWN / kVec == 2 * kThreads, "loader map");
+
+// ---- parameters ----------------------------------------------------------------------------------
+
+// The device twin of cpu::TapMap (cpu/tap_kernels.h): grid point (n, i, j) writes destination pixel
+//   (n, dst_row0 + dst_row_step * i, dst_col0 + dst_col_step * j)
+// and its active tap a reads source pixel
+//   (n, src_row_step * i + src_row_off[a], src_col_step * j + src_col_off[a]), zero outside the image,
+// multiplying weight tap tap[a]. Forward: the output grid, all five taps. Input gradient: one residue
+// class of the input modulo the stride, with only the taps that reach it.
+struct GatherMap {
+  int64_t batch = 0, grid_h = 0, grid_w = 0;
+  int64_t dst_h = 0, dst_w = 0, dst_row0 = 0, dst_col0 = 0, dst_row_step = 1, dst_col_step = 1;
+  int64_t src_h = 0, src_w = 0, src_row_step = 1, src_col_step = 1;
+  int num_taps = 0;
+  int tap[kTaps] = {};
+  int src_row_off[kTaps] = {};
+  int src_col_off[kTaps] = {};
+};
+
+// dst[dst pixel][g * n + j] = bias[g * n + j] + sum over active taps a and c < k of
+//                             src[source pixel of tap a][g * k + c] * weight[g][tap[a]][c][j]
+// src and dst are channels_last-contiguous (pixel-major) with src_ld and dst_ld channels per pixel;
+// weight is packed [groups][5][k][n]. Block b covers rows [m_tile * kBM, +kBM) of group g and
+// columns [n_tile * kBN, +kBN), with b = (m_tile * groups + g) * n_tiles + n_tile.
+template <typename T>
+struct GatherGemmParams {
+  GatherMap map;
+  const T* src = nullptr;
+  T* dst = nullptr;
+  const T* weight = nullptr;
+  const T* bias = nullptr;  // [groups * n] or nullptr
+  int64_t src_ld = 0, dst_ld = 0;
+  int64_t rows = 0;         // batch * grid_h * grid_w
+  int k = 0, n = 0, groups = 1;
+  int k_chunks = 0;         // ceil(k / kBK): K steps per active tap
+  int n_tiles = 0;          // ceil(n / kBN)
+};
+
+// partials[chunk][g][t * k + c][j] = sum over the output pixels p of chunk of
+//                                    x[source pixel of tap t for p][g * k + c] * dy[p][g * n + j]
+// x and dy channels_last-contiguous. Block b covers rows [m_tile * kWM, +kWM) of the 5 * k rows,
+// columns [n_tile * kWN, +kWN), pixels [chunk * chunk_len, +chunk_len), with
+// b = ((chunk * groups + g) * m_tiles + m_tile) * n_tiles + n_tile. Every element of partials is
+// written exactly once, so the second pass (sum_partials) sees no uninitialised memory.
+template <typename T>
+struct WgradParams {
+  const T* x = nullptr;
+  const T* dy = nullptr;
+  float* partials = nullptr;
+  int64_t x_ld = 0, dy_ld = 0;  // C_in, C_out
+  int64_t in_h = 0, in_w = 0, out_h = 0, out_w = 0;
+  int64_t stride_h = 1, stride_w = 1;
+  int row_off[kTaps] = {};  // kTapRow[t] * dilation_h - padding_h
+  int col_off[kTaps] = {};
+  int64_t pixels = 0;       // batch * out_h * out_w
+  int64_t chunk_len = 0;    // a multiple of kWK, below 2^30 (pixels within a chunk are int)
+  int k = 0, n = 0, groups = 1;
+  int m_tiles = 0, n_tiles = 0;
+  // kWK pixels as digits of the mixed radix (image, row, column) of the output grid, so that a
+  // loader advances its pixel by kWK with two carries instead of divisions.
+  int step_n = 0, step_h = 0, step_w = 0;
+};
+
+// ---- host-side construction (plain C++, shared with the emulator) ---------------------------------
+
+inline int64_t tc_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t tc_positive_mod(int64_t a, int64_t b) { return ((a % b) + b) % b; }
+
+// Mirrors cpu::forward_map (cpu/skeleton_conv2d_cpu.cpp).
+inline GatherMap forward_gather_map(int64_t batch, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w,
+                                    int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                                    int64_t dil_h, int64_t dil_w) {
+  GatherMap map;
+  map.batch = batch;
+  map.grid_h = out_h;
+  map.grid_w = out_w;
+  map.dst_h = out_h;
+  map.dst_w = out_w;
+  map.src_h = in_h;
+  map.src_w = in_w;
+  map.src_row_step = stride_h;
+  map.src_col_step = stride_w;
+  map.num_taps = kTaps;
+  for (int t = 0; t < kTaps; ++t) {
+    map.tap[t] = t;
+    map.src_row_off[t] = static_cast<int>(kTapRow[t] * dil_h - pad_h);
+    map.src_col_off[t] = static_cast<int>(kTapCol[t] * dil_w - pad_w);
+  }
+  return map;
+}
+
+// Mirrors cpu::input_grad_map: residue class (rh, rw) of the input modulo the stride. Input pixel
+// (rh + s*i, rw + s*j) receives tap t from output pixel ((rh + s*i) + pad - row_t * dil) / s when that
+// division is exact, which depends only on the class; the source is then i + (rh + pad - row_t*dil)/s.
+inline GatherMap input_grad_gather_map(int64_t batch, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w,
+                                       int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                                       int64_t dil_h, int64_t dil_w, int64_t rh, int64_t rw) {
+  GatherMap map;
+  map.batch = batch;
+  map.grid_h = rh < in_h ? tc_ceil_div(in_h - rh, stride_h) : 0;
+  map.grid_w = rw < in_w ? tc_ceil_div(in_w - rw, stride_w) : 0;
+  map.dst_h = in_h;
+  map.dst_w = in_w;
+  map.dst_row0 = rh;
+  map.dst_col0 = rw;
+  map.dst_row_step = stride_h;
+  map.dst_col_step = stride_w;
+  map.src_h = out_h;
+  map.src_w = out_w;
+  map.num_taps = 0;
+  for (int t = 0; t < kTaps; ++t) {
+    const int64_t row = rh + pad_h - kTapRow[t] * dil_h;
+    const int64_t col = rw + pad_w - kTapCol[t] * dil_w;
+    if (tc_positive_mod(row, stride_h) != 0 || tc_positive_mod(col, stride_w) != 0) {
+      continue;
+    }
+    const int a = map.num_taps++;
+    map.tap[a] = t;
+    map.src_row_off[a] = static_cast<int>(row / stride_h);  // exact, so truncation is harmless
+    map.src_col_off[a] = static_cast<int>(col / stride_w);
+  }
+  return map;
+}
+
+// Fills the fields of a gather GEMM that follow from the map and the channel counts.
+template <typename T>
+inline void finish_gather_params(GatherGemmParams<T>& p) {
+  p.rows = p.map.batch * p.map.grid_h * p.map.grid_w;
+  p.k_chunks = static_cast<int>(tc_ceil_div(p.k, kBK));
+  p.n_tiles = static_cast<int>(tc_ceil_div(p.n, kBN));
+}
+
+inline int64_t gather_blocks(int64_t rows, int64_t groups, int64_t n) {
+  return tc_ceil_div(rows, kBM) * groups * tc_ceil_div(n, kBN);
+}
+
+// Fills the tap offsets, tile counts and the pixel step of a weight gradient.
+template <typename T>
+inline void finish_wgrad_params(WgradParams<T>& p, int64_t batch, int64_t pad_h, int64_t pad_w, int64_t dil_h,
+                                int64_t dil_w) {
+  for (int t = 0; t < kTaps; ++t) {
+    p.row_off[t] = static_cast<int>(kTapRow[t] * dil_h - pad_h);
+    p.col_off[t] = static_cast<int>(kTapCol[t] * dil_w - pad_w);
+  }
+  p.pixels = batch * p.out_h * p.out_w;
+  p.m_tiles = static_cast<int>(tc_ceil_div(int64_t{kTaps} * p.k, kWM));
+  p.n_tiles = static_cast<int>(tc_ceil_div(p.n, kWN));
+  const int64_t image = p.out_h * p.out_w;
+  p.step_n = static_cast<int>(kWK / image);
+  p.step_h = static_cast<int>((kWK % image) / p.out_w);
+  p.step_w = static_cast<int>((kWK % image) % p.out_w);
+}
+
+inline int64_t wgrad_blocks(int64_t chunks, int64_t groups, int64_t k, int64_t n) {
+  return chunks * groups * tc_ceil_div(int64_t{kTaps} * k, kWM) * tc_ceil_div(n, kWN);
+}
+
+// ---- small helpers for the block bodies -----------------------------------------------------------
+
+// values[i] for a run-time i in [0, 5): a chain of selects, so that a parameter array is never indexed
+// at run time (which can copy the whole parameter struct to local memory).
+template <typename V>
+SKC_HOST_DEVICE V select5(const V (&values)[kTaps], int i) {
+  V r = values[0];
+#pragma unroll
+  for (int t = 1; t < kTaps; ++t) {
+    r = i == t ? values[t] : r;
+  }
+  return r;
+}
+
+// ---- the gather GEMM block body ---------------------------------------------------------------------
+//
+// Thread roles (tid = 0..127, warp = tid / 32, lane = tid % 32):
+//   destination row      : row tid of the tile (its destination offset goes to shared memory)
+//   A loader (gather)    : rows tid / 4 + 32 * i (i = 0..3), 16-byte chunk tid % 4 of the kBK channels
+//   B loader (weights)   : rows tid / 8 + 16 * i (i = 0..1), 16-byte chunk tid % 8 of the kBN columns
+//   MMA                  : warp tile 64 x 32 at rows 64 * (warp / 2), columns 32 * (warp % 2):
+//                          4 x 4 mma.m16n8k16 per 16-deep K step, 64 fp32 accumulators per thread
+//   epilogue             : tile staged through shared memory, 16-byte coalesced stores per pixel
+template <typename T, class Arch>
+SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* smem, int tid, int64_t block) {
+  T* const As = reinterpret_cast<T*>(smem);                                        // [kStages][kBM][kLdA]
+  T* const Bs = reinterpret_cast<T*>(smem + kGatherSmemA);                         // [kStages][kBK][kLdB]
+  int64_t* const dst_offset = reinterpret_cast<int64_t*>(smem + kGatherSmemA + kGatherSmemB);  // [kBM]
+  T* const Cs = As;                                                                // [kBM][kLdC], epilogue
+
+  const int n_tile = static_cast<int>(block % p.n_tiles);
+  const int64_t rest = block / p.n_tiles;
+  const int g = static_cast<int>(rest % p.groups);
+  const int64_t m0 = (rest / p.groups) * kBM;
+  const int n0 = n_tile * kBN;
+  const GatherMap& map = p.map;
+  const int64_t grid_hw = map.grid_h * map.grid_w;
+
+  // Destination offset of tile row tid: element offset of channel g * n + n0 of its pixel, or -1.
+  {
+    const int64_t m = m0 + tid;
+    int64_t offset = -1;
+    if (m < p.rows) {
+      const int64_t img = m / grid_hw, rem = m - img * grid_hw;
+      const int64_t i = rem / map.grid_w, j = rem - i * map.grid_w;
+      const int64_t row = map.dst_row0 + map.dst_row_step * i;
+      const int64_t col = map.dst_col0 + map.dst_col_step * j;
+      offset = ((img * map.dst_h + row) * map.dst_w + col) * p.dst_ld + int64_t{g} * p.n + n0;
+    }
+    dst_offset[tid] = offset;
+  }
+
+  // The A loader's rows: source image base (in pixels) and the (row, column) of the grid point's
+  // tap-less source position; a tap adds its offset. Rows past the end never load (row_ok).
+  const int a_chunk = tid % 4;
+  int64_t a_image[4];
+  int a_y[4], a_x[4];
+  bool a_row_ok[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int64_t m = m0 + tid / 4 + 32 * i;
+    a_row_ok[i] = m < p.rows;
+    const int64_t mm = a_row_ok[i] ? m : 0;
+    const int64_t img = mm / grid_hw, rem = mm - img * grid_hw;
+    const int64_t gi = rem / map.grid_w, gj = rem - gi * map.grid_w;
+    a_image[i] = img * map.src_h * map.src_w;
+    a_y[i] = static_cast<int>(gi * map.src_row_step);
+    a_x[i] = static_cast<int>(gj * map.src_col_step);
+  }
+  const int src_h = static_cast<int>(map.src_h), src_w = static_cast<int>(map.src_w);
+  const int b_chunk = tid % 8;
+  const bool b_col_ok = n0 + b_chunk * kVec < p.n;
+  const T* const w_group = p.weight + int64_t{g} * kTaps * p.k * p.n + n0 + b_chunk * kVec;
+  const T* const src_group = p.src + int64_t{g} * p.k + a_chunk * kVec;
+
+  const int k_steps = map.num_taps * p.k_chunks;
+  int load_tap = 0, load_chunk = 0;  // the next K step to load: active tap, kBK-channel chunk
+
+  // Loads K step (load_tap, load_chunk) into `stage` and advances to the next step. Every 16-byte
+  // slot the MMA reads is written, with zeros where the gather falls outside the image, past the
+  // last row, or past the channel count.
+  auto load_step = [&](int stage) {
+    const int c0 = load_chunk * kBK;
+    const int roff = select5(map.src_row_off, load_tap);
+    const int coff = select5(map.src_col_off, load_tap);
+    const int wtap = select5(map.tap, load_tap);
+    T* const a_dst = As + stage * (kBM * kLdA) + (tid / 4) * kLdA + a_chunk * kVec;
+    const bool chan_ok = c0 + a_chunk * kVec < p.k;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int y = a_y[i] + roff, x = a_x[i] + coff;
+      const bool ok = chan_ok && a_row_ok[i] && y >= 0 && y < src_h && x >= 0 && x < src_w;
+      const T* src = p.src;
+      if (ok) {
+        src = src_group + ((a_image[i] + int64_t{y} * src_w + x) * p.src_ld + c0);
+      }
+      Arch::cp_async16(a_dst + 32 * i * kLdA, src, ok);
+    }
+    T* const b_dst = Bs + stage * (kBK * kLdB) + (tid / 8) * kLdB + b_chunk * kVec;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int r = tid / 8 + 16 * i;
+      const bool ok = b_col_ok && c0 + r < p.k;
+      const T* src = p.weight;
+      if (ok) {
+        src = w_group + (int64_t{wtap} * p.k + c0 + r) * p.n;
+      }
+      Arch::cp_async16(b_dst + 16 * i * kLdB, src, ok);
+    }
+    if (++load_chunk == p.k_chunks) {
+      load_chunk = 0;
+      ++load_tap;
+    }
+  };
+
+  float acc[4][4][4];
+#pragma unroll
+  for (int mi = 0; mi < 4; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.0f;
+
+  const int warp = tid / 32, lane = tid % 32;
+  const int warp_m = (warp / 2) * 64, warp_n = (warp % 2) * 32;
+
+  // Pipeline prologue: K steps 0 .. kStages-2 in flight, one commit group each (empty past the end,
+  // so that the group count, and with it cp.async.wait_group, stays uniform).
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < k_steps) {
+      load_step(s);
+    }
+    Arch::cp_async_commit();
+  }
+
+  int compute_chunk = 0;
+  for (int step = 0; step < k_steps; ++step) {
+    // Groups committed so far: kStages - 1 + step, group j holding K step j. Waiting until at most
+    // kStages - 2 are pending completes group `step` for this thread; the barrier then makes every
+    // thread's copies visible, and guarantees that every warp finished reading the stage computed in
+    // the previous iteration, which is the one refilled next.
+    Arch::template cp_async_wait<kStages - 2>();
+    Arch::sync_threads();
+    {
+      const int next = step + kStages - 1;
+      if (next < k_steps) {
+        load_step(next % kStages);
+      }
+      Arch::cp_async_commit();
+    }
+
+    const int stage = step % kStages;
+    const T* const a_stage = As + stage * (kBM * kLdA);
+    const T* const b_stage = Bs + stage * (kBK * kLdB);
+    const int c0 = compute_chunk * kBK;
+#pragma unroll
+    for (int ks = 0; ks < kBK / 16; ++ks) {
+      if (c0 + ks * 16 < p.k) {  // warp-uniform; a step past the channel count holds only zeros
+        uint32_t a_frag[4][4], b_frag[4][2];
+        // A (row-major 16x16 per m16 tile): lanes 0-15 address rows 0-15 at column 0, lanes 16-31
+        // rows 0-15 at column 8; matrices 0..3 = (rows 0-7, k 0-7), (8-15, 0-7), (0-7, 8-15),
+        // (8-15, 8-15) = registers a0..a3 of mma.m16n8k16.
+#pragma unroll
+        for (int mi = 0; mi < 4; ++mi) {
+          Arch::ldmatrix_x4(a_frag[mi], a_stage + (warp_m + mi * 16 + lane % 16) * kLdA + ks * 16 + (lane / 16) * 8);
+        }
+        // B stored [k][n] (n contiguous): transposed loads. Lanes 0-15 address k rows 0-15 at
+        // column 0, lanes 16-31 at column 8; matrices (k 0-7, n 0-7), (k 8-15, n 0-7), (k 0-7, n 8-15),
+        // (k 8-15, n 8-15) = (b0, b1) of n8 tile 2 * pair, then (b0, b1) of n8 tile 2 * pair + 1.
+#pragma unroll
+        for (int pair = 0; pair < 2; ++pair) {
+          uint32_t r[4];
+          Arch::ldmatrix_x4_trans(r, b_stage + (ks * 16 + lane % 16) * kLdB + warp_n + pair * 16 + (lane / 16) * 8);
+          b_frag[2 * pair][0] = r[0];
+          b_frag[2 * pair][1] = r[1];
+          b_frag[2 * pair + 1][0] = r[2];
+          b_frag[2 * pair + 1][1] = r[3];
+        }
+#pragma unroll
+        for (int mi = 0; mi < 4; ++mi)
+#pragma unroll
+          for (int ni = 0; ni < 4; ++ni) Arch::template mma16816<T>(acc[mi][ni], a_frag[mi], b_frag[ni]);
+      }
+    }
+    if (++compute_chunk == p.k_chunks) {
+      compute_chunk = 0;
+    }
+  }
+
+  // Epilogue. All copies landed (the remaining groups are empty) and, after the barrier, no warp
+  // reads the stages any more: stage the tile, with the bias, as T in shared memory over the A stages.
+  Arch::template cp_async_wait<0>();
+  Arch::sync_threads();
+  const int group_row = lane / 4, pair_col = 2 * (lane % 4);
+#pragma unroll
+  for (int ni = 0; ni < 4; ++ni) {
+    const int col = warp_n + ni * 8 + pair_col;
+    float bias0 = 0.0f, bias1 = 0.0f;
+    if (p.bias != nullptr && n0 + col < p.n) {  // n is a multiple of 8: col + 1 is in range too
+      bias0 = Arch::to_float(p.bias[int64_t{g} * p.n + n0 + col]);
+      bias1 = Arch::to_float(p.bias[int64_t{g} * p.n + n0 + col + 1]);
+    }
+#pragma unroll
+    for (int mi = 0; mi < 4; ++mi) {
+      const int row = warp_m + mi * 16 + group_row;
+      Arch::template store_pair<T>(Cs + row * kLdC + col, acc[mi][ni][0] + bias0, acc[mi][ni][1] + bias1);
+      Arch::template store_pair<T>(Cs + (row + 8) * kLdC + col, acc[mi][ni][2] + bias0, acc[mi][ni][3] + bias1);
+    }
+  }
+  Arch::sync_threads();
+  // kBN / 8 = 8 chunks of 16 bytes per row: consecutive threads write consecutive chunks of a pixel.
+#pragma unroll
+  for (int it = 0; it < kBM * kBN / kVec / kThreads; ++it) {
+    const int idx = tid + it * kThreads;
+    const int row = idx / (kBN / kVec), chunk = idx % (kBN / kVec);
+    const int64_t offset = dst_offset[row];
+    if (offset >= 0 && n0 + chunk * kVec < p.n) {
+      Arch::copy16(p.dst + offset + chunk * kVec, Cs + row * kLdC + chunk * kVec);
+    }
+  }
+}
+
+// ---- the weight-gradient block body -------------------------------------------------------------------
+//
+// Thread roles:
+//   loaders : pixel rows tid / 16 + 8 * i (i = 0..3) of the kWK pixels of a K step; A' chunk tid % 16
+//             of the kWM (tap, channel) rows, i.e. a fixed tap and 8 channels per thread; B' chunk
+//             (tid % 16) % 8 of the kWN output channels for the rows i with i % 2 == (tid % 16) / 8
+//   MMA     : warp tile 64 x 32 at rows 64 * (warp / 2), columns 32 * (warp % 2), as in the gather GEMM
+//   epilogue: fp32 pairs straight from the accumulators to the partials (8 rows x 32 contiguous bytes
+//             per warp store: whole sectors)
+template <typename T, class Arch>
+SKC_DEVICE void wgrad_block(const WgradParams<T>& p, unsigned char* smem, int tid, int64_t block) {
+  T* const As = reinterpret_cast<T*>(smem);                 // [kStages][kWK pixels][kLdWA]
+  T* const Bs = reinterpret_cast<T*>(smem + kWgradSmemA);   // [kStages][kWK pixels][kLdWB]
+
+  const int n_tile = static_cast<int>(block % p.n_tiles);
+  int64_t rest = block / p.n_tiles;
+  const int m_tile = static_cast<int>(rest % p.m_tiles);
+  rest /= p.m_tiles;
+  const int g = static_cast<int>(rest % p.groups);
+  const int64_t chunk = rest / p.groups;
+  const int m0 = m_tile * kWM, n0 = n_tile * kWN;
+  const int rows_total = kTaps * p.k;
+  const int64_t pixel_begin = chunk * p.chunk_len;
+  const int chunk_pixels =
+      static_cast<int>(pixel_begin + p.chunk_len < p.pixels ? p.chunk_len : p.pixels - pixel_begin);
+  const int k_steps = (chunk_pixels + kWK - 1) / kWK;
+
+  // This thread's A' chunk: 8 channels of one tap.
+  const int q = tid % 16;
+  const int a_row0 = m0 + q * kVec;  // (tap, channel) row of the chunk's first element
+  const bool a_ok = a_row0 < rows_total;
+  const int a_tap = a_ok ? a_row0 / p.k : 0;
+  const int a_channel = a_ok ? a_row0 - a_tap * p.k : 0;  // a multiple of 8: the chunk stays in one tap
+  const int roff = select5(p.row_off, a_tap), coff = select5(p.col_off, a_tap);
+  const T* const x_chunk = p.x + int64_t{g} * p.k + a_channel;
+  // This thread's B' chunk.
+  const int b_chunk = q % 8, b_parity = q / 8;
+  const bool b_ok = n0 + b_chunk * kVec < p.n;
+  const T* const dy_chunk = p.dy + pixel_begin * p.dy_ld + int64_t{g} * p.n + n0 + b_chunk * kVec;
+
+  // Pixel state of the four loader rows for the next K step to load: pixel index within the chunk
+  // and the pixel's (image, row, column) in the output grid.
+  int pix[4];
+  int pn[4], ph[4], pw[4];
+  const int out_h = static_cast<int>(p.out_h), out_w = static_cast<int>(p.out_w);
+  const int in_h = static_cast<int>(p.in_h), in_w = static_cast<int>(p.in_w);
+  const int stride_h = static_cast<int>(p.stride_h), stride_w = static_cast<int>(p.stride_w);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    pix[i] = tid / 16 + 8 * i;
+    const int64_t pixel = pixel_begin + pix[i];
+    const int64_t image = p.out_h * p.out_w;
+    const int64_t img = pixel / image, rem = pixel - img * image;
+    pn[i] = static_cast<int>(img);
+    ph[i] = static_cast<int>(rem / p.out_w);
+    pw[i] = static_cast<int>(rem - (rem / p.out_w) * p.out_w);
+  }
+
+  auto load_step = [&](int stage) {
+    T* const a_dst = As + stage * (kWK * kLdWA) + (tid / 16) * kLdWA + q * kVec;
+    T* const b_dst = Bs + stage * (kWK * kLdWB) + (tid / 16) * kLdWB + b_chunk * kVec;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const bool in_chunk = pix[i] < chunk_pixels;
+      const int y = ph[i] * stride_h + roff, x = pw[i] * stride_w + coff;
+      const bool ok = a_ok && in_chunk && y >= 0 && y < in_h && x >= 0 && x < in_w;
+      const T* src = p.x;
+      if (ok) {
+        src = x_chunk + ((int64_t{pn[i]} * in_h + y) * in_w + x) * p.x_ld;
+      }
+      Arch::cp_async16(a_dst + 8 * i * kLdWA, src, ok);
+      if (i % 2 == b_parity) {
+        const bool dy_ok = b_ok && in_chunk;
+        Arch::cp_async16(b_dst + 8 * i * kLdWB, dy_ok ? dy_chunk + int64_t{pix[i]} * p.dy_ld : p.dy, dy_ok);
+      }
+      // Advance by kWK pixels: add the digits of kWK with carries (each digit < its radix).
+      pix[i] += kWK;
+      pw[i] += p.step_w;
+      int carry = pw[i] >= out_w;
+      pw[i] -= carry ? out_w : 0;
+      ph[i] += p.step_h + carry;
+      carry = ph[i] >= out_h;
+      ph[i] -= carry ? out_h : 0;
+      pn[i] += p.step_n + carry;
+    }
+  };
+
+  float acc[4][4][4];
+#pragma unroll
+  for (int mi = 0; mi < 4; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.0f;
+
+  const int warp = tid / 32, lane = tid % 32;
+  const int warp_m = (warp / 2) * 64, warp_n = (warp % 2) * 32;
+
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < k_steps) {
+      load_step(s);
+    }
+    Arch::cp_async_commit();
+  }
+
+  for (int step = 0; step < k_steps; ++step) {
+    Arch::template cp_async_wait<kStages - 2>();  // same group accounting as gather_gemm_block
+    Arch::sync_threads();
+    {
+      const int next = step + kStages - 1;
+      if (next < k_steps) {
+        load_step(next % kStages);
+      }
+      Arch::cp_async_commit();
+    }
+
+    const int stage = step % kStages;
+    const T* const a_stage = As + stage * (kWK * kLdWA);
+    const T* const b_stage = Bs + stage * (kWK * kLdWB);
+#pragma unroll
+    for (int ks = 0; ks < kWK / 16; ++ks) {
+      uint32_t a_frag[4][4], b_frag[4][2];
+      // A' is stored [k = pixel][m = (tap, channel)]: transposed loads. Matrix i must be
+      // (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15) = a0..a3, so lanes 8i..8i+7
+      // address pixel rows 8 * (i / 2) + 0..7 at column 8 * (i % 2).
+#pragma unroll
+      for (int mi = 0; mi < 4; ++mi) {
+        Arch::ldmatrix_x4_trans(a_frag[mi], a_stage + (ks * 16 + (lane / 16) * 8 + lane % 8) * kLdWA + warp_m +
+                                                mi * 16 + ((lane / 8) % 2) * 8);
+      }
+#pragma unroll
+      for (int pair = 0; pair < 2; ++pair) {
+        uint32_t r[4];
+        Arch::ldmatrix_x4_trans(r, b_stage + (ks * 16 + lane % 16) * kLdWB + warp_n + pair * 16 + (lane / 16) * 8);
+        b_frag[2 * pair][0] = r[0];
+        b_frag[2 * pair][1] = r[1];
+        b_frag[2 * pair + 1][0] = r[2];
+        b_frag[2 * pair + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int mi = 0; mi < 4; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni) Arch::template mma16816<T>(acc[mi][ni], a_frag[mi], b_frag[ni]);
+    }
+  }
+  Arch::template cp_async_wait<0>();  // only empty groups remain; nothing reads shared memory below
+
+  float* const out = p.partials + (chunk * p.groups + g) * int64_t{rows_total} * p.n;
+  const int group_row = lane / 4, pair_col = 2 * (lane % 4);
+#pragma unroll
+  for (int mi = 0; mi < 4; ++mi) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int row = m0 + warp_m + mi * 16 + group_row + 8 * half;
+      if (row < rows_total) {
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni) {
+          const int col = n0 + warp_n + ni * 8 + pair_col;
+          if (col < p.n) {
+            Arch::store_float2(out + int64_t{row} * p.n + col, acc[mi][ni][2 * half], acc[mi][ni][2 * half + 1]);
+          }
+        }
+      }
+    }
+  }
+}
+
+// ---- the device primitives ----------------------------------------------------------------------------
+
+#if defined(__CUDACC__)
+
+struct DeviceArch {
+  // 16 bytes global -> shared, bypassing L1; zero-filled (nothing read) when !valid. `src` must be
+  // a valid, 16-byte aligned address either way.
+  static __device__ __forceinline__ void cp_async16(void* smem_dst, const void* src, bool valid) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+    const int src_bytes = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes)
+                 : "memory");
+#endif
+  }
+  static __device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+  }
+  template <int N>
+  static __device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+  }
+  static __device__ __forceinline__ void sync_threads() { __syncthreads(); }
+
+  static __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem_src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem_src));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a)
+                 : "memory");
+#endif
+  }
+  static __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem_src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem_src));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a)
+                 : "memory");
+#endif
+  }
+
+  // d += A (16x16, row) * B (16x8, col), fp32 accumulators.
+  template <typename T>
+  static __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
+
+  static __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+  static __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+
+  // Two consecutive elements (4-byte aligned), rounded to nearest even.
+  template <typename T>
+  static __device__ __forceinline__ void store_pair(T* dst, float v0, float v1);
+
+  static __device__ __forceinline__ void copy16(void* dst, const void* src) {
+    *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+  }
+  static __device__ __forceinline__ void store_float2(float* dst, float v0, float v1) {
+    *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);
+  }
+};
+
+template <>
+__device__ __forceinline__ void DeviceArch::mma16816<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4],
+                                                                     const uint32_t (&b)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+template <>
+__device__ __forceinline__ void DeviceArch::mma16816<__half>(float (&d)[4], const uint32_t (&a)[4],
+                                                              const uint32_t (&b)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+template <>
+__device__ __forceinline__ void DeviceArch::store_pair<__nv_bfloat16>(__nv_bfloat16* dst, float v0, float v1) {
+  *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(v0, v1);
+}
+
+template <>
+__device__ __forceinline__ void DeviceArch::store_pair<__half>(__half* dst, float v0, float v1) {
+  *reinterpret_cast<__half2*>(dst) = __floats2half2_rn(v0, v1);
+}
+
+#endif  // __CUDACC__
+
+}  // namespace tc
+}  // namespace gpu
+}  // namespace skeleton_cuda

@@ -1,0 +1,400 @@
+// Tensor-core kernels of skeleton_conv2d: implicit GEMMs on mma.sync (bf16 / fp16, fp32 accumulation,
+// sm_80 and newer) for the forward pass, the input gradient and the weight gradient of dense and
+// grouped layers. OPT-IN and UNTESTED ON A GPU: they were written and compile-checked on a machine
+// without one, so skeleton_conv2d_cuda.cu routes to them only when SKELETON_CUDA_TENSOR_CORES=1 and
+// the layer qualifies (tensor_core_eligible); everything else keeps the direct kernels.
+//
+// DESIGN
+// ------
+// Everything runs on channels_last-contiguous, 16-byte aligned activations (the host converts), where
+// the channels of one pixel are contiguous: a tap of a pixel is one contiguous vector of channels, so
+// a gathered GEMM row is a handful of 16-byte copies.
+//
+// Forward and input gradient: one "gather GEMM" per tap map (tensor_core_gemm.cuh: GatherMap, the
+// device twin of the CPU TapMap). M = grid points (N * grid_h * grid_w), N = produced channels per
+// group, K = active taps x reduced channels per group, ordered tap-major in steps of kBK = 32
+// channels of one tap (a channel count that is not a multiple of 32 zero-fills the tail of its last
+// step; a 16-deep half-step that is all tail is skipped). The forward has one map (the output grid,
+// five taps); the input gradient one map per residue class of the input modulo the stride, each with
+// only the taps that reach it (the transposed weight), so strided layers waste no tap work; a class
+// that no tap reaches is written as zeros. B is the weight packed on the host as [G][5][K_ch][N_ch]
+// (forward: [g][t][c_in][c_out]; input gradient: [g][t][c_out][c_in]), re-packed every call (it is
+// tiny next to the activations).
+//   Block tile 128 x 64 x 32, 4 warps of 64 x 32 (4 x 4 mma.m16n8k16 per 16-deep step, 64 fp32
+//   accumulators per thread). Why: N = 64 is the smallest channel count of common layers (64, 128,
+//   256, 512) so no column is wasted there, whereas a 128-wide tile would idle half the tensor cores
+//   on 64-channel layers; M = 128 reuses every B fragment over 4 m16 tiles and every A fragment
+//   over 4 n8 tiles (ldmatrix : mma = 6 : 16 per step); 4 warps keep the block small enough for
+//   several blocks per SM, which hides the gather latency that a deeper pipeline would otherwise have
+//   to. Grid: one linear x dimension, block = (m_tile * groups + g) * n_tiles + n_tile, so the blocks
+//   that read the same pixels (other column tiles, other groups) run side by side and share L2.
+//   A (gathered activations): each thread owns 4 rows x one 16-byte chunk of the 32 channels; the
+//   grid point -> source pixel math (two 64-bit divisions) runs once per row per block, a K step only
+//   adds the tap's offsets and tests the image bounds. cp.async.cg 16-byte copies, src-size 0 (zero
+//   fill, nothing read) for taps outside the image, rows past M and channels past K_ch.
+//   B (weights): 2 x 16-byte cp.async per thread per step, zero-filled past K_ch / N_ch.
+//   Epilogue: accumulators + bias (fp32) rounded once to T and staged in shared memory over the A
+//   stages, then written with 16-byte stores, 8 consecutive threads covering 128 contiguous bytes
+//   of one destination pixel; destination offsets (-1 past M) are computed once per row in the
+//   prologue. Output is channels_last; the host copies into NCHW when the caller's format is NCHW.
+//
+// Weight gradient: one GEMM per group with M = 5 x C_in/g rows (tap, input channel) tap-major,
+// N = C_out/g, K = output pixels: dW[t][c][j] = sum_p x[tap t of p][c] * dy[p][j]. Treating the
+// five taps as rows of one M (rather than five GEMMs) lets one block reuse each dy tile for all taps
+// its rows cover and wastes at most one partial tile for 5 x C_in/g rows. K is split over pixel
+// chunks (a function of the shape only: reduction_chunks of common.cuh, chunk length a multiple of
+// 32), each block writes its fp32 tile into partials[chunk] (every element exactly once, no atomics),
+// and sum_partials (partial_sums.cu) adds the chunks in a fixed order: bitwise reproducible.
+//   Block tile 128 x 64 x 32 pixels, 4 warps of 64 x 32. A' (x gathered per tap) and B' (dy) are
+//   stored [pixel][column] as they arrive from channels_last memory, so both take ldmatrix.trans.
+//   Each thread owns 4 pixel rows; it advances them by 32 pixels per step by adding the mixed-radix
+//   digits of 32 (image, row, column) with two carries instead of dividing.
+//
+// Pipeline (both kernels): 3 stages of cp.async, one commit group per K step (empty groups past the
+// end keep the count uniform), wait_group 1 then __syncthreads before computing step s, and the copy
+// for step s + 2 issued right after that barrier into the stage computed at step s - 1, which the
+// barrier proved free. Shared memory is padded by 16 bytes per row (A 80 B, B and C 144 B, A' 272 B
+// pitches) so that the 8 row addresses of each ldmatrix phase, and the epilogue's 4-byte stores, hit
+// distinct banks. Static shared memory: 44.5 KB (gather), 39 KB (weight gradient); no opt-in needed.
+//
+// Fragment layouts (PTX ISA, mma.m16n8k16 with .bf16/.f16, .row.col): lane = 4 * group + tig;
+//   a0 = A[group][2tig..+1], a1 = A[group+8][2tig..], a2 = A[group][2tig+8..], a3 = A[group+8][2tig+8..];
+//   b0 = B[2tig..+1][group], b1 = B[2tig+8..][group]; c0,c1 = C[group][2tig..+1], c2,c3 = C[group+8][..].
+// ldmatrix.x4: lanes 8i..8i+7 give the row addresses of matrix i, register i of lane l receives
+// row l / 4, elements 2 (l % 4) and +1 of matrix i (.trans: column l / 4, rows 2 (l % 4) and +1).
+// The addressing that follows from these is written out, with the matrix order, next to each
+// ldmatrix in tensor_core_gemm.cuh.
+//
+// Resources (nvcc 13.0, -O3, -Xptxas -v, sm_90 and sm_80 alike, bf16 and fp16 alike): gather GEMM
+// 128 registers (capped by __launch_bounds__(128, 4); uncapped it takes 146 on sm_80), 45568 B static
+// shared memory; weight gradient 128 registers, 39936 B; no stack frame, no spills. 128 threads x
+// 128 registers and 45.5 KB allow 4 blocks (16 warps) per SM. SASS (sm_90): HMMA.16816.F32(.BF16),
+// LDSM.16.M88.4 / LDSM.16.MT88.4, LDGSTS.E.BYPASS.128 in the main loops, no LDL/STL.
+//
+// CHECKED WITHOUT A GPU: compilation and the SASS above; and the block bodies themselves, run by
+// tensor_core_emulator.cpp (beside this file; tests/test_cuda_tensor_cores.py builds and runs it on any
+// Linux machine) one thread per fiber, with cp.async (landing at issue, or as late as wait_group
+// allows), ldmatrix and mma.sync emulated from the PTX ISA, bounds and alignment of every access
+// checked, warps skewed against each other, against a float64 reference over strides, paddings,
+// dilations, groups, ragged tiles and several pixel chunks. Mutations of the bodies (fragment
+// addressing, register order, wait counts, the refilled stage, each barrier, carries, offsets) all
+// fail it. It cannot see timing, the hardware's real instruction semantics (its ldmatrix and mma
+// models come from the PTX ISA, like the kernels), or races its fiber orders do not expose.
+//
+// WHAT A GPU MUST STILL VERIFY
+//  1. tests/test_cuda_tensor_cores.py passes on an sm_80+ GPU (H100): outputs and all gradients
+//     against the float64 oracle, bitwise determinism, routing (torch.ops.skeleton_cuda.
+//     tensor_core_calls), fallback for unsupported shapes; also with compute-sanitizer
+//     (memcheck, racecheck, synccheck) on a few small configs.
+//  2. The fragment layouts on real hardware (bf16 and fp16): a wrong ldmatrix/mma mapping shows as
+//     errors of order 1 in the oracle tests, not as rounding.
+//  3. Speed against cuDNN 3x3 (nn.Conv2d) and the direct kernels, per pass, on layers that fill
+//     the chip; then tune: tile shape (128x128 with 8 warps for wide layers), stages (3 vs 4),
+//     chunk count of the weight gradient, and possibly swizzled instead of padded shared memory.
+//     Known costs to weigh: the weight is re-packed every call (a small permute copy); NCHW callers
+//     pay a conversion to channels_last and back; a stride-s input gradient is s_h * s_w launches
+//     of a fraction of the rows each; the weight-gradient partials take chunks x 5 x C_in x C_out/g
+//     x 4 bytes (about 68 MB for a 512 -> 512 layer at batch 256, 7 x 7).
+//  4. Nsight Compute: no shared-memory bank conflicts on ldmatrix / the epilogue (the padding
+//     intends none), achieved occupancy (4 blocks per SM expected), DRAM traffic of the gather
+//     close to one read of the activations per column tile.
+//  5. Only then make the path the default for eligible layers (remove the opt-in), and consider
+//     wgmma (sm_90a) and TF32 for float32, neither of which this path has.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/util/Exception.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include "common.cuh"
+#include "launchers.cuh"
+#include "tensor_core_gemm.cuh"
+
+namespace skeleton_cuda {
+namespace gpu {
+namespace {
+
+// ---- kernels ---------------------------------------------------------------------------------------
+
+// Built for every architecture in the arch list; below sm_80 (no cp.async, no bf16 mma) the body is
+// a trap, and the host never launches it there (tensor_core_eligible checks the device and the
+// architecture the kernel was actually compiled for).
+// (128 threads, 4 blocks per SM): caps the gather GEMM at 128 registers, which it fits without a
+// spill on sm_80 and sm_90 (uncapped, sm_80 takes 146 and only 3 blocks fit). The weight gradient is
+// left uncapped: the cap makes it spill.
+template <typename T>
+__global__ void __launch_bounds__(tc::kThreads, 4) tc_gather_gemm_kernel(const tc::GatherGemmParams<T> p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();
+#else
+  __shared__ __align__(16) unsigned char smem[tc::kGatherSmemBytes];
+  tc::gather_gemm_block<T, tc::DeviceArch>(p, smem, static_cast<int>(threadIdx.x), static_cast<int64_t>(blockIdx.x));
+#endif
+}
+
+template <typename T>
+__global__ void __launch_bounds__(tc::kThreads) tc_wgrad_kernel(const tc::WgradParams<T> p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();
+#else
+  __shared__ __align__(16) unsigned char smem[tc::kWgradSmemBytes];
+  tc::wgrad_block<T, tc::DeviceArch>(p, smem, static_cast<int>(threadIdx.x), static_cast<int64_t>(blockIdx.x));
+#endif
+}
+
+// ---- host helpers ------------------------------------------------------------------------------------
+
+// Launches of the tensor-core path, by pass: forward, input gradient, weight gradient.
+std::array<std::atomic<int64_t>, 3> g_calls{};
+
+template <typename T>
+struct Tag {
+  using type = T;
+};
+
+// Calls f(Tag<T>{}) with the CUDA type of a 16-bit floating dtype.
+template <typename F>
+void dispatch_16bit(at::ScalarType dtype, const char* name, F f) {
+  if (dtype == at::kBFloat16) {
+    f(Tag<__nv_bfloat16>{});
+  } else if (dtype == at::kHalf) {
+    f(Tag<__half>{});
+  } else {
+    TORCH_CHECK(false, name, ": the tensor-core kernels take bfloat16 or float16, got ", dtype);
+  }
+}
+
+template <typename T>
+const T* data(const at::Tensor& t) {
+  return reinterpret_cast<const T*>(t.const_data_ptr());
+}
+
+template <typename T>
+T* mutable_data(at::Tensor& t) {
+  return reinterpret_cast<T*>(t.mutable_data_ptr());
+}
+
+void check_activation(const at::Tensor& t, const char* what) {
+  TORCH_CHECK(t.dim() == 4 && t.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+                  reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0,
+              "skeleton_conv2d (tensor cores): expected ", what,
+              " to be a channels_last-contiguous, 16-byte aligned 4-D tensor");
+}
+
+// The packed weight is a fresh contiguous copy (the permutation never leaves it contiguous for
+// eligible shapes), hence 16-byte aligned; cp.async would fault otherwise.
+void check_packed(const at::Tensor& packed) {
+  TORCH_INTERNAL_ASSERT(packed.is_contiguous() && reinterpret_cast<uintptr_t>(packed.const_data_ptr()) % 16 == 0,
+                        "skeleton_conv2d (tensor cores): packed weight not 16-byte aligned");
+}
+
+// Pixel chunks of the weight gradient: a function of the shape only (never of the GPU), each a
+// multiple of kWK pixels, none empty.
+struct Chunking {
+  int64_t chunks, chunk_len;
+};
+Chunking wgrad_chunking(const ConvShape& s) {
+  const int64_t cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
+  const int64_t pixels = s.batch * s.out_h * s.out_w;
+  const int64_t columns = s.groups * ceil_div(kTaps * cin_g, tc::kWM) * ceil_div(cout_g, tc::kWN);
+  const int64_t chunks = reduction_chunks(pixels, columns, 8 * tc::kWK);
+  const int64_t chunk_len = ceil_div(ceil_div(pixels, chunks), tc::kWK) * tc::kWK;
+  return {ceil_div(pixels, chunk_len), chunk_len};
+}
+
+// Whether this device runs the tensor-core kernels: compute capability 8.0 or newer, and the kernels
+// were compiled for an architecture that has the instructions (a build for "7.5+PTX" alone would
+// JIT the trap body). Cached per device; any CUDA error here just means "no".
+bool device_supported(c10::DeviceIndex device) {
+  static std::array<std::atomic<int>, 256> cache{};  // 0 unknown, 1 yes, 2 no
+  if (static_cast<int>(device) < 0 || static_cast<int>(device) >= static_cast<int>(cache.size())) {
+    return false;
+  }
+  const int known = cache[device].load(std::memory_order_relaxed);
+  if (known != 0) {
+    return known == 1;
+  }
+  bool ok = false;
+  int major = 0;
+  int current = -1;
+  if (cudaGetDevice(&current) == cudaSuccess && current == device &&
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 8) {
+    cudaFuncAttributes gather{}, wgrad{};
+    ok = cudaFuncGetAttributes(&gather, tc_gather_gemm_kernel<__nv_bfloat16>) == cudaSuccess &&
+         cudaFuncGetAttributes(&wgrad, tc_wgrad_kernel<__nv_bfloat16>) == cudaSuccess && gather.binaryVersion >= 80 &&
+         wgrad.binaryVersion >= 80;
+  }
+  (void)cudaGetLastError();  // leave no sticky error from the queries behind
+  if (current == device) {   // only cache an answer about the device that was asked about
+    cache[device].store(ok ? 1 : 2, std::memory_order_relaxed);
+  }
+  return ok;
+}
+
+template <typename T>
+void launch_gather(const tc::GatherGemmParams<T>& p, cudaStream_t stream) {
+  if (p.rows == 0) {
+    return;
+  }
+  const int64_t blocks = tc::gather_blocks(p.rows, p.groups, p.n);
+  TORCH_CHECK(blocks <= INT32_MAX, "skeleton_conv2d (tensor cores): too many blocks (", blocks, ")");
+  tc_gather_gemm_kernel<T><<<static_cast<unsigned>(blocks), tc::kThreads, 0, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+bool tensor_core_eligible(const ConvShape& s, at::ScalarType dtype, c10::DeviceIndex device) {
+  if (dtype != at::kBFloat16 && dtype != at::kHalf) {
+    return false;
+  }
+  const int64_t cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
+  if (cin_g <= 0 || cout_g <= 0 || cin_g % tc::kVec != 0 || cout_g % tc::kVec != 0) {
+    return false;  // 16-byte copies of whole channel groups (this also excludes depthwise layers)
+  }
+  // The kernels keep coordinates, channel counts and tap offsets in 32-bit registers (addresses
+  // are 64-bit): bound every one of them well below 2^31.
+  constexpr int64_t kSmall = int64_t{1} << 28;
+  for (const int64_t v : {s.batch, s.in_h, s.in_w, s.out_h, s.out_w, s.stride_h, s.stride_w, s.pad_h, s.pad_w,
+                          s.dil_h, s.dil_w, cin_g, cout_g, s.groups}) {
+    if (v >= kSmall) {
+      return false;
+    }
+  }
+  const int64_t in_pixels = s.batch * s.in_h * s.in_w, out_pixels = s.batch * s.out_h * s.out_w;
+  if (tc::gather_blocks(out_pixels, s.groups, cout_g) > INT32_MAX ||
+      tc::gather_blocks(in_pixels, s.groups, cin_g) > INT32_MAX) {
+    return false;
+  }
+  if (out_pixels > 0) {
+    const Chunking c = wgrad_chunking(s);
+    if (c.chunk_len >= (int64_t{1} << 30) || tc::wgrad_blocks(c.chunks, s.groups, cin_g, cout_g) > INT32_MAX) {
+      return false;
+    }
+  }
+  return device_supported(device);
+}
+
+void tensor_core_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, at::Tensor& y,
+                         const ConvShape& s) {
+  check_activation(x, "input");
+  check_activation(y, "output");
+  const int64_t cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
+  // (C_out, C_in/G, 5) -> [G][5][C_in/G][C_out/G]
+  const at::Tensor packed = w.reshape({s.groups, cout_g, cin_g, kTaps}).permute({0, 3, 2, 1}).contiguous();
+  check_packed(packed);
+  const at::Tensor b = bias.defined() ? bias.contiguous() : bias;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  dispatch_16bit(x.scalar_type(), "skeleton_conv2d", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    tc::GatherGemmParams<T> p;
+    p.map = tc::forward_gather_map(s.batch, s.in_h, s.in_w, s.out_h, s.out_w, s.stride_h, s.stride_w, s.pad_h,
+                                   s.pad_w, s.dil_h, s.dil_w);
+    p.src = data<T>(x);
+    p.dst = mutable_data<T>(y);
+    p.weight = data<T>(packed);
+    p.bias = b.defined() ? data<T>(b) : nullptr;
+    p.src_ld = s.in_channels;
+    p.dst_ld = s.out_channels;
+    p.k = static_cast<int>(cin_g);
+    p.n = static_cast<int>(cout_g);
+    p.groups = static_cast<int>(s.groups);
+    tc::finish_gather_params(p);
+    launch_gather(p, stream);
+  });
+  g_calls[0].fetch_add(1, std::memory_order_relaxed);
+}
+
+void tensor_core_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const ConvShape& s) {
+  check_activation(dy, "grad_output");
+  check_activation(dx, "grad_input");
+  const int64_t cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
+  // (C_out, C_in/G, 5) -> [G][5][C_out/G][C_in/G]: the transposed weight
+  const at::Tensor packed = w.reshape({s.groups, cout_g, cin_g, kTaps}).permute({0, 3, 1, 2}).contiguous();
+  check_packed(packed);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  dispatch_16bit(dy.scalar_type(), "skeleton_conv2d_backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    // One launch per residue class of the input modulo the stride; together they write every pixel
+    // of dx exactly once (a class no tap reaches gets zeros).
+    for (int64_t rh = 0; rh < s.stride_h; ++rh) {
+      for (int64_t rw = 0; rw < s.stride_w; ++rw) {
+        tc::GatherGemmParams<T> p;
+        p.map = tc::input_grad_gather_map(s.batch, s.in_h, s.in_w, s.out_h, s.out_w, s.stride_h, s.stride_w,
+                                          s.pad_h, s.pad_w, s.dil_h, s.dil_w, rh, rw);
+        p.src = data<T>(dy);
+        p.dst = mutable_data<T>(dx);
+        p.weight = data<T>(packed);
+        p.bias = nullptr;
+        p.src_ld = s.out_channels;
+        p.dst_ld = s.in_channels;
+        p.k = static_cast<int>(cout_g);
+        p.n = static_cast<int>(cin_g);
+        p.groups = static_cast<int>(s.groups);
+        tc::finish_gather_params(p);
+        launch_gather(p, stream);
+      }
+    }
+  });
+  g_calls[1].fetch_add(1, std::memory_order_relaxed);
+}
+
+at::Tensor tensor_core_weight_grad(const at::Tensor& dy, const at::Tensor& x, const ConvShape& s) {
+  const int64_t cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
+  const at::TensorOptions acc_options = x.options().dtype(at::kFloat);
+  const int64_t pixels = s.batch * s.out_h * s.out_w;
+  g_calls[2].fetch_add(1, std::memory_order_relaxed);
+  if (pixels == 0) {
+    return at::zeros({s.out_channels, cin_g, kTaps}, acc_options);  // a sum over no pixels
+  }
+  check_activation(x, "input");
+  check_activation(dy, "grad_output");
+  const Chunking c = wgrad_chunking(s);
+  at::Tensor partials = at::empty({c.chunks, s.groups * kTaps * cin_g * cout_g}, acc_options);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  dispatch_16bit(x.scalar_type(), "skeleton_conv2d_backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    tc::WgradParams<T> p;
+    p.x = data<T>(x);
+    p.dy = data<T>(dy);
+    p.partials = partials.mutable_data_ptr<float>();
+    p.x_ld = s.in_channels;
+    p.dy_ld = s.out_channels;
+    p.in_h = s.in_h;
+    p.in_w = s.in_w;
+    p.out_h = s.out_h;
+    p.out_w = s.out_w;
+    p.stride_h = s.stride_h;
+    p.stride_w = s.stride_w;
+    p.chunk_len = c.chunk_len;
+    p.k = static_cast<int>(cin_g);
+    p.n = static_cast<int>(cout_g);
+    p.groups = static_cast<int>(s.groups);
+    tc::finish_wgrad_params(p, s.batch, s.pad_h, s.pad_w, s.dil_h, s.dil_w);
+    const int64_t blocks = tc::wgrad_blocks(c.chunks, s.groups, cin_g, cout_g);
+    TORCH_CHECK(blocks <= INT32_MAX, "skeleton_conv2d (tensor cores): too many blocks (", blocks, ")");
+    tc_wgrad_kernel<T><<<static_cast<unsigned>(blocks), tc::kThreads, 0, stream>>>(p);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  // [G][5][C_in/G][C_out/G] -> (C_out, C_in/G, 5)
+  return sum_partials(partials)
+      .view({s.groups, kTaps, cin_g, cout_g})
+      .permute({0, 3, 2, 1})
+      .reshape({s.out_channels, cin_g, kTaps});
+}
+
+std::vector<int64_t> tensor_core_calls() {
+  return {g_calls[0].load(), g_calls[1].load(), g_calls[2].load()};
+}
+
+}  // namespace gpu
+}  // namespace skeleton_cuda

@@ -1,0 +1,270 @@
+"""The opt-in tensor-core kernels (csrc/cuda/tensor_core_kernels.cu): with SKELETON_CUDA_TENSOR_CORES=1,
+bfloat16 / float16 layers whose channels per group are multiples of 8 run as implicit GEMMs on mma.sync.
+
+The GPU tests compare the output and every gradient with the float64 oracle, check bitwise
+determinism, that the variable really routes to the tensor cores (torch.ops.skeleton_cuda.
+tensor_core_calls counts the calls that took that path) and that everything else falls back to the
+direct kernels. They are skipped without a CUDA GPU of compute capability 8.0 or newer.
+
+test_emulator_runs_the_block_bodies needs no GPU: it compiles csrc/cuda/tensor_core_emulator.cpp,
+which runs the kernels' block bodies on the CPU with cp.async, ldmatrix and mma.sync emulated from
+the PTX ISA, and checks them against a float64 reference.
+"""
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch._prims_common import suggest_memory_format
+
+import skeleton_cuda
+from oracle import assert_close_to_oracle, check_against_oracle, config_id, oracle
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = "SKELETON_CUDA_TENSOR_CORES"
+
+HAS_SM80 = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
+needs_sm80 = pytest.mark.skipif(not HAS_SM80, reason="needs a CUDA GPU of compute capability 8.0 or newer")
+
+DTYPES = [torch.bfloat16, torch.float16]
+
+
+def FORWARD(*args):
+    return torch.ops.skeleton_cuda.skeleton_conv2d(*args)
+
+
+def BACKWARD(*args):
+    return torch.ops.skeleton_cuda.skeleton_conv2d_backward(*args)
+
+
+@pytest.fixture
+def tensor_cores(monkeypatch):
+    """Turns the tensor-core path on for one test (the variable is read at every call)."""
+    assert skeleton_cuda.has_cuda_kernels(), "skeleton_cuda was built without CUDA kernels (FORCE_CUDA=1)"
+    monkeypatch.setenv(ENV, "1")
+
+
+def calls():
+    """(forward, input gradient, weight gradient) calls that took the tensor-core path so far."""
+    return tuple(torch.ops.skeleton_cuda.tensor_core_calls())
+
+
+def delta(before):
+    return tuple(b - a for a, b in zip(before, calls()))
+
+
+def tensor_core_configs(seed, count):
+    """Layer configurations the tensor cores take: channels per group multiples of 8, strides 1-3,
+    paddings 0-2, dilations 1-3, groups 1/2/4, odd spatial sizes, non-empty output."""
+    rng = random.Random(seed)
+    configs = []
+    while len(configs) < count:
+        groups = rng.choice([1, 2, 4])
+        config = dict(
+            n=rng.choice([1, 2, 3]),
+            cin=groups * 8 * rng.randint(1, 4),
+            cout=groups * 8 * rng.randint(1, 4),
+            h=rng.randrange(1, 24, 2),
+            w=rng.randrange(1, 24, 2),
+            stride=(rng.randint(1, 3), rng.randint(1, 3)),
+            padding=(rng.randint(0, 2), rng.randint(0, 2)),
+            dilation=(rng.randint(1, 3), rng.randint(1, 3)),
+            groups=groups,
+            bias=rng.random() < 0.7,
+        )
+        if all(
+            size + 2 * p >= 2 * d + 1
+            for size, p, d in zip((config["h"], config["w"]), config["padding"], config["dilation"])
+        ):
+            configs.append(config)
+    return configs
+
+
+CONFIGS = tensor_core_configs(seed=11, count=32)
+LARGE = [
+    dict(n=4, cin=64, cout=64, h=56, w=56, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, bias=True),
+    dict(n=4, cin=256, cout=256, h=14, w=14, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, bias=False),
+    dict(n=2, cin=128, cout=256, h=29, w=29, stride=(2, 2), padding=(1, 1), dilation=(1, 1), groups=1, bias=True),
+    dict(n=2, cin=192, cout=96, h=27, w=31, stride=(1, 2), padding=(2, 1), dilation=(2, 1), groups=4, bias=True),
+]
+FORMATS = [torch.contiguous_format, torch.channels_last]
+
+
+def run_op_and_check(config, dtype, memory_format, noncontiguous=False):
+    before = calls()
+    check_against_oracle(
+        skeleton_cuda.skeleton_conv2d, config, dtype, "cuda", memory_format=memory_format, noncontiguous=noncontiguous
+    )
+    assert delta(before) == (1, 1, 1), "the tensor-core kernels did not run every pass"
+
+
+# ---- correctness ---------------------------------------------------------------------------------
+
+
+@needs_sm80
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+def test_matches_float64_oracle(config, dtype, tensor_cores):
+    memory_format = FORMATS[CONFIGS.index(config) % 2]
+    run_op_and_check(config, dtype, memory_format, noncontiguous=CONFIGS.index(config) % 5 == 4)
+
+
+@needs_sm80
+@pytest.mark.parametrize("memory_format", FORMATS, ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("config", LARGE, ids=config_id)
+def test_larger_layers(config, dtype, memory_format, tensor_cores):
+    run_op_and_check(config, dtype, memory_format)
+
+
+@needs_sm80
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_result_conventions(dtype, channels_last, tensor_cores):
+    # Same conventions as the direct kernels: output and grad_input in the input's memory format,
+    # grad_weight contiguous in the weight's dtype, masked-out gradients as empty (0,) tensors;
+    # a channels_last input whose data is not 16-byte aligned is copied, not misread.
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 16, 11, 13, generator=gen).to("cuda", dtype)
+    if channels_last:
+        flat = torch.empty(x.numel() + 1, device="cuda", dtype=dtype)[1:]
+        x = flat.as_strided(x.shape, (11 * 13 * 16, 1, 13 * 16, 16)).copy_(x)
+        assert x.data_ptr() % 16 != 0 and x.is_contiguous(memory_format=torch.channels_last)
+    w = torch.randn(24, 16, 5, generator=gen).to("cuda", dtype)
+    b = torch.randn(24, generator=gen).to("cuda", dtype)
+    args = ([1, 2], [1, 1], [1, 1], 1)
+    y = FORWARD(x, w, b, *args)
+    assert y.dtype == dtype and y.is_contiguous(memory_format=suggest_memory_format(x))
+    dy = torch.randn(y.shape, generator=gen).to("cuda", dtype)
+    for mask in ([True, True, True], [True, False, False], [False, True, False]):
+        dx, dw, db = BACKWARD(dy, x, w, *args, mask)
+        if mask[0]:
+            assert dx.dtype == dtype and dx.is_contiguous(memory_format=suggest_memory_format(x))
+        else:
+            assert dx.shape == (0,)
+        if mask[1]:
+            assert dw.dtype == dtype and dw.is_contiguous() and dw.shape == w.shape
+        else:
+            assert dw.shape == (0,)
+        assert db.shape == ((24,) if mask[2] else (0,))
+    # And the values, through the oracle, from the misaligned input.
+    config = dict(stride=(1, 2), padding=(1, 1), dilation=(1, 1), groups=1)
+    ref_y, _, (ref_dx, ref_dw, _) = oracle(x, w, b, config, dy)
+    dx, dw, _ = BACKWARD(dy, x, w, *args, [True, True, False])
+    assert_close_to_oracle(y, ref_y, dtype, "output")
+    assert_close_to_oracle(dx, ref_dx, dtype, "grad_input")
+    assert_close_to_oracle(dw, ref_dw, dtype, "grad_weight")
+
+
+@needs_sm80
+def test_empty_batch(tensor_cores):
+    x = torch.empty(0, 16, 9, 10, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(16, 16, 5, device="cuda", dtype=torch.bfloat16)
+    args = ([2, 1], [1, 1], [1, 1], 1)
+    assert FORWARD(x, w, None, *args).shape == (0, 16, 5, 10)
+    dy = torch.empty(0, 16, 5, 10, device="cuda", dtype=torch.bfloat16)
+    dx, dw, _ = BACKWARD(dy, x, w, *args, [True, True, False])
+    assert dx.shape == x.shape
+    assert torch.equal(dw, torch.zeros_like(w))  # a sum over no pixels
+
+
+# ---- determinism ---------------------------------------------------------------------------------
+
+
+@needs_sm80
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_bitwise_deterministic(dtype, tensor_cores):
+    # Many pixel chunks per weight-gradient element: an unordered reduction would change low bits.
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(8, 64, 56, 56, generator=gen).to("cuda", dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(64, 64, 5, generator=gen).to("cuda", dtype)
+    b = torch.randn(64, generator=gen).to("cuda", dtype)
+    dy = torch.randn(8, 64, 56, 56, generator=gen).to("cuda", dtype)
+    args = ([1, 1], [1, 1], [1, 1], 1)
+
+    def run():
+        return (FORWARD(x, w, b, *args), *BACKWARD(dy, x, w, *args, [True, True, True]))
+
+    before = calls()
+    first = run()
+    assert delta(before) == (1, 1, 1)
+    for _ in range(2):
+        for name, a, b_ in zip(["output", "grad_input", "grad_weight", "grad_bias"], first, run()):
+            assert torch.equal(a, b_), f"{name} differs between runs"
+
+
+# ---- routing and fallback ------------------------------------------------------------------------
+
+
+@needs_sm80
+def test_variable_routes_to_tensor_cores(monkeypatch):
+    assert skeleton_cuda.has_cuda_kernels()
+    config = layer(n=2, cout=32, h=9, w=11)
+    for value in (None, "0", ""):  # unset or not "1": the direct kernels, as before
+        if value is None:
+            monkeypatch.delenv(ENV, raising=False)
+        else:
+            monkeypatch.setenv(ENV, value)
+        before = calls()
+        check_against_oracle(skeleton_cuda.skeleton_conv2d, config, torch.bfloat16, "cuda")
+        assert delta(before) == (0, 0, 0)
+    monkeypatch.setenv(ENV, "1")
+    run_op_and_check(config, torch.bfloat16, torch.channels_last)
+    # Read at every call: switching it off again takes effect at once.
+    monkeypatch.setenv(ENV, "0")
+    before = calls()
+    check_against_oracle(skeleton_cuda.skeleton_conv2d, config, torch.bfloat16, "cuda")
+    assert delta(before) == (0, 0, 0)
+
+
+def layer(**changes):
+    """A small layer configuration for the oracle helpers, with `changes` applied."""
+    config = dict(n=1, cin=16, cout=16, h=7, w=7, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, bias=True)
+    config.update(changes)
+    return config
+
+
+@needs_sm80
+@pytest.mark.parametrize(
+    "config, dtype",
+    [
+        (layer(n=2, cin=6, cout=6, h=9, w=9), torch.bfloat16),  # 6 channels: not a multiple of 8
+        (layer(cin=8, cout=12, w=9, stride=(2, 1), padding=(1, 0), bias=False), torch.float16),  # 12 outputs
+        (layer(groups=4), torch.bfloat16),  # 4 channels per group
+        (layer(groups=16), torch.float16),  # depthwise
+        (layer(), torch.float32),  # no tensor-core kernel for float32 (yet)
+    ],
+    ids=["channels6", "cout12", "4_per_group", "depthwise", "float32"],
+)
+def test_unsupported_layers_fall_back(config, dtype, tensor_cores):
+    before = calls()
+    check_against_oracle(skeleton_cuda.skeleton_conv2d, config, dtype, "cuda")
+    assert delta(before) == (0, 0, 0)
+
+
+# ---- without a GPU: the block bodies on the emulator ---------------------------------------------
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the emulator's fibers use glibc's ucontext")
+def test_emulator_runs_the_block_bodies(tmp_path):
+    source = os.path.join(ROOT, "csrc", "cuda", "tensor_core_emulator.cpp")
+    if not os.path.exists(source):
+        pytest.skip("sources not available (installed package)")
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if compiler is None:
+        pytest.skip("no C++ compiler")
+    binary = str(tmp_path / "tc_emulator")
+    build = subprocess.run(
+        [compiler, "-std=c++17", "-O2", "-I", os.path.join(ROOT, "csrc"), source, "-o", binary],
+        capture_output=True,
+        text=True,
+    )
+    if build.returncode != 0 and "ucontext" in build.stderr:
+        pytest.skip("this C library has no ucontext (the emulator's fibers)")
+    assert build.returncode == 0, build.stderr[-4000:]
+    run = subprocess.run([binary, "quick"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and "ALL OK" in run.stdout, (run.stdout + run.stderr)[-4000:]
