@@ -6,7 +6,7 @@ determinism, that the variable really routes to the tensor cores (torch.ops.skel
 tensor_core_calls counts the calls that took that path) and that everything else falls back to the
 direct kernels. They are skipped without a CUDA GPU of compute capability 8.0 or newer.
 
-test_emulator_runs_the_block_bodies needs no GPU: it compiles csrc/cuda/tensor_core_emulator.cpp,
+test_emulator_runs_the_block_bodies needs no GPU: it compiles tests/tensor_core_emulator.cpp,
 which runs the kernels' block bodies on the CPU with cp.async, ldmatrix and mma.sync emulated from
 the PTX ISA, and checks them against a float64 reference.
 """
@@ -251,7 +251,7 @@ def test_unsupported_layers_fall_back(config, dtype, tensor_cores):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the emulator's fibers use glibc's ucontext")
 def test_emulator_runs_the_block_bodies(tmp_path):
-    source = os.path.join(ROOT, "csrc", "cuda", "tensor_core_emulator.cpp")
+    source = os.path.join(ROOT, "tests", "tensor_core_emulator.cpp")
     if not os.path.exists(source):
         pytest.skip("sources not available (installed package)")
     compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")

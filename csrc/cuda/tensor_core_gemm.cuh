@@ -5,7 +5,7 @@
 //
 // This header includes no CUDA or ATen header and no ATen type: every primitive a block body uses
 // comes from its `Arch` template argument. DeviceArch (below, CUDA only) issues the PTX
-// instructions; a host emulator (tensor_core_emulator.cpp, beside this file) runs the very same
+// instructions; a host emulator (tests/tensor_core_emulator.cpp) runs the very same
 // bodies one CUDA thread per fiber, with cp.async, ldmatrix and mma.sync emulated from the PTX ISA,
 // so that the index math, the fragment layouts and the pipeline can be checked on a machine
 // without a GPU. Keep it that way: no intrinsic or device-only call directly in a block body.

@@ -72,7 +72,7 @@
 // LDSM.16.M88.4 / LDSM.16.MT88.4, LDGSTS.E.BYPASS.128 in the main loops, no LDL/STL.
 //
 // CHECKED WITHOUT A GPU: compilation and the SASS above; and the block bodies themselves, run by
-// tensor_core_emulator.cpp (beside this file; tests/test_cuda_tensor_cores.py builds and runs it on any
+// tests/tensor_core_emulator.cpp (tests/test_cuda_tensor_cores.py builds and runs it on any
 // Linux machine) one thread per fiber, with cp.async (landing at issue, or as late as wait_group
 // allows), ldmatrix and mma.sync emulated from the PTX ISA, bounds and alignment of every access
 // checked, warps skewed against each other, against a float64 reference over strides, paddings,

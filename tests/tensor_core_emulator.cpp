@@ -14,8 +14,8 @@
 // It does not see timing, the hardware's real instruction semantics, or races that the fiber orders
 // it tries do not expose.
 //
-// Not part of the extension build (setup.py compiles csrc/cuda/*.cu only). Build and run:
-//   g++ -std=c++17 -O2 -I csrc csrc/cuda/tensor_core_emulator.cpp -o /tmp/tc_emulator && /tmp/tc_emulator
+// Test tooling, not part of the extension. Build and run from the repository root:
+//   g++ -std=c++17 -O2 -I csrc tests/tensor_core_emulator.cpp -o /tmp/tc_emulator && /tmp/tc_emulator
 // (tests/test_cuda_tensor_cores.py does this on machines without a GPU too). Arguments: `quick` runs
 // fewer configurations.
 #include <ucontext.h>
@@ -33,7 +33,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "tensor_core_gemm.cuh"
+#include "cuda/tensor_core_gemm.cuh"
 
 namespace emu {
 
