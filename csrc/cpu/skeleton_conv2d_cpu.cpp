@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "../skeleton_conv2d.h"
+#include "../tap_map.h"
 #include "../taps.h"
 #include "tap_kernels.h"
 
@@ -80,8 +81,6 @@ const KernelTable<double>* kernels<double>() { return generic_double_kernels(); 
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-int64_t positive_mod(int64_t a, int64_t b) { return ((a % b) + b) % b; }
-
 // Runs items [0, count) of a kernel on the intra-op thread pool.
 template <typename Args, typename Kernel>
 void run_items(int64_t count, const Args& args, Kernel kernel) {
@@ -106,65 +105,12 @@ int choose_vectors(int64_t channels, int lanes, int max_vectors) {
   return best;
 }
 
-// Forward: iterate the output image; every tap is active.
-TapMap forward_map(int64_t batch, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w,
-                   const ConvParams& p) {
-  TapMap map;
-  map.batch = batch;
-  map.grid_h = out_h;
-  map.grid_w = out_w;
-  map.dst_h = out_h;
-  map.dst_w = out_w;
-  map.src_h = in_h;
-  map.src_w = in_w;
-  map.src_row_step = p.stride[0];
-  map.src_col_step = p.stride[1];
-  map.num_taps = kTaps;
-  for (int t = 0; t < kTaps; ++t) {
-    map.tap[t] = t;
-    map.src_row_off[t] = kTapRow[t] * p.dilation[0] - p.padding[0];
-    map.src_col_off[t] = kTapCol[t] * p.dilation[1] - p.padding[1];
-  }
-  return map;
+TapGeometry geometry(int64_t batch, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w,
+                     const ConvParams& p) {
+  return TapGeometry{batch, in_h, in_w, out_h, out_w, p.stride[0], p.stride[1],
+                     p.padding[0], p.padding[1], p.dilation[0], p.dilation[1]};
 }
 
-// Input gradient, residue class (rh, rw) of the input modulo the stride: input pixel
-// (rh + s*i, rw + s*j) receives tap t from output pixel (ih + pad - row_t*dil) / s when that
-// division is exact, which depends only on the class. So each class is a gather over the
-// grad_output with a fixed set of taps, and no tap work is wasted on strided layers.
-TapMap input_grad_map(int64_t batch, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w,
-                      const ConvParams& p, int64_t rh, int64_t rw) {
-  TapMap map;
-  map.batch = batch;
-  map.grid_h = rh < in_h ? ceil_div(in_h - rh, p.stride[0]) : 0;
-  map.grid_w = rw < in_w ? ceil_div(in_w - rw, p.stride[1]) : 0;
-  map.dst_h = in_h;
-  map.dst_w = in_w;
-  map.dst_row0 = rh;
-  map.dst_col0 = rw;
-  map.dst_row_step = p.stride[0];
-  map.dst_col_step = p.stride[1];
-  map.src_h = out_h;
-  map.src_w = out_w;
-  map.num_taps = 0;
-  for (int t = 0; t < kTaps; ++t) {
-    const int64_t row = rh + p.padding[0] - kTapRow[t] * p.dilation[0];
-    const int64_t col = rw + p.padding[1] - kTapCol[t] * p.dilation[1];
-    if (positive_mod(row, p.stride[0]) != 0 || positive_mod(col, p.stride[1]) != 0) {
-      continue;
-    }
-    const int a = map.num_taps++;
-    map.tap[a] = t;
-    map.src_row_off[a] = row / p.stride[0];  // exact
-    map.src_col_off[a] = col / p.stride[1];
-  }
-  return map;
-}
-
-// Moves weights between the op's layout, rows j of k * 5 values (c, t), and the kernels' layout,
-// rows (t, c) of values j (row stride ld), for rows j in [0, rows) and channels c in [0, k).
-// Both sides are strided by kilobytes, which a plain loop turns into cache-set and TLB thrash; a
-// 16 x 16 tile through an L1 buffer reads and writes whole runs of each.
 constexpr int64_t kTile = 16;
 
 // Copies a tile row; a full one has a compile-time length, so it becomes two vector moves
@@ -333,7 +279,7 @@ void depthwise(const std::vector<TapMap>& maps, const at::Tensor& src, at::Tenso
 template <typename T>
 void forward(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias,
              at::Tensor& y, const ConvParams& p) {
-  const TapMap map = forward_map(x.size(0), x.size(2), x.size(3), y.size(2), y.size(3), p);
+  const TapMap map = forward_tap_map(geometry(x.size(0), x.size(2), x.size(3), y.size(2), y.size(3), p));
   const bool has_bias = bias.has_value() && bias->defined();
   if (is_depthwise(w, p.groups)) {
     const at::Tensor packed = w.view({w.size(0), kTaps}).t().contiguous();
@@ -363,7 +309,7 @@ void input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const
   std::vector<TapMap> classes;
   for (int64_t rh = 0; rh < p.stride[0]; ++rh) {
     for (int64_t rw = 0; rw < p.stride[1]; ++rw) {
-      classes.push_back(input_grad_map(dx.size(0), dx.size(2), dx.size(3), dy.size(2), dy.size(3), p, rh, rw));
+      classes.push_back(input_grad_tap_map(geometry(dx.size(0), dx.size(2), dx.size(3), dy.size(2), dy.size(3), p), rh, rw));
     }
   }
   if (dw_layer) {
@@ -378,7 +324,7 @@ void input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const
 
 template <typename T>
 at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w, const ConvParams& p) {
-  const TapMap map = forward_map(x.size(0), x.size(2), x.size(3), dy.size(2), dy.size(3), p);
+  const TapMap map = forward_tap_map(geometry(x.size(0), x.size(2), x.size(3), dy.size(2), dy.size(3), p));
   const KernelTable<T>* table = kernels<T>();
   const int64_t groups = p.groups, k = w.size(1), n = w.size(0) / groups;
   if (map.batch * map.grid_h * map.grid_w == 0) {

@@ -9,27 +9,12 @@
 
 #include <cstdint>
 
-#include "../taps.h"
+#include "../tap_map.h"
 
 namespace skeleton_cuda {
 namespace cpu {
 
-// Which source pixel each tap reads for every point (n, i, j) of an iteration grid, and which
-// destination pixel that point writes. Both images are channels_last (pixel-major).
-//   destination: (n, dst_row0 + dst_row_step * i, dst_col0 + dst_col_step * j)
-//   tap a reads: (n, src_row_step * i + src_row_off[a], src_col_step * j + src_col_off[a]),
-//                zero outside [0, src_h) x [0, src_w)
-// The forward pass iterates the output image; the input gradient iterates one residue class of
-// the input image modulo the stride, in which only some taps take part (tap[] says which).
-struct TapMap {
-  int64_t batch = 0, grid_h = 0, grid_w = 0;
-  int64_t dst_h = 0, dst_w = 0, dst_row0 = 0, dst_col0 = 0, dst_row_step = 1, dst_col_step = 1;
-  int64_t src_h = 0, src_w = 0, src_row_step = 1, src_col_step = 1;
-  int num_taps = 0;            // active taps, 0..5
-  int tap[kTaps] = {};         // the weight tap each active tap multiplies with
-  int64_t src_row_off[kTaps] = {};
-  int64_t src_col_off[kTaps] = {};
-};
+using skeleton_cuda::TapMap;  // the tap geometry (../tap_map.h)
 
 // dst[pixel][g*n + j] = bias[g][j] + sum over active taps a and c < k of
 //                       src_a[pixel][g*k + c] * weight[g][tap[a]][c][j]

@@ -18,6 +18,7 @@
 #include <cuda_fp16.h>
 #endif
 
+#include "../tap_map.h"
 #include "../taps.h"
 
 #if defined(__CUDACC__)
@@ -129,62 +130,44 @@ struct WgradParams {
 // ---- host-side construction (plain C++, shared with the emulator) ---------------------------------
 
 inline int64_t tc_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-inline int64_t tc_positive_mod(int64_t a, int64_t b) { return ((a % b) + b) % b; }
 
-// Mirrors cpu::forward_map (cpu/skeleton_conv2d_cpu.cpp).
-inline GatherMap forward_gather_map(int64_t batch, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w,
-                                    int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
-                                    int64_t dil_h, int64_t dil_w) {
+// The shared tap geometry (../tap_map.h) with 32-bit tap offsets, which the kernels keep in registers.
+inline GatherMap to_gather_map(const TapMap& m) {
   GatherMap map;
-  map.batch = batch;
-  map.grid_h = out_h;
-  map.grid_w = out_w;
-  map.dst_h = out_h;
-  map.dst_w = out_w;
-  map.src_h = in_h;
-  map.src_w = in_w;
-  map.src_row_step = stride_h;
-  map.src_col_step = stride_w;
-  map.num_taps = kTaps;
-  for (int t = 0; t < kTaps; ++t) {
-    map.tap[t] = t;
-    map.src_row_off[t] = static_cast<int>(kTapRow[t] * dil_h - pad_h);
-    map.src_col_off[t] = static_cast<int>(kTapCol[t] * dil_w - pad_w);
+  map.batch = m.batch;
+  map.grid_h = m.grid_h;
+  map.grid_w = m.grid_w;
+  map.dst_h = m.dst_h;
+  map.dst_w = m.dst_w;
+  map.dst_row0 = m.dst_row0;
+  map.dst_col0 = m.dst_col0;
+  map.dst_row_step = m.dst_row_step;
+  map.dst_col_step = m.dst_col_step;
+  map.src_h = m.src_h;
+  map.src_w = m.src_w;
+  map.src_row_step = m.src_row_step;
+  map.src_col_step = m.src_col_step;
+  map.num_taps = m.num_taps;
+  for (int a = 0; a < kTaps; ++a) {
+    map.tap[a] = m.tap[a];
+    map.src_row_off[a] = static_cast<int>(m.src_row_off[a]);
+    map.src_col_off[a] = static_cast<int>(m.src_col_off[a]);
   }
   return map;
 }
 
-// Mirrors cpu::input_grad_map: residue class (rh, rw) of the input modulo the stride. Input pixel
-// (rh + s*i, rw + s*j) receives tap t from output pixel ((rh + s*i) + pad - row_t * dil) / s when that
-// division is exact, which depends only on the class; the source is then i + (rh + pad - row_t*dil)/s.
+inline GatherMap forward_gather_map(int64_t batch, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w,
+                                    int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                                    int64_t dil_h, int64_t dil_w) {
+  return to_gather_map(forward_tap_map(
+      TapGeometry{batch, in_h, in_w, out_h, out_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w}));
+}
+
 inline GatherMap input_grad_gather_map(int64_t batch, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w,
                                        int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
                                        int64_t dil_h, int64_t dil_w, int64_t rh, int64_t rw) {
-  GatherMap map;
-  map.batch = batch;
-  map.grid_h = rh < in_h ? tc_ceil_div(in_h - rh, stride_h) : 0;
-  map.grid_w = rw < in_w ? tc_ceil_div(in_w - rw, stride_w) : 0;
-  map.dst_h = in_h;
-  map.dst_w = in_w;
-  map.dst_row0 = rh;
-  map.dst_col0 = rw;
-  map.dst_row_step = stride_h;
-  map.dst_col_step = stride_w;
-  map.src_h = out_h;
-  map.src_w = out_w;
-  map.num_taps = 0;
-  for (int t = 0; t < kTaps; ++t) {
-    const int64_t row = rh + pad_h - kTapRow[t] * dil_h;
-    const int64_t col = rw + pad_w - kTapCol[t] * dil_w;
-    if (tc_positive_mod(row, stride_h) != 0 || tc_positive_mod(col, stride_w) != 0) {
-      continue;
-    }
-    const int a = map.num_taps++;
-    map.tap[a] = t;
-    map.src_row_off[a] = static_cast<int>(row / stride_h);  // exact, so truncation is harmless
-    map.src_col_off[a] = static_cast<int>(col / stride_w);
-  }
-  return map;
+  return to_gather_map(input_grad_tap_map(
+      TapGeometry{batch, in_h, in_w, out_h, out_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w}, rh, rw));
 }
 
 // Fills the fields of a gather GEMM that follow from the map and the channel counts.
