@@ -217,6 +217,29 @@ SKC_HOST_DEVICE V select5(const V (&values)[kTaps], int i) {
   return r;
 }
 
+// A warp's 4 x 4 mma tiles of 4 fp32 accumulators each, zeroed.
+SKC_HOST_DEVICE void zero_accumulators(float (&acc)[4][4][4]) {
+#pragma unroll
+  for (int mi = 0; mi < 4; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.0f;
+}
+
+// Pipeline prologue: K steps 0 .. kStages-2 in flight, one commit group each (empty past the end,
+// so that the group count, and with it cp.async.wait_group, stays uniform).
+template <class Arch, typename LoadStep>
+SKC_HOST_DEVICE void start_pipeline(int k_steps, LoadStep& load_step) {
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < k_steps) {
+      load_step(s);
+    }
+    Arch::cp_async_commit();
+  }
+}
+
 // ---- the gather GEMM block body ---------------------------------------------------------------------
 //
 // Thread roles (tid = 0..127, warp = tid / 32, lane = tid % 32):
@@ -319,25 +342,12 @@ SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* s
   };
 
   float acc[4][4][4];
-#pragma unroll
-  for (int mi = 0; mi < 4; ++mi)
-#pragma unroll
-    for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.0f;
+  zero_accumulators(acc);
 
   const int warp = tid / 32, lane = tid % 32;
   const int warp_m = (warp / 2) * 64, warp_n = (warp % 2) * 32;
 
-  // Pipeline prologue: K steps 0 .. kStages-2 in flight, one commit group each (empty past the end,
-  // so that the group count, and with it cp.async.wait_group, stays uniform).
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < k_steps) {
-      load_step(s);
-    }
-    Arch::cp_async_commit();
-  }
+  start_pipeline<Arch>(k_steps, load_step);
 
   int compute_chunk = 0;
   for (int step = 0; step < k_steps; ++step) {
@@ -514,23 +524,12 @@ SKC_DEVICE void wgrad_block(const WgradParams<T>& p, unsigned char* smem, int ti
   };
 
   float acc[4][4][4];
-#pragma unroll
-  for (int mi = 0; mi < 4; ++mi)
-#pragma unroll
-    for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.0f;
+  zero_accumulators(acc);
 
   const int warp = tid / 32, lane = tid % 32;
   const int warp_m = (warp / 2) * 64, warp_n = (warp % 2) * 32;
 
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < k_steps) {
-      load_step(s);
-    }
-    Arch::cp_async_commit();
-  }
+  start_pipeline<Arch>(k_steps, load_step);
 
   for (int step = 0; step < k_steps; ++step) {
     Arch::template cp_async_wait<kStages - 2>();  // same group accounting as gather_gemm_block
