@@ -240,6 +240,33 @@ SKC_HOST_DEVICE void start_pipeline(int k_steps, LoadStep& load_step) {
   }
 }
 
+// The B fragments of a warp's 32 columns for K step ks, from a [k][n] tile (n contiguous, row
+// stride ld elements) by transposed loads: lanes 0-15 address k rows 0-15 at column 0, lanes 16-31
+// at column 8; matrices (k 0-7, n 0-7), (k 8-15, n 0-7), (k 0-7, n 8-15), (k 8-15, n 8-15) =
+// (b0, b1) of n8 tile 2 * pair, then (b0, b1) of n8 tile 2 * pair + 1.
+template <class Arch, typename T>
+SKC_HOST_DEVICE void load_b_fragments(uint32_t (&b_frag)[4][2], const T* b_stage, int ld, int ks, int warp_n,
+                                      int lane) {
+#pragma unroll
+  for (int pair = 0; pair < 2; ++pair) {
+    uint32_t r[4];
+    Arch::ldmatrix_x4_trans(r, b_stage + (ks * 16 + lane % 16) * ld + warp_n + pair * 16 + (lane / 16) * 8);
+    b_frag[2 * pair][0] = r[0];
+    b_frag[2 * pair][1] = r[1];
+    b_frag[2 * pair + 1][0] = r[2];
+    b_frag[2 * pair + 1][1] = r[3];
+  }
+}
+
+// The warp's 4 x 4 mma.m16n8k16 of one 16-deep K step.
+template <class Arch, typename T>
+SKC_HOST_DEVICE void warp_mma(float (&acc)[4][4][4], const uint32_t (&a_frag)[4][4], const uint32_t (&b_frag)[4][2]) {
+#pragma unroll
+  for (int mi = 0; mi < 4; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < 4; ++ni) Arch::template mma16816<T>(acc[mi][ni], a_frag[mi], b_frag[ni]);
+}
+
 // ---- the gather GEMM block body ---------------------------------------------------------------------
 //
 // Thread roles (tid = 0..127, warp = tid / 32, lane = tid % 32):
@@ -380,22 +407,8 @@ SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* s
         for (int mi = 0; mi < 4; ++mi) {
           Arch::ldmatrix_x4(a_frag[mi], a_stage + (warp_m + mi * 16 + lane % 16) * kLdA + ks * 16 + (lane / 16) * 8);
         }
-        // B stored [k][n] (n contiguous): transposed loads. Lanes 0-15 address k rows 0-15 at
-        // column 0, lanes 16-31 at column 8; matrices (k 0-7, n 0-7), (k 8-15, n 0-7), (k 0-7, n 8-15),
-        // (k 8-15, n 8-15) = (b0, b1) of n8 tile 2 * pair, then (b0, b1) of n8 tile 2 * pair + 1.
-#pragma unroll
-        for (int pair = 0; pair < 2; ++pair) {
-          uint32_t r[4];
-          Arch::ldmatrix_x4_trans(r, b_stage + (ks * 16 + lane % 16) * kLdB + warp_n + pair * 16 + (lane / 16) * 8);
-          b_frag[2 * pair][0] = r[0];
-          b_frag[2 * pair][1] = r[1];
-          b_frag[2 * pair + 1][0] = r[2];
-          b_frag[2 * pair + 1][1] = r[3];
-        }
-#pragma unroll
-        for (int mi = 0; mi < 4; ++mi)
-#pragma unroll
-          for (int ni = 0; ni < 4; ++ni) Arch::template mma16816<T>(acc[mi][ni], a_frag[mi], b_frag[ni]);
+        load_b_fragments<Arch>(b_frag, b_stage, kLdB, ks, warp_n, lane);
+        warp_mma<Arch, T>(acc, a_frag, b_frag);
       }
     }
     if (++compute_chunk == p.k_chunks) {
@@ -556,19 +569,8 @@ SKC_DEVICE void wgrad_block(const WgradParams<T>& p, unsigned char* smem, int ti
         Arch::ldmatrix_x4_trans(a_frag[mi], a_stage + (ks * 16 + (lane / 16) * 8 + lane % 8) * kLdWA + warp_m +
                                                 mi * 16 + ((lane / 8) % 2) * 8);
       }
-#pragma unroll
-      for (int pair = 0; pair < 2; ++pair) {
-        uint32_t r[4];
-        Arch::ldmatrix_x4_trans(r, b_stage + (ks * 16 + lane % 16) * kLdWB + warp_n + pair * 16 + (lane / 16) * 8);
-        b_frag[2 * pair][0] = r[0];
-        b_frag[2 * pair][1] = r[1];
-        b_frag[2 * pair + 1][0] = r[2];
-        b_frag[2 * pair + 1][1] = r[3];
-      }
-#pragma unroll
-      for (int mi = 0; mi < 4; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < 4; ++ni) Arch::template mma16816<T>(acc[mi][ni], a_frag[mi], b_frag[ni]);
+      load_b_fragments<Arch>(b_frag, b_stage, kLdWB, ks, warp_n, lane);
+      warp_mma<Arch, T>(acc, a_frag, b_frag);
     }
   }
   Arch::template cp_async_wait<0>();  // only empty groups remain; nothing reads shared memory below
