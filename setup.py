@@ -9,6 +9,7 @@ FORCE_CUDA=0 builds the CPU kernels only.
 
 import glob
 import os
+import re
 import sys
 
 from setuptools import find_packages, setup
@@ -43,6 +44,20 @@ def want_cuda():
     return has_toolkit
 
 
+def tf32_query_form():
+    """How this PyTorch's at::Context::allowTF32CuDNN asks about TF32 (csrc/cuda/tf32_policy.cpp):
+    2 per operator by enum, 1 per operator by string, 0 one flag for all of cuDNN."""
+    for root in cpp_extension.include_paths():
+        path = os.path.join(root, "ATen", "Context.h")
+        if os.path.exists(path):
+            with open(path) as f:
+                declaration = re.search(r"bool\s+allowTF32CuDNN\(([^)]*)\)", f.read())
+            if declaration:
+                argument = declaration.group(1)
+                return 2 if "Float32Op" in argument else 1 if "string" in argument else 0
+    return 0
+
+
 def sources(pattern):
     return sorted(glob.glob(os.path.join("csrc", pattern)))
 
@@ -52,13 +67,14 @@ def extension():
     link_flags = ["-fopenmp"]
     cpp_sources = sources("*.cpp") + sources("cpu/*.cpp")
     if want_cuda():
-        cuda_sources = sources("cuda/*.cu")
+        cuda_sources = sources("cuda/*.cu") + sources("cuda/*.cpp")
+        cuda_defines = ["-DSKELETON_WITH_CUDA", f"-DSKELETON_TF32_QUERY={tf32_query_form()}"]
         nvcc_flags = ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]
         print(f"skeleton_cuda: building CPU and CUDA kernels ({len(cuda_sources)} .cu files)")
         return cpp_extension.CUDAExtension(
             "skeleton_cuda._C",
             cpp_sources + cuda_sources,
-            extra_compile_args={"cxx": cxx_flags + ["-DSKELETON_WITH_CUDA"], "nvcc": nvcc_flags},
+            extra_compile_args={"cxx": cxx_flags + cuda_defines, "nvcc": nvcc_flags},
             extra_link_args=link_flags,
         )
     print("skeleton_cuda: building CPU kernels only (no CUDA toolkit or CPU-only PyTorch)")

@@ -4,7 +4,9 @@ Implementations: cuDNN 3x3 (nn.Conv2d), the masked 3x3 (a dense weight times a c
 what a paper implementation runs, same cost as cuDNN), the stock decomposition (a 1x3 conv plus
 a dilated 2x1 conv: exactly five taps through cuDNN), and ours. Passes: forward, backward
 (derived as forward+backward minus forward) and forward + backward (autograd, all gradients).
-Precisions: bf16 channels_last, and fp32 NCHW with TF32 on (PyTorch's default for convolutions).
+Precisions: bf16 and fp16 channels_last, bf16 NCHW, and fp32 NCHW with TF32 on (PyTorch's default
+for convolutions). Each row records which of our kernels ran ("skeleton_path": the opt-in tensor
+cores, SKELETON_CUDA_TENSOR_CORES=1, or the direct kernels).
 
 Dense suite (N=64): 64@56, 128@28, 256@14, 512@7, stride 2 128@56 and 256@28; (N=128): 64@32,
 256@8. Depthwise suite (N=64, bf16 channels_last): MobileNetV2's 144@56, 384@14, 960@7,
@@ -22,8 +24,18 @@ DENSE = [
     ("128@56/s2", 64, 128, 56, 2), ("256@28/s2", 64, 256, 28, 2), ("64@32", 128, 64, 32, 1), ("256@8", 128, 256, 8, 1),
 ]
 DEPTHWISE = [("dw144@56", 64, 144, 56, 1), ("dw384@14", 64, 384, 14, 1), ("dw960@7", 64, 960, 7, 1), ("dw96@112/s2", 64, 96, 112, 2)]
-PRECISIONS = {"bf16-nhwc": (torch.bfloat16, torch.channels_last), "fp32-nchw": (torch.float32, torch.contiguous_format)}
+PRECISIONS = {
+    "bf16-nhwc": (torch.bfloat16, torch.channels_last),
+    "fp16-nhwc": (torch.float16, torch.channels_last),
+    "bf16-nchw": (torch.bfloat16, torch.contiguous_format),
+    "fp32-nchw": (torch.float32, torch.contiguous_format),
+}
 IMPLS = ("cudnn3x3", "masked3x3", "decomposition", "skeleton")
+
+
+def tensor_core_calls():
+    """Calls of our tensor-core path so far (forward, input gradient, weight gradient)."""
+    return list(torch.ops.skeleton_cuda.tensor_core_calls())
 
 
 def measure_peaks(device):
@@ -72,14 +84,17 @@ def time_layer(n, channels, size, stride, groups, dtype, memory_format, device, 
             fn(x).backward(gy)
         return run
 
+    before = tensor_core_calls()
     fwd = time_interleaved({k: forward(f) for k, f in impls.items()}, device, rounds, inner=5)
     both = time_interleaved({k: forward_backward(f) for k, f in impls.items()}, device, rounds, inner=3)
+    took_tensor_cores = [b > a for a, b in zip(before, tensor_core_calls())]
     out_size = gy.shape[-1]
     taps = {"cudnn3x3": 9, "masked3x3": 9, "decomposition": 5, "skeleton": 5}
     macs_per_tap = n * out_size * out_size * channels * (channels // groups)
     element = torch.finfo(dtype).bits // 8
     moved = (x.numel() + gy.numel()) * element  # input read and output written once
-    row = {}
+    row = {"skeleton_path": "tensor cores" if all(took_tensor_cores) else
+           "mixed" if any(took_tensor_cores) else "direct"}
     for impl in IMPLS:
         row[f"fwd_{impl}_ms"] = round(fwd[impl], 4)
         row[f"bwd_{impl}_ms"] = round(max(both[impl] - fwd[impl], 0.0), 4)
@@ -119,6 +134,7 @@ def run(rounds=50):
             for key in ("fwd_speedup_skeleton", "bwd_speedup_skeleton", "fwdbwd_speedup_skeleton",
                         "fwd_speedup_decomposition", "fwdbwd_speedup_decomposition"):
                 summary[f"{suite}/{precision}/{key}_geomean"] = round(geomean([r[key] for r in part]), 3)
+                summary[f"{suite}/{precision}/{key}_min"] = round(min(r[key] for r in part), 3)
     return {"machine": machine_info(device), "peaks": peaks, "rounds": rounds, "rows": rows, "summary": summary}
 
 
@@ -126,7 +142,7 @@ def show(result):
     print("peaks:", result["peaks"])
     print_table(
         result["rows"],
-        ["suite", "precision", "layer", "fwd_cudnn3x3_ms", "fwd_skeleton_ms", "fwd_speedup_skeleton",
+        ["suite", "precision", "layer", "skeleton_path", "fwd_cudnn3x3_ms", "fwd_skeleton_ms", "fwd_speedup_skeleton",
          "fwd_speedup_decomposition", "bwd_speedup_skeleton", "fwdbwd_speedup_skeleton",
          "fwd_skeleton_tflops", "fwd_skeleton_gbps"],
     )

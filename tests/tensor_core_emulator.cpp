@@ -1,4 +1,5 @@
-// Host emulator of the tensor-core block bodies (tensor_core_gemm.cuh), for machines without a GPU.
+// Host emulator of the tensor-core block bodies (tensor_core_gemm.cuh), for machines without a GPU:
+// bf16 and fp16 (mma.m16n8k16) and float run as TF32 (cvt.rna.tf32.f32, mma.m16n8k8.tf32).
 //
 // It runs the very code the kernels run (gather_gemm_block, wgrad_block) with an `Arch` whose
 // primitives are emulated from the PTX ISA: every CUDA thread of a block is a fiber (ucontext), a
@@ -110,14 +111,38 @@ f16 to_f16(float f) {  // round to nearest even
   return f16{static_cast<uint16_t>(sign | h)};
 }
 
+float to_float(float v) { return v; }
+
 template <typename T>
 T from_float(float f);
 template <>
 bf16 from_float<bf16>(float f) { return to_bf16(f); }
 template <>
 f16 from_float<f16>(float f) { return to_f16(f); }
+template <>
+float from_float<float>(float f) { return f; }
 
-float half_to_float_bits(uint16_t bits, bool is_bf16) { return is_bf16 ? to_float(bf16{bits}) : to_float(f16{bits}); }
+// cvt.rna.tf32.f32: 10 mantissa bits, round to nearest with ties away from zero (adding half an ulp
+// to the magnitude bits), the 13 low bits cleared; NaN and infinity unchanged.
+uint32_t round_to_tf32_bits(uint32_t x) {
+  if ((x & 0x7f800000u) == 0x7f800000u) return x;
+  return (x + 0x1000u) & 0xffffe000u;
+}
+float round_to_tf32(float f) { return bits_to_float(round_to_tf32_bits(float_to_bits(f))); }
+
+// The element types the kernels run, as the emulated tensor cores see them.
+enum class Kind { bf16, f16, tf32 };
+
+template <typename T>
+constexpr Kind kind_of() {
+  return std::is_same<T, bf16>::value ? Kind::bf16 : std::is_same<T, f16>::value ? Kind::f16 : Kind::tf32;
+}
+
+const char* kind_name(Kind k) { return k == Kind::bf16 ? "bf16" : k == Kind::f16 ? "fp16" : "tf32"; }
+
+float half_to_float_bits(uint16_t bits, Kind kind) {
+  return kind == Kind::bf16 ? to_float(bf16{bits}) : to_float(f16{bits});
+}
 
 // ---- the block runtime: fibers, barriers, warp collectives, cp.async --------------------------------
 
@@ -170,7 +195,7 @@ struct Runtime {
   bool skew = true;
   std::mt19937 rng{12345};
   std::function<void(int)> body;
-  bool is_bf16 = true;
+  Kind kind = Kind::bf16;
 };
 
 Runtime* g_rt = nullptr;
@@ -261,7 +286,9 @@ void ldmatrix(uint32_t (&r)[4], const void* p, bool trans) {
       });
 }
 
-// mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}: fragments per the PTX ISA (lane = 4 group + tig).
+// mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16} and mma.sync.aligned.m16n8k8.row.col.f32.tf32:
+// fragments per the PTX ISA (lane = 4 group + tig). A tf32 operand is the upper 19 bits of its
+// register (the tensor core ignores the 13 low bits).
 void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   collective(
       3,
@@ -270,26 +297,34 @@ void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
         ws.b[lane][0] = b[0], ws.b[lane][1] = b[1];
       },
       [&](WarpState& ws) {
-        const bool is_bf16 = g_rt->is_bf16;
+        const Kind kind = g_rt->kind;
+        const int depth = kind == Kind::tf32 ? 8 : 16;
         float A[16][16], B[16][8], C[16][8];
-        auto lo = [&](uint32_t v) { return half_to_float_bits(static_cast<uint16_t>(v & 0xffffu), is_bf16); };
-        auto hi = [&](uint32_t v) { return half_to_float_bits(static_cast<uint16_t>(v >> 16), is_bf16); };
+        auto lo = [&](uint32_t v) { return half_to_float_bits(static_cast<uint16_t>(v & 0xffffu), kind); };
+        auto hi = [&](uint32_t v) { return half_to_float_bits(static_cast<uint16_t>(v >> 16), kind); };
+        auto tf32 = [&](uint32_t v) { return bits_to_float(v & 0xffffe000u); };
         for (int l = 0; l < 32; ++l) {
           const int g = l / 4, t = l % 4;
+          C[g][2 * t] = ws.c[l][0], C[g][2 * t + 1] = ws.c[l][1];
+          C[g + 8][2 * t] = ws.c[l][2], C[g + 8][2 * t + 1] = ws.c[l][3];
+          if (kind == Kind::tf32) {  // A 16x8: (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4); B 8x8: (t, g), (t + 4, g)
+            A[g][t] = tf32(ws.a[l][0]), A[g + 8][t] = tf32(ws.a[l][1]);
+            A[g][t + 4] = tf32(ws.a[l][2]), A[g + 8][t + 4] = tf32(ws.a[l][3]);
+            B[t][g] = tf32(ws.b[l][0]), B[t + 4][g] = tf32(ws.b[l][1]);
+            continue;
+          }
           A[g][2 * t] = lo(ws.a[l][0]), A[g][2 * t + 1] = hi(ws.a[l][0]);
           A[g + 8][2 * t] = lo(ws.a[l][1]), A[g + 8][2 * t + 1] = hi(ws.a[l][1]);
           A[g][2 * t + 8] = lo(ws.a[l][2]), A[g][2 * t + 9] = hi(ws.a[l][2]);
           A[g + 8][2 * t + 8] = lo(ws.a[l][3]), A[g + 8][2 * t + 9] = hi(ws.a[l][3]);
           B[2 * t][g] = lo(ws.b[l][0]), B[2 * t + 1][g] = hi(ws.b[l][0]);
           B[2 * t + 8][g] = lo(ws.b[l][1]), B[2 * t + 9][g] = hi(ws.b[l][1]);
-          C[g][2 * t] = ws.c[l][0], C[g][2 * t + 1] = ws.c[l][1];
-          C[g + 8][2 * t] = ws.c[l][2], C[g + 8][2 * t + 1] = ws.c[l][3];
         }
         float D[16][8];
         for (int m = 0; m < 16; ++m)
           for (int n = 0; n < 8; ++n) {
             double s = C[m][n];
-            for (int k = 0; k < 16; ++k) s += double(A[m][k]) * double(B[k][n]);
+            for (int k = 0; k < depth; ++k) s += double(A[m][k]) * double(B[k][n]);
             D[m][n] = static_cast<float>(s);
           }
         for (int l = 0; l < 32; ++l) {
@@ -346,14 +381,23 @@ struct EmuArch {
   static void ldmatrix_x4(uint32_t (&r)[4], const void* p) { ldmatrix(r, p, false); }
   static void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) { ldmatrix(r, p, true); }
   template <typename T>
-  static void mma16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-    mma(d, a, b);
+  static void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    if (kind_of<T>() != g_rt->kind) fail("mma of another element type than the block's");
+    emu::mma(d, a, b);
   }
+  static uint32_t load_shared32(const void* p) {
+    check_smem(p, 4, 4, "32-bit shared load");
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    return v;
+  }
+  static uint32_t round_to_tf32(uint32_t x) { return round_to_tf32_bits(x); }
   static float to_float(bf16 v) { return emu::to_float(v); }
   static float to_float(f16 v) { return emu::to_float(v); }
+  static float to_float(float v) { return v; }
   template <typename T>
   static void store_pair(T* dst, float v0, float v1) {
-    check_smem(dst, 4, 4, "epilogue staging store");
+    check_smem(dst, 2 * sizeof(T), 2 * sizeof(T), "epilogue staging store");
     dst[0] = from_float<T>(v0);
     dst[1] = from_float<T>(v1);
   }
@@ -371,7 +415,7 @@ struct EmuArch {
 
 // Runs one block: 128 fibers executing body(tid) until all finish.
 void run_block(Runtime& rt, const std::function<void(int)>& body) {
-  std::memset(rt.smem, 0xff, rt.smem_size);  // NaN in bf16 and fp16
+  std::memset(rt.smem, 0xff, rt.smem_size);  // NaN in bf16, fp16 and float
   rt.body = body;
   rt.bar_count = 0;
   for (WarpState& w : rt.warps) w.count = 0;
@@ -451,7 +495,7 @@ struct Stats {
 
 template <typename T>
 bool run_config(const Config& c, bool eager, std::mt19937& rng, bool verbose) {
-  const bool is_bf16 = std::is_same<T, bf16>::value;
+  constexpr Kind kind = kind_of<T>();
   const int64_t oh = out_size(c.h, c.ph, c.dh, c.sh), ow = out_size(c.w, c.pw, c.dw, c.sw);
   const int64_t cin_g = c.cin / c.groups, cout_g = c.cout / c.groups;
   std::normal_distribution<float> normal;
@@ -465,9 +509,12 @@ bool run_config(const Config& c, bool eager, std::mt19937& rng, bool verbose) {
   std::vector<T> wt = rand_vec(c.cout * cin_g * kTaps);
   std::vector<T> bias = rand_vec(c.cout);
   std::vector<T> dy = rand_vec(c.batch * oh * ow * c.cout);
-  auto X = [&](int64_t n, int64_t y, int64_t xx, int64_t ch) { return double(to_float(x[((n * c.h + y) * c.w + xx) * c.cin + ch])); };
-  auto W = [&](int64_t co, int64_t ci, int t) { return double(to_float(wt[(co * cin_g + ci) * kTaps + t])); };
-  auto DY = [&](int64_t n, int64_t y, int64_t xx, int64_t ch) { return double(to_float(dy[((n * oh + y) * ow + xx) * c.cout + ch])); };
+  // The operands as the tensor cores multiply them: TF32-rounded for float (so that the reference
+  // differs from the kernels by the float32 accumulation only, and a missing rounding shows).
+  auto q = [&](T v) { return double(kind == Kind::tf32 ? round_to_tf32(to_float(v)) : to_float(v)); };
+  auto X = [&](int64_t n, int64_t y, int64_t xx, int64_t ch) { return q(x[((n * c.h + y) * c.w + xx) * c.cin + ch]); };
+  auto W = [&](int64_t co, int64_t ci, int t) { return q(wt[(co * cin_g + ci) * kTaps + t]); };
+  auto DY = [&](int64_t n, int64_t y, int64_t xx, int64_t ch) { return q(dy[((n * oh + y) * ow + xx) * c.cout + ch]); };
 
   // Reference: forward, input gradient and weight gradient in float64.
   std::vector<double> ref_y(c.batch * oh * ow * c.cout, 0.0), ref_dx(c.batch * c.h * c.w * c.cin, 0.0),
@@ -495,11 +542,12 @@ bool run_config(const Config& c, bool eager, std::mt19937& rng, bool verbose) {
   Runtime rt;
   g_rt = &rt;
   rt.eager_copies = eager;
-  rt.is_bf16 = is_bf16;
+  rt.kind = kind;
   rt.rng.seed(static_cast<unsigned>(rng()));
-  std::vector<unsigned char> smem_buffer(std::max(tc::kGatherSmemBytes, tc::kWgradSmemBytes) + 16);
+  const int smem_bytes = std::max(tc::Tile<T>::kGatherSmemBytes, tc::Tile<T>::kWgradSmemBytes);
+  std::vector<unsigned char> smem_buffer(smem_bytes + 16);
   rt.smem = smem_buffer.data() + (16 - reinterpret_cast<uintptr_t>(smem_buffer.data()) % 16) % 16;
-  rt.smem_size = std::max(tc::kGatherSmemBytes, tc::kWgradSmemBytes);
+  rt.smem_size = smem_bytes;
 
   auto reg = [&](const void* p, size_t bytes, bool writable, const char* name) {
     rt.regions.push_back({static_cast<const unsigned char*>(p), bytes, writable, name});
@@ -532,22 +580,25 @@ bool run_config(const Config& c, bool eager, std::mt19937& rng, bool verbose) {
                   st.bad ? (" MISMATCHES: " + std::to_string(st.bad)).c_str() : "");
     if (st.bad) ok = false;
   };
-  const double round_rel = is_bf16 ? 1.0 / 256 : 1.0 / 2048;  // one rounding to T: half an ulp, doubled
+  // One rounding of the result to T (half an ulp, doubled); float results are not rounded again.
+  const double round_rel = kind == Kind::bf16 ? 1.0 / 256 : kind == Kind::f16 ? 1.0 / 2048 : 1e-5;
+  constexpr size_t B = sizeof(T);
 
   // ---- forward ----
   {
     rt.regions.clear();
+    // [g][t][c_out][c_in]: per tap, the produced channels' rows, K contiguous
     std::vector<T> packed(c.groups * kTaps * cin_g * cout_g);
     for (int64_t g = 0; g < c.groups; ++g)
       for (int t = 0; t < kTaps; ++t)
-        for (int64_t ci = 0; ci < cin_g; ++ci)
-          for (int64_t j = 0; j < cout_g; ++j)
-            packed[((g * kTaps + t) * cin_g + ci) * cout_g + j] = wt[((g * cout_g + j) * cin_g + ci) * kTaps + t];
-    Aligned ax = aligned(x.data(), x.size() * 2, 0), aw = aligned(packed.data(), packed.size() * 2, 0),
-            ab = aligned(bias.data(), bias.size() * 2, 0), ay = aligned(nullptr, ref_y.size() * 2, 0xff);
-    reg(ax.p, x.size() * 2, false, "input");
-    reg(aw.p, packed.size() * 2, false, "packed weight");
-    reg(ay.p, ref_y.size() * 2, true, "output");
+        for (int64_t j = 0; j < cout_g; ++j)
+          for (int64_t ci = 0; ci < cin_g; ++ci)
+            packed[((g * kTaps + t) * cout_g + j) * cin_g + ci] = wt[((g * cout_g + j) * cin_g + ci) * kTaps + t];
+    Aligned ax = aligned(x.data(), x.size() * B, 0), aw = aligned(packed.data(), packed.size() * B, 0),
+            ab = aligned(bias.data(), bias.size() * B, 0), ay = aligned(nullptr, ref_y.size() * B, 0xff);
+    reg(ax.p, x.size() * B, false, "input");
+    reg(aw.p, packed.size() * B, false, "packed weight");
+    reg(ay.p, ref_y.size() * B, true, "output");
     tc::GatherGemmParams<T> p;
     p.map = tc::forward_gather_map(c.batch, c.h, c.w, oh, ow, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw);
     p.src = reinterpret_cast<const T*>(ax.p);
@@ -570,17 +621,18 @@ bool run_config(const Config& c, bool eager, std::mt19937& rng, bool verbose) {
   // ---- input gradient ----
   {
     rt.regions.clear();
+    // [g][t][c_in][c_out]: the transposed weight, K (= c_out) contiguous
     std::vector<T> packed(c.groups * kTaps * cout_g * cin_g);
     for (int64_t g = 0; g < c.groups; ++g)
       for (int t = 0; t < kTaps; ++t)
-        for (int64_t co = 0; co < cout_g; ++co)
-          for (int64_t ci = 0; ci < cin_g; ++ci)
-            packed[((g * kTaps + t) * cout_g + co) * cin_g + ci] = wt[((g * cout_g + co) * cin_g + ci) * kTaps + t];
-    Aligned ady = aligned(dy.data(), dy.size() * 2, 0), aw = aligned(packed.data(), packed.size() * 2, 0),
-            adx = aligned(nullptr, ref_dx.size() * 2, 0xff);
-    reg(ady.p, dy.size() * 2, false, "grad_output");
-    reg(aw.p, packed.size() * 2, false, "packed weight");
-    reg(adx.p, ref_dx.size() * 2, true, "grad_input");
+        for (int64_t ci = 0; ci < cin_g; ++ci)
+          for (int64_t co = 0; co < cout_g; ++co)
+            packed[((g * kTaps + t) * cin_g + ci) * cout_g + co] = wt[((g * cout_g + co) * cin_g + ci) * kTaps + t];
+    Aligned ady = aligned(dy.data(), dy.size() * B, 0), aw = aligned(packed.data(), packed.size() * B, 0),
+            adx = aligned(nullptr, ref_dx.size() * B, 0xff);
+    reg(ady.p, dy.size() * B, false, "grad_output");
+    reg(aw.p, packed.size() * B, false, "packed weight");
+    reg(adx.p, ref_dx.size() * B, true, "grad_input");
     for (int64_t rh = 0; rh < c.sh; ++rh)
       for (int64_t rw = 0; rw < c.sw; ++rw) {
         tc::GatherGemmParams<T> p;
@@ -607,9 +659,9 @@ bool run_config(const Config& c, bool eager, std::mt19937& rng, bool verbose) {
   // ---- weight gradient ----
   {
     rt.regions.clear();
-    Aligned ax = aligned(x.data(), x.size() * 2, 0), ady = aligned(dy.data(), dy.size() * 2, 0);
-    reg(ax.p, x.size() * 2, false, "input");
-    reg(ady.p, dy.size() * 2, false, "grad_output");
+    Aligned ax = aligned(x.data(), x.size() * B, 0), ady = aligned(dy.data(), dy.size() * B, 0);
+    reg(ax.p, x.size() * B, false, "input");
+    reg(ady.p, dy.size() * B, false, "grad_output");
     tc::WgradParams<T> p;
     p.x = reinterpret_cast<const T*>(ax.p);
     p.dy = reinterpret_cast<const T*>(ady.p);
@@ -678,16 +730,22 @@ int main(int argc, char** argv) {
       {1, 8, 16, 1, 4, 4, 3, 3, 0, 0, 1, 1, false, 32},      // stride 3 > dilation: classes no tap reaches
       {3, 24, 8, 1, 3, 12, 1, 2, 1, 0, 1, 3, true, 32},      // pixel chunk boundaries across images
       {1, 136, 8, 1, 3, 3, 1, 1, 1, 1, 1, 1, false, 32},     // 5 * 136 = 680 weight-gradient rows: 6 m tiles
+      // float (TF32) only: channels per group multiples of 4, not 8
+      {1, 4, 4, 1, 5, 6, 1, 1, 1, 1, 1, 1, true, 32},        // one 4-channel chunk: 3 of 4 K chunks empty
+      {2, 36, 68, 1, 7, 9, 1, 2, 1, 1, 1, 1, true, 64},      // K tail (36 = 2 * 16 + 4), 2 n tiles (68)
+      {1, 24, 16, 2, 9, 5, 2, 1, 2, 0, 2, 1, false, 96},     // groups 2 (12 and 8 channels per group), stride 2
+      {1, 52, 20, 1, 4, 11, 1, 1, 0, 1, 1, 2, true, 32},     // 5 * 52 = 260 weight-gradient rows: 3 m tiles
   };
   std::mt19937 cfg_rng(7);
-  const int random_count = quick ? 4 : 24;
+  const int random_count = quick ? 6 : 30;
   const size_t fixed = configs.size();
   while (configs.size() < fixed + random_count) {
     auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(cfg_rng); };
     Config c;
     c.groups = std::vector<int>{1, 2, 4}[pick(0, 2)];
-    c.cin = c.groups * 8 * pick(1, 3);
-    c.cout = c.groups * 8 * pick(1, 3);
+    const int unit = pick(0, 2) == 0 ? 4 : 8;  // 4: channel counts only float takes
+    c.cin = c.groups * unit * pick(1, 3);
+    c.cout = c.groups * unit * pick(1, 3);
     c.batch = pick(1, 3);
     c.sh = pick(1, 3), c.sw = pick(1, 3), c.ph = pick(0, 2), c.pw = pick(0, 2), c.dh = pick(1, 3), c.dw = pick(1, 3);
     c.h = pick(std::max<int>(1, 2 * c.dh + 1 - 2 * c.ph), 15) | 1;  // odd sizes
@@ -697,23 +755,28 @@ int main(int argc, char** argv) {
     if (emu::out_size(c.h, c.ph, c.dh, c.sh) <= 0 || emu::out_size(c.w, c.pw, c.dw, c.sw) <= 0) continue;
     configs.push_back(c);
   }
-  if (quick) configs.resize(std::min<size_t>(configs.size(), fixed + 4));
+  if (quick) configs.resize(std::min<size_t>(configs.size(), fixed + 6));
   std::mt19937 rng(1);
-  int failures = 0;
+  int failures = 0, runs = 0;
   for (size_t i = 0; i < configs.size(); ++i) {
     const Config& c = configs[i];
-    for (int variant = 0; variant < 2; ++variant) {
-      const bool bf = (i + variant) % 2 == 0;  // both dtypes and both copy-landing modes, alternating
-      const bool eager = variant == 1;
+    // 16-bit types need channels per group in multiples of 8, float in multiples of 4.
+    const bool any_type = (c.cin / c.groups) % 8 == 0 && (c.cout / c.groups) % 8 == 0;
+    for (int variant = 0; variant < 3; ++variant) {
+      const emu::Kind kind = any_type ? static_cast<emu::Kind>((i + variant) % 3) : emu::Kind::tf32;
+      const bool eager = (i + variant) % 2 == 1;  // copies landing at issue, or as late as allowed
       std::printf("config %zu: n%lld c%lldx%lld g%lld %lldx%lld s%lld%lld p%lld%lld d%lld%lld bias%d chunk%lld %s %s\n",
                   i, (long long)c.batch, (long long)c.cin, (long long)c.cout, (long long)c.groups, (long long)c.h,
                   (long long)c.w, (long long)c.sh, (long long)c.sw, (long long)c.ph, (long long)c.pw,
-                  (long long)c.dh, (long long)c.dw, int(c.bias), (long long)c.chunk_len, bf ? "bf16" : "fp16",
+                  (long long)c.dh, (long long)c.dw, int(c.bias), (long long)c.chunk_len, emu::kind_name(kind),
                   eager ? "copies-at-issue" : "copies-at-wait");
-      const bool ok = bf ? emu::run_config<emu::bf16>(c, eager, rng, false) : emu::run_config<emu::f16>(c, eager, rng, false);
+      const bool ok = kind == emu::Kind::bf16  ? emu::run_config<emu::bf16>(c, eager, rng, false)
+                      : kind == emu::Kind::f16 ? emu::run_config<emu::f16>(c, eager, rng, false)
+                                               : emu::run_config<float>(c, eager, rng, false);
+      ++runs;
       if (!ok) ++failures;
     }
   }
-  std::printf("%s: %d of %zu runs failed\n", failures ? "FAILED" : "ALL OK", failures, 2 * configs.size());
+  std::printf("%s: %d of %d runs failed\n", failures ? "FAILED" : "ALL OK", failures, runs);
   return failures ? 1 : 0;
 }

@@ -1,5 +1,7 @@
 """The opt-in tensor-core kernels (csrc/cuda/tensor_core_kernels.cu): with SKELETON_CUDA_TENSOR_CORES=1,
-bfloat16 / float16 layers whose channels per group are multiples of 8 run as implicit GEMMs on mma.sync.
+bfloat16 / float16 layers whose channels per group are multiples of 8, and float32 layers with multiples
+of 4 while TF32 is allowed for convolutions (torch.backends.cudnn.allow_tf32, the flag nn.Conv2d obeys),
+run as implicit GEMMs on mma.sync.
 
 The GPU tests compare the output and every gradient with the float64 oracle, check bitwise
 determinism, that the variable really routes to the tensor cores (torch.ops.skeleton_cuda.
@@ -11,6 +13,7 @@ which runs the kernels' block bodies on the CPU with cp.async, ldmatrix and mma.
 the PTX ISA, and checks them against a float64 reference.
 """
 
+import contextlib
 import os
 import random
 import shutil
@@ -30,7 +33,12 @@ ENV = "SKELETON_CUDA_TENSOR_CORES"
 HAS_SM80 = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
 needs_sm80 = pytest.mark.skipif(not HAS_SM80, reason="needs a CUDA GPU of compute capability 8.0 or newer")
 
-DTYPES = [torch.bfloat16, torch.float16]
+DTYPES = [torch.bfloat16, torch.float16, torch.float32]
+
+
+def precision(dtype):
+    """The oracle tolerance of a dtype on the tensor cores: float32 runs as TF32."""
+    return "tf32" if dtype == torch.float32 else dtype
 
 
 def FORWARD(*args):
@@ -43,9 +51,32 @@ def BACKWARD(*args):
 
 @pytest.fixture
 def tensor_cores(monkeypatch):
-    """Turns the tensor-core path on for one test (the variable is read at every call)."""
+    """Turns the tensor-core path on for one test (the variable is read at every call), with TF32
+    allowed for float32 convolutions (PyTorch's default, set here in case the session changed it)."""
     assert skeleton_cuda.has_cuda_kernels(), "skeleton_cuda was built without CUDA kernels (FORCE_CUDA=1)"
     monkeypatch.setenv(ENV, "1")
+    with allow_tf32(True):
+        yield
+
+
+@contextlib.contextmanager
+def allow_tf32(allowed):
+    """Sets the TF32 flag of cuDNN convolutions for a block, through the newest API this PyTorch has."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        old = conv.fp32_precision
+        conv.fp32_precision = "tf32" if allowed else "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision = old
+    else:
+        old = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = allowed
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32 = old
 
 
 def calls():
@@ -57,17 +88,18 @@ def delta(before):
     return tuple(b - a for a, b in zip(before, calls()))
 
 
-def tensor_core_configs(seed, count):
-    """Layer configurations the tensor cores take: channels per group multiples of 8, strides 1-3,
-    paddings 0-2, dilations 1-3, groups 1/2/4, odd spatial sizes, non-empty output."""
+def tensor_core_configs(seed, count, unit=8):
+    """Layer configurations the tensor cores take: channels per group multiples of `unit` (8 for every
+    dtype, 4 for float32 only), strides 1-3, paddings 0-2, dilations 1-3, groups 1/2/4, odd spatial
+    sizes, non-empty output."""
     rng = random.Random(seed)
     configs = []
     while len(configs) < count:
         groups = rng.choice([1, 2, 4])
         config = dict(
             n=rng.choice([1, 2, 3]),
-            cin=groups * 8 * rng.randint(1, 4),
-            cout=groups * 8 * rng.randint(1, 4),
+            cin=groups * unit * rng.randint(1, 4),
+            cout=groups * unit * rng.randint(1, 4),
             h=rng.randrange(1, 24, 2),
             w=rng.randrange(1, 24, 2),
             stride=(rng.randint(1, 3), rng.randint(1, 3)),
@@ -85,6 +117,7 @@ def tensor_core_configs(seed, count):
 
 
 CONFIGS = tensor_core_configs(seed=11, count=32)
+FLOAT32_CONFIGS = tensor_core_configs(seed=12, count=12, unit=4)
 LARGE = [
     dict(n=4, cin=64, cout=64, h=56, w=56, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, bias=True),
     dict(n=4, cin=256, cout=256, h=14, w=14, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, bias=False),
@@ -97,7 +130,13 @@ FORMATS = [torch.contiguous_format, torch.channels_last]
 def run_op_and_check(config, dtype, memory_format, noncontiguous=False):
     before = calls()
     check_against_oracle(
-        skeleton_cuda.skeleton_conv2d, config, dtype, "cuda", memory_format=memory_format, noncontiguous=noncontiguous
+        skeleton_cuda.skeleton_conv2d,
+        config,
+        dtype,
+        "cuda",
+        memory_format=memory_format,
+        noncontiguous=noncontiguous,
+        precision=precision(dtype),
     )
     assert delta(before) == (1, 1, 1), "the tensor-core kernels did not run every pass"
 
@@ -111,6 +150,14 @@ def run_op_and_check(config, dtype, memory_format, noncontiguous=False):
 def test_matches_float64_oracle(config, dtype, tensor_cores):
     memory_format = FORMATS[CONFIGS.index(config) % 2]
     run_op_and_check(config, dtype, memory_format, noncontiguous=CONFIGS.index(config) % 5 == 4)
+
+
+@needs_sm80
+@pytest.mark.parametrize("config", FLOAT32_CONFIGS, ids=config_id)
+def test_float32_channels_in_fours(config, tensor_cores):
+    # float32 copies 4 channels per 16 bytes: counts like 4, 12 or 20 per group take the TF32 path.
+    memory_format = FORMATS[FLOAT32_CONFIGS.index(config) % 2]
+    run_op_and_check(config, torch.float32, memory_format)
 
 
 @needs_sm80
@@ -155,9 +202,9 @@ def test_result_conventions(dtype, channels_last, tensor_cores):
     config = dict(stride=(1, 2), padding=(1, 1), dilation=(1, 1), groups=1)
     ref_y, _, (ref_dx, ref_dw, _) = oracle(x, w, b, config, dy)
     dx, dw, _ = BACKWARD(dy, x, w, *args, [True, True, False])
-    assert_close_to_oracle(y, ref_y, dtype, "output")
-    assert_close_to_oracle(dx, ref_dx, dtype, "grad_input")
-    assert_close_to_oracle(dw, ref_dw, dtype, "grad_weight")
+    assert_close_to_oracle(y, ref_y, dtype, "output", precision(dtype))
+    assert_close_to_oracle(dx, ref_dx, dtype, "grad_input", precision(dtype))
+    assert_close_to_oracle(dw, ref_dw, dtype, "grad_weight", precision(dtype))
 
 
 @needs_sm80
@@ -236,14 +283,46 @@ def layer(**changes):
         (layer(cin=8, cout=12, w=9, stride=(2, 1), padding=(1, 0), bias=False), torch.float16),  # 12 outputs
         (layer(groups=4), torch.bfloat16),  # 4 channels per group
         (layer(groups=16), torch.float16),  # depthwise
-        (layer(), torch.float32),  # no tensor-core kernel for float32 (yet)
+        (layer(cin=6, cout=8), torch.float32),  # 6 channels: not a multiple of 4
+        (layer(groups=8), torch.float32),  # 2 channels per group
+        (layer(), torch.float64),  # no tensor-core kernel for float64
     ],
-    ids=["channels6", "cout12", "4_per_group", "depthwise", "float32"],
+    ids=["channels6", "cout12", "4_per_group", "depthwise", "float32_channels6", "float32_2_per_group", "float64"],
 )
 def test_unsupported_layers_fall_back(config, dtype, tensor_cores):
     before = calls()
     check_against_oracle(skeleton_cuda.skeleton_conv2d, config, dtype, "cuda")
     assert delta(before) == (0, 0, 0)
+
+
+@needs_sm80
+def test_float32_needs_tf32_allowed(tensor_cores):
+    # TF32 keeps 10 of float32's 23 mantissa bits: with it disallowed for convolutions (as a user
+    # does to get nn.Conv2d's full float32 precision) float32 layers keep the exact direct kernels.
+    config = layer(n=2, cin=16, cout=24, h=9, w=11)
+    run_op_and_check(config, torch.float32, torch.channels_last)
+    with allow_tf32(False):
+        before = calls()
+        check_against_oracle(skeleton_cuda.skeleton_conv2d, config, torch.float32, "cuda")  # float32 tolerance
+        assert delta(before) == (0, 0, 0)
+
+
+@pytest.mark.skipif(not skeleton_cuda.has_cuda_kernels(), reason="built without CUDA kernels")
+def test_tf32_flag_is_the_one_nn_conv2d_obeys():
+    # Needs the CUDA build, not a GPU: the op reads the flag cuDNN convolutions read, at every call.
+    for allowed in (False, True, False):
+        with allow_tf32(allowed):
+            assert torch.ops.skeleton_cuda.conv_allows_tf32() is allowed
+    if hasattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision"):
+        # The per-operator flag: TF32 for recurrent layers says nothing about convolutions.
+        rnn = torch.backends.cudnn.rnn
+        old = rnn.fp32_precision
+        try:
+            with allow_tf32(False):
+                rnn.fp32_precision = "tf32"
+                assert torch.ops.skeleton_cuda.conv_allows_tf32() is False
+        finally:
+            rnn.fp32_precision = old
 
 
 # ---- without a GPU: the block bodies on the emulator ---------------------------------------------

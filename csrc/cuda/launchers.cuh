@@ -38,12 +38,13 @@ void depthwise_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor&
 // Gradient of the (C, 1, 5) weight in the accumulation dtype, deterministic.
 at::Tensor depthwise_weight_grad(const at::Tensor& dy, const at::Tensor& x, const ConvShape& s);
 
-// ---- tensor cores (tensor_core_kernels.cu): opt-in, bfloat16 / float16, sm_80+ -----------------
+// ---- tensor cores (tensor_core_kernels.cu): opt-in, bfloat16 / float16 / float32 as TF32, sm_80+ --
 // Activations are channels_last-contiguous and 16-byte aligned (checked); w as given to the op.
 
 // Whether the tensor-core kernels handle this layer on `device` (the current device): dtype,
-// channels per group multiples of 8, sizes within their 32-bit coordinates, compute capability
-// 8.0+ and kernels compiled for it. Says nothing about SKELETON_CUDA_TENSOR_CORES.
+// channels per group multiples of 8 (16-bit types) or 4 (float32), sizes within their 32-bit
+// coordinates, compute capability 8.0+ and kernels compiled for it. Says nothing about
+// SKELETON_CUDA_TENSOR_CORES or the TF32 flag (tf32_policy.h).
 bool tensor_core_eligible(const ConvShape& s, at::ScalarType dtype, c10::DeviceIndex device);
 
 void tensor_core_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, at::Tensor& y,

@@ -2,8 +2,9 @@
 // with the CPU backend, the device guard, layouts and allocation, and the choice of kernel family:
 //   depthwise layers (groups == C_in == C_out)  -> depthwise_kernels.cu, channels_last packs
 //   SKELETON_CUDA_TENSOR_CORES=1 and an eligible
-//   layer (bf16/fp16, channels per group % 8 == 0,
-//   sm_80+)                                     -> tensor_core_kernels.cu, implicit GEMMs (opt-in:
+//   layer (bf16/fp16 with channels per group % 8
+//   == 0, or fp32 with % 4 == 0 when TF32 is
+//   allowed for convolutions; sm_80+)           -> tensor_core_kernels.cu, implicit GEMMs (opt-in:
 //                                                  not yet validated on a GPU)
 //   every other layer                           -> dense_kernels.cu, direct kernels
 // Results follow the CPU backend: output and grad_input in input.suggest_memory_format(),
@@ -23,6 +24,7 @@
 
 #include "../skeleton_conv2d.h"
 #include "launchers.cuh"
+#include "tf32_policy.h"
 
 namespace skeleton_cuda {
 namespace {
@@ -64,10 +66,15 @@ at::Tensor empty_in_format(c10::IntArrayRef sizes, const at::TensorOptions& opti
 
 // The tensor-core kernels are opt-in until they have been validated on a GPU: they run only when the
 // environment variable SKELETON_CUDA_TENSOR_CORES is "1" (read at every call, so tests can toggle
-// it) and the layer qualifies. Call under the device guard: eligibility queries the current device.
+// it) and the layer qualifies; float32 layers also need TF32 allowed for convolutions, the flag
+// nn.Conv2d obeys (on by default), since TF32 keeps 10 of float32's 23 mantissa bits. Call under the
+// device guard: eligibility queries the current device.
 bool use_tensor_cores(const at::Tensor& input, const gpu::ConvShape& s) {
   const char* flag = std::getenv("SKELETON_CUDA_TENSOR_CORES");
   if (flag == nullptr || std::strcmp(flag, "1") != 0) {
+    return false;
+  }
+  if (input.scalar_type() == at::kFloat && !gpu::conv_allows_tf32()) {
     return false;
   }
   return gpu::tensor_core_eligible(s, input.scalar_type(), input.device().index());
@@ -187,8 +194,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cuda(
 
 // Calls that took the tensor-core path (forward, input gradient, weight gradient): lets tests check
 // that SKELETON_CUDA_TENSOR_CORES=1 really routes there. Exists only in builds with CUDA kernels.
+// And whether float32 layers may take it (TF32 allowed for convolutions), as the op reads it.
 TORCH_LIBRARY_FRAGMENT(skeleton_cuda, m) {
   m.def("tensor_core_calls() -> int[]", &gpu::tensor_core_calls);
+  m.def("conv_allows_tf32() -> bool", &gpu::conv_allows_tf32);
 }
 
 TORCH_LIBRARY_IMPL(skeleton_cuda, CUDA, m) {

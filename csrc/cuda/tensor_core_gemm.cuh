@@ -1,6 +1,6 @@
-// Tensor-core implicit GEMMs of skeleton_conv2d (bf16 / fp16 in, fp32 accumulation, sm_80+):
-// tile shapes, kernel parameters, the warp-level primitives (cp.async, ldmatrix, mma.sync), and the
-// block bodies of the kernels. The design, and what a GPU must still verify, is written at the top
+// Tensor-core implicit GEMMs of skeleton_conv2d (bf16 / fp16, or float as TF32; fp32 accumulation;
+// sm_80+): tile shapes, kernel parameters, the warp-level primitives (cp.async, ldmatrix, mma.sync),
+// and the block bodies of the kernels. The design, and what a GPU must still verify, is written at the top
 // of tensor_core_kernels.cu, which launches these bodies.
 //
 // This header includes no CUDA or ATen header and no ATen type: every primitive a block body uses
@@ -37,33 +37,70 @@ namespace tc {
 
 constexpr int kThreads = 128;  // 4 warps per block, for both kernels
 constexpr int kStages = 3;     // cp.async pipeline depth
-constexpr int kVec = 8;        // 16-bit elements per 16-byte copy: channel counts must be multiples
 
 // Gather GEMM (forward and input gradient): C[kBM x kBN] += A[kBM x kBK] * B[kBK x kBN] per step.
 // Rows are grid points (pixels), columns produced channels, K runs over (active tap, reduced channel).
-constexpr int kBM = 128, kBN = 64, kBK = 32;
-constexpr int kLdA = kBK + 8;  // shared-memory row pitches in elements: +16 bytes makes the 8 rows of
-constexpr int kLdB = kBN + 8;  // every ldmatrix 8x8 matrix fall in distinct bank quads
-constexpr int kLdC = kBN + 8;
-
 // Weight gradient: C[kWM x kWN] += A'[kWM x kWK] * B'[kWK x kWN] per step, with rows (tap, input
 // channel), columns output channels and K running over pixels.
-constexpr int kWM = 128, kWN = 64, kWK = 32;
-constexpr int kLdWA = kWM + 8;
-constexpr int kLdWB = kWN + 8;
+constexpr int kBM = 128, kBN = 64;
+constexpr int kWM = 128, kWN = 64;
 
-// Shared memory of one block, in bytes (static, under the 48 KB that needs no opt-in).
-constexpr int kGatherSmemA = kStages * kBM * kLdA * 2;
-constexpr int kGatherSmemB = kStages * kBK * kLdB * 2;
-constexpr int kGatherSmemBytes = kGatherSmemA + kGatherSmemB + kBM * 8;  // + destination offsets
-constexpr int kWgradSmemA = kStages * kWK * kLdWA * 2;
-constexpr int kWgradSmemBytes = kWgradSmemA + kStages * kWK * kLdWB * 2;
-static_assert(kGatherSmemBytes <= 48 * 1024 && kWgradSmemBytes <= 48 * 1024, "static shared memory");
-static_assert(kBM * kLdC * 2 <= kGatherSmemA, "the epilogue tile reuses the A stages");
-static_assert(kGatherSmemA % 16 == 0 && (kGatherSmemA + kGatherSmemB) % 16 == 0, "alignment");
-static_assert(kThreads == kBM, "one destination row per thread in the gather GEMM prologue");
-static_assert(kBM * kBK / kVec == 4 * kThreads && kBK * kBN / kVec == 2 * kThreads, "loader map");
-static_assert(kWK * kWM / kVec == 4 * kThreads && kWK * kWN / kVec == 2 * kThreads, "loader map");
+// What depends on the element type T: 16-bit types (bf16, fp16: mma.m16n8k16) or float (TF32:
+// mma.m16n8k8). Every tile row holds the same number of BYTES for both, so a 16-bit K step of 32
+// channels is a float step of 16, the shared-memory layout is byte for byte the same, and every
+// ldmatrix address (which is in bytes) is too: a 32-bit register of an ldmatrix fragment holds two
+// 16-bit elements or one float, which is exactly what m16n8k16 and m16n8k8.tf32 expect of their
+// A and B registers (row g, 32-bit column t of each 8 x 16-byte matrix).
+template <typename T>
+struct Tile {
+  static_assert(sizeof(T) == 2 || sizeof(T) == 4, "16-bit types or float");
+  static constexpr int kVec = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte copy
+  static constexpr int kSlice = 2 * kVec;  // K depth of one mma: 16 (m16n8k16) or 8 (m16n8k8.tf32)
+  // Gather GEMM: K steps of 64 bytes of one tap's channels; A [kBM][kBK] and B [kBN][kBK] (both
+  // K-contiguous), padded by 16 bytes per row so that the 8 rows of every ldmatrix 8x8 matrix fall
+  // in distinct bank quads (80-byte pitch).
+  static constexpr int kBK = 4 * kVec;
+  static constexpr int kLdA = kBK + kVec;
+  static constexpr int kLdB = kBK + kVec;
+  // Epilogue staging pitch: 8 elements of padding keep the accumulator stores conflict-free for both
+  // widths (4-byte pairs: 36-word pitch; 8-byte pairs: 72-word pitch, per half warp).
+  static constexpr int kLdC = kBN + 8;
+  // Weight gradient: K steps of kWK pixels; A' [kWK][kWM] and B' [kWK][kWN] as they arrive from
+  // channels_last memory (M / N contiguous). 16-bit types read fragments with ldmatrix.trans (272-
+  // and 144-byte pitches); float has no transposing ldmatrix, so it reads each fragment element with
+  // a 32-bit load, conflict-free because both pitches are 8 words modulo 32 banks.
+  static constexpr int kWK = sizeof(T) == 2 ? 32 : 16;
+  static constexpr int kLdWA = kWM + 8;
+  static constexpr int kLdWB = kWN + 8;
+  // Loader geometry of the weight gradient: kWM / kVec 16-byte chunks per A' row, one per thread of a
+  // pass over kRowsPerPass pixel rows; 4 passes cover the step.
+  static constexpr int kAChunks = kWM / kVec;
+  static constexpr int kBChunks = kWN / kVec;
+  static constexpr int kRowsPerPass = kThreads / kAChunks;
+
+  // Shared memory of one block, in bytes (static, under the 48 KB that needs no opt-in).
+  static constexpr int kGatherSmemA = kStages * kBM * kLdA * static_cast<int>(sizeof(T));
+  static constexpr int kGatherSmemB = kStages * kBN * kLdB * static_cast<int>(sizeof(T));
+  static constexpr int kGatherSmemBytes = kGatherSmemA + kGatherSmemB + kBM * 8;  // + destination offsets
+  static constexpr int kWgradSmemA = kStages * kWK * kLdWA * static_cast<int>(sizeof(T));
+  static constexpr int kWgradSmemBytes = kWgradSmemA + kStages * kWK * kLdWB * static_cast<int>(sizeof(T));
+
+  static_assert(kGatherSmemBytes <= 48 * 1024 && kWgradSmemBytes <= 48 * 1024, "static shared memory");
+  static_assert(kBM * kLdC * static_cast<int>(sizeof(T)) <= kGatherSmemA + kGatherSmemB,
+                "the epilogue tile reuses the A and B stages");
+  static_assert(kGatherSmemA % 16 == 0 && (kGatherSmemA + kGatherSmemB) % 16 == 0, "alignment");
+  static_assert(kThreads == kBM, "one destination row per thread in the gather GEMM prologue");
+  static_assert(kBK / kVec == 4 && kBN == kThreads / 2, "gather loader map: 4 A rows and 2 B rows per thread");
+  static_assert(kRowsPerPass * 4 == kWK && kAChunks == 2 * kBChunks, "weight-gradient loader map");
+  static_assert(kBK % kSlice == 0 && kWK % kSlice == 0, "whole mma steps");
+};
+
+// The element count that channel counts must be multiples of (one 16-byte copy).
+template <typename T>
+constexpr int kVecOf = Tile<T>::kVec;
+
+// Weight-gradient pixel chunks are multiples of this (every type's kWK divides it).
+constexpr int kChunkQuantum = 32;
 
 // ---- parameters ----------------------------------------------------------------------------------
 
@@ -86,7 +123,7 @@ struct GatherMap {
 // dst[dst pixel][g * n + j] = bias[g * n + j] + sum over active taps a and c < k of
 //                             src[source pixel of tap a][g * k + c] * weight[g][tap[a]][c][j]
 // src and dst are channels_last-contiguous (pixel-major) with src_ld and dst_ld channels per pixel;
-// weight is packed [groups][5][k][n]. Block b covers rows [m_tile * kBM, +kBM) of group g and
+// weight is packed [groups][5][n][k] (K-contiguous, like A). Block b covers rows [m_tile * kBM, +kBM) of group g and
 // columns [n_tile * kBN, +kBN), with b = (m_tile * groups + g) * n_tiles + n_tile.
 template <typename T>
 struct GatherGemmParams {
@@ -98,7 +135,7 @@ struct GatherGemmParams {
   int64_t src_ld = 0, dst_ld = 0;
   int64_t rows = 0;         // batch * grid_h * grid_w
   int k = 0, n = 0, groups = 1;
-  int k_chunks = 0;         // ceil(k / kBK): K steps per active tap
+  int k_chunks = 0;         // ceil(k / Tile<T>::kBK): K steps per active tap
   int n_tiles = 0;          // ceil(n / kBN)
 };
 
@@ -119,11 +156,11 @@ struct WgradParams {
   int row_off[kTaps] = {};  // kTapRow[t] * dilation_h - padding_h
   int col_off[kTaps] = {};
   int64_t pixels = 0;       // batch * out_h * out_w
-  int64_t chunk_len = 0;    // a multiple of kWK, below 2^30 (pixels within a chunk are int)
+  int64_t chunk_len = 0;    // a multiple of kChunkQuantum, below 2^30 (pixels within a chunk are int)
   int k = 0, n = 0, groups = 1;
   int m_tiles = 0, n_tiles = 0;
-  // kWK pixels as digits of the mixed radix (image, row, column) of the output grid, so that a
-  // loader advances its pixel by kWK with two carries instead of divisions.
+  // Tile<T>::kWK pixels as digits of the mixed radix (image, row, column) of the output grid, so
+  // that a loader advances its pixel by one K step with two carries instead of divisions.
   int step_n = 0, step_h = 0, step_w = 0;
 };
 
@@ -174,7 +211,7 @@ inline GatherMap input_grad_gather_map(int64_t batch, int64_t in_h, int64_t in_w
 template <typename T>
 inline void finish_gather_params(GatherGemmParams<T>& p) {
   p.rows = p.map.batch * p.map.grid_h * p.map.grid_w;
-  p.k_chunks = static_cast<int>(tc_ceil_div(p.k, kBK));
+  p.k_chunks = static_cast<int>(tc_ceil_div(p.k, Tile<T>::kBK));
   p.n_tiles = static_cast<int>(tc_ceil_div(p.n, kBN));
 }
 
@@ -194,9 +231,10 @@ inline void finish_wgrad_params(WgradParams<T>& p, int64_t batch, int64_t pad_h,
   p.m_tiles = static_cast<int>(tc_ceil_div(int64_t{kTaps} * p.k, kWM));
   p.n_tiles = static_cast<int>(tc_ceil_div(p.n, kWN));
   const int64_t image = p.out_h * p.out_w;
-  p.step_n = static_cast<int>(kWK / image);
-  p.step_h = static_cast<int>((kWK % image) / p.out_w);
-  p.step_w = static_cast<int>((kWK % image) % p.out_w);
+  constexpr int64_t step = Tile<T>::kWK;
+  p.step_n = static_cast<int>(step / image);
+  p.step_h = static_cast<int>((step % image) / p.out_w);
+  p.step_w = static_cast<int>((step % image) % p.out_w);
 }
 
 inline int64_t wgrad_blocks(int64_t chunks, int64_t groups, int64_t k, int64_t n) {
@@ -240,17 +278,46 @@ SKC_HOST_DEVICE void start_pipeline(int k_steps, LoadStep& load_step) {
   }
 }
 
-// The B fragments of a warp's 32 columns for K step ks, from a [k][n] tile (n contiguous, row
-// stride ld elements) by transposed loads: lanes 0-15 address k rows 0-15 at column 0, lanes 16-31
-// at column 8; matrices (k 0-7, n 0-7), (k 8-15, n 0-7), (k 0-7, n 8-15), (k 8-15, n 8-15) =
-// (b0, b1) of n8 tile 2 * pair, then (b0, b1) of n8 tile 2 * pair + 1.
+// ---- fragments ------------------------------------------------------------------------------------
+//
+// mma.m16n8k16 (bf16 / fp16) and mma.m16n8k8 (tf32), .row.col, lane = 4 * group + tig: in units of
+// 32-bit registers both read A as a0 = (row group, column tig), a1 = (group + 8, tig), a2 = (group,
+// tig + 4), a3 = (group + 8, tig + 4), and B as b0 = (k tig, column group), b1 = (k tig + 4, group),
+// where a 32-bit column is two 16-bit elements or one float. C: c0, c1 = C[group][2 tig, +1],
+// c2, c3 = C[group + 8][2 tig, +1], in both.
+// ldmatrix.x4 (b16): lanes 8i..8i+7 address the 8 rows (16 bytes each) of matrix i; register i of
+// lane l receives 32-bit word l % 4 of row l / 4 of matrix i (.trans: the 16-bit elements of column
+// l / 4, rows 2 (l % 4) and +1).
+
+// float operands are rounded to TF32 as they are loaded (round to nearest, ties away:
+// cvt.rna.tf32.f32), like CUTLASS's default float-to-TF32 conversion, rather than left for the
+// tensor core to truncate, which would bias every product towards zero. 16-bit fragments pass
+// unchanged.
+template <class Arch, typename T, int N>
+SKC_HOST_DEVICE void to_mma_operand(uint32_t (&r)[N]) {
+  if constexpr (sizeof(T) == 4) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) r[i] = Arch::round_to_tf32(r[i]);
+  }
+}
+
+// Each K slice loads the warp's four B fragments, then one m16 tile's A fragment at a time and its
+// four mma: 4 + 8 fragment registers live next to the 64 accumulators instead of 16 + 8, which keeps
+// the float kernels (their TF32 rounding needs registers too) within 128 registers without a spill.
+
+// B fragments of the warp's four n8 tiles (columns col0 + 8 ni) for the K slice at element k0, from
+// a [column][k] tile (K contiguous, pitch ld elements): per pair of n8 tiles, lanes address column
+// rows (lane / 16) * 8 + lane % 8 at byte half (lane / 8) % 2 of the slice; matrices (n 0-7, bytes
+// 0-15), (n 0-7, 16-31), (n 8-15, 0-15), (n 8-15, 16-31) = (b0, b1) of n8 tile 2 * pair, then of
+// n8 tile 2 * pair + 1.
 template <class Arch, typename T>
-SKC_HOST_DEVICE void load_b_fragments(uint32_t (&b_frag)[4][2], const T* b_stage, int ld, int ks, int warp_n,
-                                      int lane) {
+SKC_HOST_DEVICE void load_b_fragments(uint32_t (&b_frag)[4][2], const T* stage, int ld, int col0, int k0, int lane) {
+  constexpr int kVec = Tile<T>::kVec;
 #pragma unroll
   for (int pair = 0; pair < 2; ++pair) {
     uint32_t r[4];
-    Arch::ldmatrix_x4_trans(r, b_stage + (ks * 16 + lane % 16) * ld + warp_n + pair * 16 + (lane / 16) * 8);
+    Arch::ldmatrix_x4(r, stage + (col0 + pair * 16 + (lane / 16) * 8 + lane % 8) * ld + k0 + ((lane / 8) % 2) * kVec);
+    to_mma_operand<Arch, T>(r);
     b_frag[2 * pair][0] = r[0];
     b_frag[2 * pair][1] = r[1];
     b_frag[2 * pair + 1][0] = r[2];
@@ -258,13 +325,68 @@ SKC_HOST_DEVICE void load_b_fragments(uint32_t (&b_frag)[4][2], const T* b_stage
   }
 }
 
-// The warp's 4 x 4 mma.m16n8k16 of one 16-deep K step.
+// The A fragment of the m16 tile at row `row` for the K slice at k0, from a [row][k] tile (K
+// contiguous): lanes 0-15 address rows 0-15 at the slice's first 16 bytes, lanes 16-31 rows 0-15 at
+// its second 16 bytes; matrices (rows 0-7, bytes 0-15), (8-15, 0-15), (0-7, 16-31), (8-15, 16-31) =
+// a0..a3.
 template <class Arch, typename T>
-SKC_HOST_DEVICE void warp_mma(float (&acc)[4][4][4], const uint32_t (&a_frag)[4][4], const uint32_t (&b_frag)[4][2]) {
+SKC_HOST_DEVICE void load_a_fragment(uint32_t (&a)[4], const T* stage, int ld, int row, int k0, int lane) {
+  Arch::ldmatrix_x4(a, stage + (row + lane % 16) * ld + k0 + (lane / 16) * Tile<T>::kVec);
+  to_mma_operand<Arch, T>(a);
+}
+
+// The weight gradient's tiles are stored [k][m] and [k][n] (M / N contiguous, pixels along K).
+// 16-bit types load them with ldmatrix.trans; float, for which no transposing ldmatrix exists, with
+// one 32-bit load per register: lane (group, tig) reads k rows tig and tig + 4 at column group
+// (+ 8), and with pitches of 8 words modulo 32 the 32 lanes hit 32 distinct banks.
+
+// B fragments of the warp's four n8 tiles from [k][n]. ldmatrix.trans: lanes 0-15 address k rows
+// 0-15 at column 0, lanes 16-31 at column 8; matrices (k 0-7, n 0-7), (k 8-15, n 0-7), (k 0-7,
+// n 8-15), (k 8-15, n 8-15).
+template <class Arch, typename T>
+SKC_HOST_DEVICE void load_b_fragments_transposed(uint32_t (&b_frag)[4][2], const T* stage, int ld, int col0, int k0,
+                                                 int lane) {
+  if constexpr (sizeof(T) == 2) {
 #pragma unroll
-  for (int mi = 0; mi < 4; ++mi)
+    for (int pair = 0; pair < 2; ++pair) {
+      uint32_t r[4];
+      Arch::ldmatrix_x4_trans(r, stage + (k0 + lane % 16) * ld + col0 + pair * 16 + (lane / 16) * 8);
+      b_frag[2 * pair][0] = r[0];
+      b_frag[2 * pair][1] = r[1];
+      b_frag[2 * pair + 1][0] = r[2];
+      b_frag[2 * pair + 1][1] = r[3];
+    }
+  } else {
+    const T* const base = stage + (k0 + lane % 4) * ld + col0 + lane / 4;
 #pragma unroll
-    for (int ni = 0; ni < 4; ++ni) Arch::template mma16816<T>(acc[mi][ni], a_frag[mi], b_frag[ni]);
+    for (int ni = 0; ni < 4; ++ni) {
+      b_frag[ni][0] = Arch::round_to_tf32(Arch::load_shared32(base + ni * 8));
+      b_frag[ni][1] = Arch::round_to_tf32(Arch::load_shared32(base + ni * 8 + 4 * ld));
+    }
+  }
+}
+
+// The A fragment of the m16 tile at column `row` of a [k][m] tile. ldmatrix.trans: matrix i must be
+// (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15) = a0..a3, so lanes 8i..8i+7
+// address k rows 8 * (i / 2) + 0..7 at m column 8 * (i % 2).
+template <class Arch, typename T>
+SKC_HOST_DEVICE void load_a_fragment_transposed(uint32_t (&a)[4], const T* stage, int ld, int row, int k0, int lane) {
+  if constexpr (sizeof(T) == 2) {
+    Arch::ldmatrix_x4_trans(a, stage + (k0 + (lane / 16) * 8 + lane % 8) * ld + row + ((lane / 8) % 2) * 8);
+  } else {
+    const T* const base = stage + (k0 + lane % 4) * ld + row + lane / 4;
+    a[0] = Arch::round_to_tf32(Arch::load_shared32(base));
+    a[1] = Arch::round_to_tf32(Arch::load_shared32(base + 8));
+    a[2] = Arch::round_to_tf32(Arch::load_shared32(base + 4 * ld));
+    a[3] = Arch::round_to_tf32(Arch::load_shared32(base + 4 * ld + 8));
+  }
+}
+
+// The four mma of one m16 tile of the warp (acc_row = its accumulators) for one K slice.
+template <class Arch, typename T>
+SKC_HOST_DEVICE void mma_row(float (&acc_row)[4][4], const uint32_t (&a)[4], const uint32_t (&b_frag)[4][2]) {
+#pragma unroll
+  for (int ni = 0; ni < 4; ++ni) Arch::template mma<T>(acc_row[ni], a, b_frag[ni]);
 }
 
 // ---- the gather GEMM block body ---------------------------------------------------------------------
@@ -272,16 +394,18 @@ SKC_HOST_DEVICE void warp_mma(float (&acc)[4][4][4], const uint32_t (&a_frag)[4]
 // Thread roles (tid = 0..127, warp = tid / 32, lane = tid % 32):
 //   destination row      : row tid of the tile (its destination offset goes to shared memory)
 //   A loader (gather)    : rows tid / 4 + 32 * i (i = 0..3), 16-byte chunk tid % 4 of the kBK channels
-//   B loader (weights)   : rows tid / 8 + 16 * i (i = 0..1), 16-byte chunk tid % 8 of the kBN columns
+//   B loader (weights)   : columns tid / 4 + 32 * i (i = 0..1), the same chunk of their kBK channels
 //   MMA                  : warp tile 64 x 32 at rows 64 * (warp / 2), columns 32 * (warp % 2):
-//                          4 x 4 mma.m16n8k16 per 16-deep K step, 64 fp32 accumulators per thread
+//                          4 x 4 mma per K slice (2 slices per step), 64 fp32 accumulators per thread
 //   epilogue             : tile staged through shared memory, 16-byte coalesced stores per pixel
 template <typename T, class Arch>
 SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* smem, int tid, int64_t block) {
+  using Tl = Tile<T>;
+  constexpr int kVec = Tl::kVec, kBK = Tl::kBK, kLdA = Tl::kLdA, kLdB = Tl::kLdB, kLdC = Tl::kLdC;
   T* const As = reinterpret_cast<T*>(smem);                                        // [kStages][kBM][kLdA]
-  T* const Bs = reinterpret_cast<T*>(smem + kGatherSmemA);                         // [kStages][kBK][kLdB]
-  int64_t* const dst_offset = reinterpret_cast<int64_t*>(smem + kGatherSmemA + kGatherSmemB);  // [kBM]
-  T* const Cs = As;                                                                // [kBM][kLdC], epilogue
+  T* const Bs = reinterpret_cast<T*>(smem + Tl::kGatherSmemA);                     // [kStages][kBN][kLdB]
+  int64_t* const dst_offset = reinterpret_cast<int64_t*>(smem + Tl::kGatherSmemA + Tl::kGatherSmemB);  // [kBM]
+  T* const Cs = As;                                              // [kBM][kLdC], epilogue (over A and B)
 
   const int n_tile = static_cast<int>(block % p.n_tiles);
   const int64_t rest = block / p.n_tiles;
@@ -323,9 +447,7 @@ SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* s
     a_x[i] = static_cast<int>(gj * map.src_col_step);
   }
   const int src_h = static_cast<int>(map.src_h), src_w = static_cast<int>(map.src_w);
-  const int b_chunk = tid % 8;
-  const bool b_col_ok = n0 + b_chunk * kVec < p.n;
-  const T* const w_group = p.weight + int64_t{g} * kTaps * p.k * p.n + n0 + b_chunk * kVec;
+  const T* const w_group = p.weight + int64_t{g} * kTaps * p.n * p.k + a_chunk * kVec;
   const T* const src_group = p.src + int64_t{g} * p.k + a_chunk * kVec;
 
   const int k_steps = map.num_taps * p.k_chunks;
@@ -351,16 +473,16 @@ SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* s
       }
       Arch::cp_async16(a_dst + 32 * i * kLdA, src, ok);
     }
-    T* const b_dst = Bs + stage * (kBK * kLdB) + (tid / 8) * kLdB + b_chunk * kVec;
+    T* const b_dst = Bs + stage * (kBN * kLdB) + (tid / 4) * kLdB + a_chunk * kVec;
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
-      const int r = tid / 8 + 16 * i;
-      const bool ok = b_col_ok && c0 + r < p.k;
+      const int col = n0 + tid / 4 + 32 * i;
+      const bool ok = chan_ok && col < p.n;
       const T* src = p.weight;
       if (ok) {
-        src = w_group + (int64_t{wtap} * p.k + c0 + r) * p.n;
+        src = w_group + (int64_t{wtap} * p.n + col) * p.k + c0;
       }
-      Arch::cp_async16(b_dst + 16 * i * kLdB, src, ok);
+      Arch::cp_async16(b_dst + 32 * i * kLdB, src, ok);
     }
     if (++load_chunk == p.k_chunks) {
       load_chunk = 0;
@@ -394,21 +516,19 @@ SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* s
 
     const int stage = step % kStages;
     const T* const a_stage = As + stage * (kBM * kLdA);
-    const T* const b_stage = Bs + stage * (kBK * kLdB);
+    const T* const b_stage = Bs + stage * (kBN * kLdB);
     const int c0 = compute_chunk * kBK;
 #pragma unroll
-    for (int ks = 0; ks < kBK / 16; ++ks) {
-      if (c0 + ks * 16 < p.k) {  // warp-uniform; a step past the channel count holds only zeros
-        uint32_t a_frag[4][4], b_frag[4][2];
-        // A (row-major 16x16 per m16 tile): lanes 0-15 address rows 0-15 at column 0, lanes 16-31
-        // rows 0-15 at column 8; matrices 0..3 = (rows 0-7, k 0-7), (8-15, 0-7), (0-7, 8-15),
-        // (8-15, 8-15) = registers a0..a3 of mma.m16n8k16.
+    for (int k0 = 0; k0 < kBK; k0 += Tl::kSlice) {
+      if (c0 + k0 < p.k) {  // warp-uniform; a slice past the channel count holds only zeros
+        uint32_t b_frag[4][2];
+        load_b_fragments<Arch>(b_frag, b_stage, kLdB, warp_n, k0, lane);
 #pragma unroll
         for (int mi = 0; mi < 4; ++mi) {
-          Arch::ldmatrix_x4(a_frag[mi], a_stage + (warp_m + mi * 16 + lane % 16) * kLdA + ks * 16 + (lane / 16) * 8);
+          uint32_t a[4];
+          load_a_fragment<Arch>(a, a_stage, kLdA, warp_m + mi * 16, k0, lane);
+          mma_row<Arch, T>(acc[mi], a, b_frag);
         }
-        load_b_fragments<Arch>(b_frag, b_stage, kLdB, ks, warp_n, lane);
-        warp_mma<Arch, T>(acc, a_frag, b_frag);
       }
     }
     if (++compute_chunk == p.k_chunks) {
@@ -417,7 +537,7 @@ SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* s
   }
 
   // Epilogue. All copies landed (the remaining groups are empty) and, after the barrier, no warp
-  // reads the stages any more: stage the tile, with the bias, as T in shared memory over the A stages.
+  // reads the stages any more: stage the tile, with the bias, as T in shared memory over the stages.
   Arch::template cp_async_wait<0>();
   Arch::sync_threads();
   const int group_row = lane / 4, pair_col = 2 * (lane % 4);
@@ -425,7 +545,7 @@ SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* s
   for (int ni = 0; ni < 4; ++ni) {
     const int col = warp_n + ni * 8 + pair_col;
     float bias0 = 0.0f, bias1 = 0.0f;
-    if (p.bias != nullptr && n0 + col < p.n) {  // n is a multiple of 8: col + 1 is in range too
+    if (p.bias != nullptr && n0 + col < p.n) {  // col is even and n a multiple of kVec: col + 1 too
       bias0 = Arch::to_float(p.bias[int64_t{g} * p.n + n0 + col]);
       bias1 = Arch::to_float(p.bias[int64_t{g} * p.n + n0 + col + 1]);
     }
@@ -437,7 +557,7 @@ SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* s
     }
   }
   Arch::sync_threads();
-  // kBN / 8 = 8 chunks of 16 bytes per row: consecutive threads write consecutive chunks of a pixel.
+  // kBN / kVec chunks of 16 bytes per row: consecutive threads write consecutive chunks of a pixel.
 #pragma unroll
   for (int it = 0; it < kBM * kBN / kVec / kThreads; ++it) {
     const int idx = tid + it * kThreads;
@@ -452,16 +572,19 @@ SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* s
 // ---- the weight-gradient block body -------------------------------------------------------------------
 //
 // Thread roles:
-//   loaders : pixel rows tid / 16 + 8 * i (i = 0..3) of the kWK pixels of a K step; A' chunk tid % 16
-//             of the kWM (tap, channel) rows, i.e. a fixed tap and 8 channels per thread; B' chunk
-//             (tid % 16) % 8 of the kWN output channels for the rows i with i % 2 == (tid % 16) / 8
+//   loaders : pixel rows tid / kAChunks + kRowsPerPass * i (i = 0..3) of the kWK pixels of a K step;
+//             A' chunk q = tid % kAChunks of the kWM (tap, channel) rows, i.e. a fixed tap and kVec
+//             channels per thread; B' chunk q % kBChunks of the kWN output channels for the rows i
+//             with i % 2 == q / kBChunks (bf16: 16 chunks, 8 rows per pass; float: 32 and 4)
 //   MMA     : warp tile 64 x 32 at rows 64 * (warp / 2), columns 32 * (warp % 2), as in the gather GEMM
 //   epilogue: fp32 pairs straight from the accumulators to the partials (8 rows x 32 contiguous bytes
 //             per warp store: whole sectors)
 template <typename T, class Arch>
 SKC_DEVICE void wgrad_block(const WgradParams<T>& p, unsigned char* smem, int tid, int64_t block) {
-  T* const As = reinterpret_cast<T*>(smem);                 // [kStages][kWK pixels][kLdWA]
-  T* const Bs = reinterpret_cast<T*>(smem + kWgradSmemA);   // [kStages][kWK pixels][kLdWB]
+  using Tl = Tile<T>;
+  constexpr int kVec = Tl::kVec, kWK = Tl::kWK, kLdWA = Tl::kLdWA, kLdWB = Tl::kLdWB, kRows = Tl::kRowsPerPass;
+  T* const As = reinterpret_cast<T*>(smem);                   // [kStages][kWK pixels][kLdWA]
+  T* const Bs = reinterpret_cast<T*>(smem + Tl::kWgradSmemA);  // [kStages][kWK pixels][kLdWB]
 
   const int n_tile = static_cast<int>(block % p.n_tiles);
   int64_t rest = block / p.n_tiles;
@@ -476,16 +599,16 @@ SKC_DEVICE void wgrad_block(const WgradParams<T>& p, unsigned char* smem, int ti
       static_cast<int>(pixel_begin + p.chunk_len < p.pixels ? p.chunk_len : p.pixels - pixel_begin);
   const int k_steps = (chunk_pixels + kWK - 1) / kWK;
 
-  // This thread's A' chunk: 8 channels of one tap.
-  const int q = tid % 16;
+  // This thread's A' chunk: kVec channels of one tap.
+  const int q = tid % Tl::kAChunks;
   const int a_row0 = m0 + q * kVec;  // (tap, channel) row of the chunk's first element
   const bool a_ok = a_row0 < rows_total;
   const int a_tap = a_ok ? a_row0 / p.k : 0;
-  const int a_channel = a_ok ? a_row0 - a_tap * p.k : 0;  // a multiple of 8: the chunk stays in one tap
+  const int a_channel = a_ok ? a_row0 - a_tap * p.k : 0;  // k % kVec == 0: the chunk stays in one tap
   const int roff = select5(p.row_off, a_tap), coff = select5(p.col_off, a_tap);
   const T* const x_chunk = p.x + int64_t{g} * p.k + a_channel;
   // This thread's B' chunk.
-  const int b_chunk = q % 8, b_parity = q / 8;
+  const int b_chunk = q % Tl::kBChunks, b_parity = q / Tl::kBChunks;
   const bool b_ok = n0 + b_chunk * kVec < p.n;
   const T* const dy_chunk = p.dy + pixel_begin * p.dy_ld + int64_t{g} * p.n + n0 + b_chunk * kVec;
 
@@ -498,7 +621,7 @@ SKC_DEVICE void wgrad_block(const WgradParams<T>& p, unsigned char* smem, int ti
   const int stride_h = static_cast<int>(p.stride_h), stride_w = static_cast<int>(p.stride_w);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    pix[i] = tid / 16 + 8 * i;
+    pix[i] = tid / Tl::kAChunks + kRows * i;
     const int64_t pixel = pixel_begin + pix[i];
     const int64_t image = p.out_h * p.out_w;
     const int64_t img = pixel / image, rem = pixel - img * image;
@@ -508,8 +631,8 @@ SKC_DEVICE void wgrad_block(const WgradParams<T>& p, unsigned char* smem, int ti
   }
 
   auto load_step = [&](int stage) {
-    T* const a_dst = As + stage * (kWK * kLdWA) + (tid / 16) * kLdWA + q * kVec;
-    T* const b_dst = Bs + stage * (kWK * kLdWB) + (tid / 16) * kLdWB + b_chunk * kVec;
+    T* const a_dst = As + stage * (kWK * kLdWA) + (tid / Tl::kAChunks) * kLdWA + q * kVec;
+    T* const b_dst = Bs + stage * (kWK * kLdWB) + (tid / Tl::kAChunks) * kLdWB + b_chunk * kVec;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const bool in_chunk = pix[i] < chunk_pixels;
@@ -519,10 +642,10 @@ SKC_DEVICE void wgrad_block(const WgradParams<T>& p, unsigned char* smem, int ti
       if (ok) {
         src = x_chunk + ((int64_t{pn[i]} * in_h + y) * in_w + x) * p.x_ld;
       }
-      Arch::cp_async16(a_dst + 8 * i * kLdWA, src, ok);
+      Arch::cp_async16(a_dst + kRows * i * kLdWA, src, ok);
       if (i % 2 == b_parity) {
         const bool dy_ok = b_ok && in_chunk;
-        Arch::cp_async16(b_dst + 8 * i * kLdWB, dy_ok ? dy_chunk + int64_t{pix[i]} * p.dy_ld : p.dy, dy_ok);
+        Arch::cp_async16(b_dst + kRows * i * kLdWB, dy_ok ? dy_chunk + int64_t{pix[i]} * p.dy_ld : p.dy, dy_ok);
       }
       // Advance by kWK pixels: add the digits of kWK with carries (each digit < its radix).
       pix[i] += kWK;
@@ -559,18 +682,15 @@ SKC_DEVICE void wgrad_block(const WgradParams<T>& p, unsigned char* smem, int ti
     const T* const a_stage = As + stage * (kWK * kLdWA);
     const T* const b_stage = Bs + stage * (kWK * kLdWB);
 #pragma unroll
-    for (int ks = 0; ks < kWK / 16; ++ks) {
-      uint32_t a_frag[4][4], b_frag[4][2];
-      // A' is stored [k = pixel][m = (tap, channel)]: transposed loads. Matrix i must be
-      // (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15) = a0..a3, so lanes 8i..8i+7
-      // address pixel rows 8 * (i / 2) + 0..7 at column 8 * (i % 2).
+    for (int k0 = 0; k0 < kWK; k0 += Tl::kSlice) {
+      uint32_t b_frag[4][2];
+      load_b_fragments_transposed<Arch>(b_frag, b_stage, kLdWB, warp_n, k0, lane);
 #pragma unroll
       for (int mi = 0; mi < 4; ++mi) {
-        Arch::ldmatrix_x4_trans(a_frag[mi], a_stage + (ks * 16 + (lane / 16) * 8 + lane % 8) * kLdWA + warp_m +
-                                                mi * 16 + ((lane / 8) % 2) * 8);
+        uint32_t a[4];
+        load_a_fragment_transposed<Arch>(a, a_stage, kLdWA, warp_m + mi * 16, k0, lane);
+        mma_row<Arch, T>(acc[mi], a, b_frag);
       }
-      load_b_fragments<Arch>(b_frag, b_stage, kLdWB, ks, warp_n, lane);
-      warp_mma<Arch, T>(acc, a_frag, b_frag);
     }
   }
   Arch::template cp_async_wait<0>();  // only empty groups remain; nothing reads shared memory below
@@ -642,12 +762,28 @@ struct DeviceArch {
 #endif
   }
 
-  // d += A (16x16, row) * B (16x8, col), fp32 accumulators.
+  // One 32-bit word of shared memory (a float fragment element of the weight gradient).
+  static __device__ __forceinline__ uint32_t load_shared32(const void* smem_src) {
+    return *reinterpret_cast<const uint32_t*>(smem_src);
+  }
+
+  // The float whose bits are x, rounded to TF32 (10 mantissa bits; nearest, ties away from zero).
+  static __device__ __forceinline__ uint32_t round_to_tf32(uint32_t x) {
+    uint32_t r = x;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(__uint_as_float(x)));
+#endif
+    return r;
+  }
+
+  // d += A * B with fp32 accumulators: A 16x16 (row), B 16x8 (col) for the 16-bit types (m16n8k16);
+  // A 16x8, B 8x8 of TF32 for float (m16n8k8).
   template <typename T>
-  static __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
+  static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
 
   static __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
   static __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+  static __device__ __forceinline__ float to_float(float v) { return v; }
 
   // Two consecutive elements (4-byte aligned), rounded to nearest even.
   template <typename T>
@@ -662,7 +798,7 @@ struct DeviceArch {
 };
 
 template <>
-__device__ __forceinline__ void DeviceArch::mma16816<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4],
+__device__ __forceinline__ void DeviceArch::mma<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4],
                                                                      const uint32_t (&b)[2]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
@@ -673,10 +809,20 @@ __device__ __forceinline__ void DeviceArch::mma16816<__nv_bfloat16>(float (&d)[4
 }
 
 template <>
-__device__ __forceinline__ void DeviceArch::mma16816<__half>(float (&d)[4], const uint32_t (&a)[4],
-                                                              const uint32_t (&b)[2]) {
+__device__ __forceinline__ void DeviceArch::mma<__half>(float (&d)[4], const uint32_t (&a)[4],
+                                                         const uint32_t (&b)[2]) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+template <>
+__device__ __forceinline__ void DeviceArch::mma<float>(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
       "{%0, %1, %2, %3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
@@ -691,6 +837,11 @@ __device__ __forceinline__ void DeviceArch::store_pair<__nv_bfloat16>(__nv_bfloa
 template <>
 __device__ __forceinline__ void DeviceArch::store_pair<__half>(__half* dst, float v0, float v1) {
   *reinterpret_cast<__half2*>(dst) = __floats2half2_rn(v0, v1);
+}
+
+template <>
+__device__ __forceinline__ void DeviceArch::store_pair<float>(float* dst, float v0, float v1) {
+  *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);
 }
 
 #endif  // __CUDACC__

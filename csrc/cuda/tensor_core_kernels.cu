@@ -1,6 +1,6 @@
-// Tensor-core kernels of skeleton_conv2d: implicit GEMMs on mma.sync (bf16 / fp16, fp32 accumulation,
-// sm_80 and newer) for the forward pass, the input gradient and the weight gradient of dense and
-// grouped layers. OPT-IN and UNTESTED ON A GPU: they were written and compile-checked on a machine
+// Tensor-core kernels of skeleton_conv2d: implicit GEMMs on mma.sync (bf16 / fp16, and float32 as
+// TF32; fp32 accumulation; sm_80 and newer) for the forward pass, the input gradient and the weight
+// gradient of dense and grouped layers. OPT-IN and UNTESTED ON A GPU: they were written and compile-checked on a machine
 // without one, so skeleton_conv2d_cuda.cu routes to them only when SKELETON_CUDA_TENSOR_CORES=1 and
 // the layer qualifies (tensor_core_eligible); everything else keeps the direct kernels.
 //
@@ -10,29 +10,39 @@
 // the channels of one pixel are contiguous: a tap of a pixel is one contiguous vector of channels, so
 // a gathered GEMM row is a handful of 16-byte copies.
 //
+// Element types: bf16 / fp16 run mma.m16n8k16; float32 runs mma.m16n8k8.tf32 with each operand
+// rounded to TF32 (cvt.rna) as it leaves shared memory, only while PyTorch allows TF32 for
+// convolutions (tf32_policy.cpp). A tile row holds the same BYTES for every type (a K step is 64
+// bytes of channels: 32 16-bit ones or 16 floats), so shared memory and every ldmatrix address are
+// identical; a 32-bit fragment register holds two 16-bit elements or one float, which is what both
+// mma shapes expect (tensor_core_gemm.cuh: Tile<T>). Channel counts per group must be multiples of
+// one 16-byte copy: 8 16-bit elements, 4 floats.
+//
 // Forward and input gradient: one "gather GEMM" per tap map (tensor_core_gemm.cuh: GatherMap, the
 // device twin of the CPU TapMap). M = grid points (N * grid_h * grid_w), N = produced channels per
-// group, K = active taps x reduced channels per group, ordered tap-major in steps of kBK = 32
-// channels of one tap (a channel count that is not a multiple of 32 zero-fills the tail of its last
-// step; a 16-deep half-step that is all tail is skipped). The forward has one map (the output grid,
+// group, K = active taps x reduced channels per group, ordered tap-major in steps of kBK (32 16-bit
+// or 16 float channels of one tap; a channel count that is not a multiple of kBK zero-fills the tail
+// of its last step, and an mma slice that is all tail is skipped). The forward has one map (the output grid,
 // five taps); the input gradient one map per residue class of the input modulo the stride, each with
 // only the taps that reach it (the transposed weight), so strided layers waste no tap work; a class
-// that no tap reaches is written as zeros. B is the weight packed on the host as [G][5][K_ch][N_ch]
-// (forward: [g][t][c_in][c_out]; input gradient: [g][t][c_out][c_in]), re-packed every call (it is
-// tiny next to the activations).
-//   Block tile 128 x 64 x 32, 4 warps of 64 x 32 (4 x 4 mma.m16n8k16 per 16-deep step, 64 fp32
-//   accumulators per thread). Why: N = 64 is the smallest channel count of common layers (64, 128,
-//   256, 512) so no column is wasted there, whereas a 128-wide tile would idle half the tensor cores
-//   on 64-channel layers; M = 128 reuses every B fragment over 4 m16 tiles and every A fragment
-//   over 4 n8 tiles (ldmatrix : mma = 6 : 16 per step); 4 warps keep the block small enough for
-//   several blocks per SM, which hides the gather latency that a deeper pipeline would otherwise have
-//   to. Grid: one linear x dimension, block = (m_tile * groups + g) * n_tiles + n_tile, so the blocks
+// that no tap reaches is written as zeros. B is the weight packed on the host as [G][5][N_ch][K_ch],
+// K contiguous like A (forward: [g][t][c_out][c_in]; input gradient: [g][t][c_in][c_out]), so both
+// operands take plain ldmatrix (no .trans, which float lacks); re-packed every call (it is tiny next
+// to the activations).
+//   Block tile 128 x 64 x kBK, 4 warps of 64 x 32 (4 x 4 mma per K slice, 64 fp32 accumulators per
+//   thread; per slice the warp loads its 4 B fragments, then one m16 tile's A fragment at a time
+//   with its 4 mma, which keeps 12 fragment registers live instead of 24). Why: N = 64 is the
+//   smallest channel count of common layers (64, 128, 256, 512) so no column is wasted there,
+//   whereas a 128-wide tile would idle half the tensor cores on 64-channel layers; M = 128 reuses
+//   every B fragment over 4 m16 tiles and every A fragment over 4 n8 tiles (ldmatrix : mma = 6 : 16
+//   per slice); 4 warps keep the block small enough for several blocks per SM, which hides the
+//   gather latency that a deeper pipeline would otherwise have to. Grid: one linear x dimension, block = (m_tile * groups + g) * n_tiles + n_tile, so the blocks
 //   that read the same pixels (other column tiles, other groups) run side by side and share L2.
-//   A (gathered activations): each thread owns 4 rows x one 16-byte chunk of the 32 channels; the
+//   A (gathered activations): each thread owns 4 rows x one 16-byte chunk of the kBK channels; the
 //   grid point -> source pixel math (two 64-bit divisions) runs once per row per block, a K step only
 //   adds the tap's offsets and tests the image bounds. cp.async.cg 16-byte copies, src-size 0 (zero
 //   fill, nothing read) for taps outside the image, rows past M and channels past K_ch.
-//   B (weights): 2 x 16-byte cp.async per thread per step, zero-filled past K_ch / N_ch.
+//   B (weights): 2 rows x the same 16-byte chunk per thread per step, zero-filled past K_ch / N_ch.
 //   Epilogue: accumulators + bias (fp32) rounded once to T and staged in shared memory over the A
 //   stages, then written with 16-byte stores, 8 consecutive threads covering 128 contiguous bytes
 //   of one destination pixel; destination offsets (-1 past M) are computed once per row in the
@@ -45,31 +55,41 @@
 // chunks (a function of the shape only: reduction_chunks of common.cuh, chunk length a multiple of
 // 32), each block writes its fp32 tile into partials[chunk] (every element exactly once, no atomics),
 // and sum_partials (partial_sums.cu) adds the chunks in a fixed order: bitwise reproducible.
-//   Block tile 128 x 64 x 32 pixels, 4 warps of 64 x 32. A' (x gathered per tap) and B' (dy) are
-//   stored [pixel][column] as they arrive from channels_last memory, so both take ldmatrix.trans.
-//   Each thread owns 4 pixel rows; it advances them by 32 pixels per step by adding the mixed-radix
-//   digits of 32 (image, row, column) with two carries instead of dividing.
+//   Block tile 128 x 64 x kWK pixels (32 for 16-bit types, 16 for float: the same bytes), 4 warps
+//   of 64 x 32. A' (x gathered per tap) and B' (dy) are stored [pixel][column] as they arrive from
+//   channels_last memory, so the 16-bit types take ldmatrix.trans and float one 32-bit shared load
+//   per fragment register (conflict-free: both pitches are 8 words modulo 32 banks). Each thread owns
+//   4 pixel rows; it advances them by kWK pixels per step by adding the mixed-radix digits of kWK
+//   (image, row, column) with two carries instead of dividing. Pixel chunks are multiples of 32 for
+//   every type, so the chunking, and the order of the deterministic sum, depend on the shape only.
 //
 // Pipeline (both kernels): 3 stages of cp.async, one commit group per K step (empty groups past the
 // end keep the count uniform), wait_group 1 then __syncthreads before computing step s, and the copy
 // for step s + 2 issued right after that barrier into the stage computed at step s - 1, which the
-// barrier proved free. Shared memory is padded by 16 bytes per row (A 80 B, B and C 144 B, A' 272 B
-// pitches) so that the 8 row addresses of each ldmatrix phase, and the epilogue's 4-byte stores, hit
-// distinct banks. Static shared memory: 44.5 KB (gather), 39 KB (weight gradient); no opt-in needed.
+// barrier proved free. Shared memory is padded per row (A and B 80 B; C 144 B for 16-bit types and
+// 288 B for float; A' 272 B and B' 144 B for 16-bit types, 544 B and 288 B for float) so that the 8
+// row addresses of each ldmatrix phase, the epilogue's paired stores and the float fragment loads hit
+// distinct banks. Static shared memory: 46 KB (gather; the epilogue tile reuses the A and B stages),
+// 39 KB (weight gradient), for every type; no opt-in needed.
 //
 // Fragment layouts (PTX ISA, mma.m16n8k16 with .bf16/.f16, .row.col): lane = 4 * group + tig;
 //   a0 = A[group][2tig..+1], a1 = A[group+8][2tig..], a2 = A[group][2tig+8..], a3 = A[group+8][2tig+8..];
 //   b0 = B[2tig..+1][group], b1 = B[2tig+8..][group]; c0,c1 = C[group][2tig..+1], c2,c3 = C[group+8][..].
+// mma.m16n8k8 with .tf32: a0 = A[group][tig], a1 = A[group+8][tig], a2 = A[group][tig+4],
+//   a3 = A[group+8][tig+4]; b0 = B[tig][group], b1 = B[tig+4][group]; C as above.
 // ldmatrix.x4: lanes 8i..8i+7 give the row addresses of matrix i, register i of lane l receives
 // row l / 4, elements 2 (l % 4) and +1 of matrix i (.trans: column l / 4, rows 2 (l % 4) and +1).
 // The addressing that follows from these is written out, with the matrix order, next to each
 // ldmatrix in tensor_core_gemm.cuh.
 //
-// Resources (nvcc 13.0, -O3, -Xptxas -v, sm_90 and sm_80 alike, bf16 and fp16 alike): gather GEMM
-// 128 registers (capped by __launch_bounds__(128, 4); uncapped it takes 146 on sm_80), 45568 B static
-// shared memory; weight gradient 128 registers, 39936 B; no stack frame, no spills. 128 threads x
-// 128 registers and 45.5 KB allow 4 blocks (16 warps) per SM. SASS (sm_90): HMMA.16816.F32(.BF16),
-// LDSM.16.M88.4 / LDSM.16.MT88.4, LDGSTS.E.BYPASS.128 in the main loops, no LDL/STL.
+// Resources (nvcc 13.0, -O3, -Xptxas -v, sm_90): gather GEMM 128 registers for bf16, fp16 and float
+// (capped by __launch_bounds__(128, 4)), 47104 B static shared memory; weight gradient 128 registers
+// (float 126), 39936 B; no stack frame, no spills. 128 threads x 128 registers and 46 KB allow 4
+// blocks (16 warps) per SM. (Loading all four A fragments of a slice before the mma, as an earlier
+// version did, made the float kernels spill: the TF32 rounding needs registers too.) The float
+// kernels' PTX has cvt.rna.tf32.f32, mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 and, in the
+// weight gradient, ld.shared.f32 for the fragments; the 16-bit ones' SASS had HMMA.16816.F32(.BF16),
+// LDSM.16.M88.4 / LDSM.16.MT88.4 and LDGSTS.E.BYPASS.128 in the main loops, no LDL/STL.
 //
 // CHECKED WITHOUT A GPU: compilation and the SASS above; and the block bodies themselves, run by
 // tests/tensor_core_emulator.cpp (tests/test_cuda_tensor_cores.py builds and runs it on any
@@ -86,8 +106,8 @@
 //     against the float64 oracle, bitwise determinism, routing (torch.ops.skeleton_cuda.
 //     tensor_core_calls), fallback for unsupported shapes; also with compute-sanitizer
 //     (memcheck, racecheck, synccheck) on a few small configs.
-//  2. The fragment layouts on real hardware (bf16 and fp16): a wrong ldmatrix/mma mapping shows as
-//     errors of order 1 in the oracle tests, not as rounding.
+//  2. The fragment layouts on real hardware (bf16, fp16 and TF32): a wrong ldmatrix/mma mapping
+//     shows as errors of order 1 in the oracle tests, not as rounding.
 //  3. Speed against cuDNN 3x3 (nn.Conv2d) and the direct kernels, per pass, on layers that fill
 //     the chip; then tune: tile shape (128x128 with 8 warps for wide layers), stages (3 vs 4),
 //     chunk count of the weight gradient, and possibly swizzled instead of padded shared memory.
@@ -98,8 +118,9 @@
 //  4. Nsight Compute: no shared-memory bank conflicts on ldmatrix / the epilogue (the padding
 //     intends none), achieved occupancy (4 blocks per SM expected), DRAM traffic of the gather
 //     close to one read of the activations per column tile.
-//  5. Only then make the path the default for eligible layers (remove the opt-in), and consider
-//     wgmma (sm_90a) and TF32 for float32, neither of which this path has.
+//  5. Only then make the path the default for eligible layers (remove the opt-in; tests/test_cuda.py's
+//     float32 tolerances then need TF32 switched off there, as PyTorch's own tests do), and consider
+//     wgmma (sm_90a), which this path does not have.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
@@ -136,7 +157,7 @@ __global__ void __launch_bounds__(tc::kThreads, 4) tc_gather_gemm_kernel(const t
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();
 #else
-  __shared__ __align__(16) unsigned char smem[tc::kGatherSmemBytes];
+  __shared__ __align__(16) unsigned char smem[tc::Tile<T>::kGatherSmemBytes];
   tc::gather_gemm_block<T, tc::DeviceArch>(p, smem, static_cast<int>(threadIdx.x), static_cast<int64_t>(blockIdx.x));
 #endif
 }
@@ -146,7 +167,7 @@ __global__ void __launch_bounds__(tc::kThreads) tc_wgrad_kernel(const tc::WgradP
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();
 #else
-  __shared__ __align__(16) unsigned char smem[tc::kWgradSmemBytes];
+  __shared__ __align__(16) unsigned char smem[tc::Tile<T>::kWgradSmemBytes];
   tc::wgrad_block<T, tc::DeviceArch>(p, smem, static_cast<int>(threadIdx.x), static_cast<int64_t>(blockIdx.x));
 #endif
 }
@@ -161,16 +182,23 @@ struct Tag {
   using type = T;
 };
 
-// Calls f(Tag<T>{}) with the CUDA type of a 16-bit floating dtype.
+// Calls f(Tag<T>{}) with the CUDA type of the dtype: bfloat16, float16, or float32 (run as TF32).
 template <typename F>
-void dispatch_16bit(at::ScalarType dtype, const char* name, F f) {
+void dispatch_types(at::ScalarType dtype, const char* name, F f) {
   if (dtype == at::kBFloat16) {
     f(Tag<__nv_bfloat16>{});
   } else if (dtype == at::kHalf) {
     f(Tag<__half>{});
+  } else if (dtype == at::kFloat) {
+    f(Tag<float>{});
   } else {
-    TORCH_CHECK(false, name, ": the tensor-core kernels take bfloat16 or float16, got ", dtype);
+    TORCH_CHECK(false, name, ": the tensor-core kernels take bfloat16, float16 or float32, got ", dtype);
   }
+}
+
+// Elements per 16-byte copy of the dtype: the channel counts per group must be multiples of it.
+int64_t vector_width(at::ScalarType dtype) {
+  return dtype == at::kFloat ? tc::kVecOf<float> : tc::kVecOf<__nv_bfloat16>;
 }
 
 template <typename T>
@@ -197,8 +225,8 @@ void check_packed(const at::Tensor& packed) {
                         "skeleton_conv2d (tensor cores): packed weight not 16-byte aligned");
 }
 
-// Pixel chunks of the weight gradient: a function of the shape only (never of the GPU), each a
-// multiple of kWK pixels, none empty.
+// Pixel chunks of the weight gradient: a function of the shape only (never of the GPU or the dtype),
+// each a multiple of kChunkQuantum pixels (so of every dtype's K step), none empty.
 struct Chunking {
   int64_t chunks, chunk_len;
 };
@@ -206,8 +234,8 @@ Chunking wgrad_chunking(const ConvShape& s) {
   const int64_t cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
   const int64_t pixels = s.batch * s.out_h * s.out_w;
   const int64_t columns = s.groups * ceil_div(kTaps * cin_g, tc::kWM) * ceil_div(cout_g, tc::kWN);
-  const int64_t chunks = reduction_chunks(pixels, columns, 8 * tc::kWK);
-  const int64_t chunk_len = ceil_div(ceil_div(pixels, chunks), tc::kWK) * tc::kWK;
+  const int64_t chunks = reduction_chunks(pixels, columns, 8 * tc::kChunkQuantum);
+  const int64_t chunk_len = ceil_div(ceil_div(pixels, chunks), tc::kChunkQuantum) * tc::kChunkQuantum;
   return {ceil_div(pixels, chunk_len), chunk_len};
 }
 
@@ -254,11 +282,12 @@ void launch_gather(const tc::GatherGemmParams<T>& p, cudaStream_t stream) {
 }  // namespace
 
 bool tensor_core_eligible(const ConvShape& s, at::ScalarType dtype, c10::DeviceIndex device) {
-  if (dtype != at::kBFloat16 && dtype != at::kHalf) {
+  if (dtype != at::kBFloat16 && dtype != at::kHalf && dtype != at::kFloat) {
     return false;
   }
   const int64_t cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
-  if (cin_g <= 0 || cout_g <= 0 || cin_g % tc::kVec != 0 || cout_g % tc::kVec != 0) {
+  const int64_t vec = vector_width(dtype);
+  if (cin_g <= 0 || cout_g <= 0 || cin_g % vec != 0 || cout_g % vec != 0) {
     return false;  // 16-byte copies of whole channel groups (this also excludes depthwise layers)
   }
   // The kernels keep coordinates, channel counts and tap offsets in 32-bit registers (addresses
@@ -289,12 +318,12 @@ void tensor_core_forward(const at::Tensor& x, const at::Tensor& w, const at::Ten
   check_activation(x, "input");
   check_activation(y, "output");
   const int64_t cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
-  // (C_out, C_in/G, 5) -> [G][5][C_in/G][C_out/G]
-  const at::Tensor packed = w.reshape({s.groups, cout_g, cin_g, kTaps}).permute({0, 3, 2, 1}).contiguous();
+  // (C_out, C_in/G, 5) -> [G][5][C_out/G][C_in/G]: per tap, the produced channels' rows, K contiguous
+  const at::Tensor packed = w.reshape({s.groups, cout_g, cin_g, kTaps}).permute({0, 3, 1, 2}).contiguous();
   check_packed(packed);
   const at::Tensor b = bias.defined() ? bias.contiguous() : bias;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  dispatch_16bit(x.scalar_type(), "skeleton_conv2d", [&](auto tag) {
+  dispatch_types(x.scalar_type(), "skeleton_conv2d", [&](auto tag) {
     using T = typename decltype(tag)::type;
     tc::GatherGemmParams<T> p;
     p.map = tc::forward_gather_map(s.batch, s.in_h, s.in_w, s.out_h, s.out_w, s.stride_h, s.stride_w, s.pad_h,
@@ -318,11 +347,11 @@ void tensor_core_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tenso
   check_activation(dy, "grad_output");
   check_activation(dx, "grad_input");
   const int64_t cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
-  // (C_out, C_in/G, 5) -> [G][5][C_out/G][C_in/G]: the transposed weight
-  const at::Tensor packed = w.reshape({s.groups, cout_g, cin_g, kTaps}).permute({0, 3, 1, 2}).contiguous();
+  // (C_out, C_in/G, 5) -> [G][5][C_in/G][C_out/G]: the transposed weight, K (= C_out/G) contiguous
+  const at::Tensor packed = w.reshape({s.groups, cout_g, cin_g, kTaps}).permute({0, 3, 2, 1}).contiguous();
   check_packed(packed);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  dispatch_16bit(dy.scalar_type(), "skeleton_conv2d_backward", [&](auto tag) {
+  dispatch_types(dy.scalar_type(), "skeleton_conv2d_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
     // One launch per residue class of the input modulo the stride; together they write every pixel
     // of dx exactly once (a class no tap reaches gets zeros).
@@ -361,7 +390,7 @@ at::Tensor tensor_core_weight_grad(const at::Tensor& dy, const at::Tensor& x, co
   const Chunking c = wgrad_chunking(s);
   at::Tensor partials = at::empty({c.chunks, s.groups * kTaps * cin_g * cout_g}, acc_options);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  dispatch_16bit(x.scalar_type(), "skeleton_conv2d_backward", [&](auto tag) {
+  dispatch_types(x.scalar_type(), "skeleton_conv2d_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
     tc::WgradParams<T> p;
     p.x = data<T>(x);

@@ -1,0 +1,51 @@
+"""Runs one layer's forward and backward a few times: a small target for Nsight Compute.
+
+    ncu --kernel-name regex:tc_ --launch-skip 3 --launch-count 3 \
+        python benchmarks/profile_layer.py --channels 256 --size 14 --dtype bf16
+
+The first iteration warms up (the weight packing, the allocator); profilers skip it with
+--launch-skip. It prints which of our kernel families ran (tensor cores or direct), so a profile
+is never read for the wrong kernels.
+"""
+
+import argparse
+
+import torch
+
+import skeleton_cuda
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--channels", type=int, default=256, help="input and output channels")
+    parser.add_argument("--size", type=int, default=14, help="input height and width")
+    parser.add_argument("--stride", type=int, default=1)
+    parser.add_argument("--groups", type=int, default=1)
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    parser.add_argument("--nchw", action="store_true", help="NCHW input instead of channels_last")
+    parser.add_argument("--iterations", type=int, default=4)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("profile_layer.py needs a CUDA GPU")
+
+    dtype = DTYPES[args.dtype]
+    memory_format = torch.contiguous_format if args.nchw else torch.channels_last
+    x = torch.randn(args.batch, args.channels, args.size, args.size, device="cuda", dtype=dtype)
+    x = x.contiguous(memory_format=memory_format).requires_grad_()
+    w = (torch.randn(args.channels, args.channels // args.groups, 5, device="cuda", dtype=dtype) * 0.05).requires_grad_()
+    before = list(torch.ops.skeleton_cuda.tensor_core_calls())
+    for _ in range(args.iterations):
+        y = skeleton_cuda.skeleton_conv2d(x, w, None, args.stride, 1, 1, args.groups)
+        y.backward(torch.ones_like(y))
+    torch.cuda.synchronize()
+    after = list(torch.ops.skeleton_cuda.tensor_core_calls())
+    passes = [b - a for a, b in zip(before, after)]
+    path = "tensor cores" if all(passes) else "direct kernels" if not any(passes) else f"mixed {passes}"
+    print(f"{args.iterations} x forward + backward of {tuple(x.shape)} {args.dtype} on {path}")
+
+
+if __name__ == "__main__":
+    main()

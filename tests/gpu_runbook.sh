@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The checks that need a GPU, in stages that each fit one call of a 10-minute limit, for a session
+# that is lent one. Run from the repository root; logs and results go to $OUT (or ./gpu-results),
+# flat, at most 8 files a stage:
+#
+#   bash tests/gpu_runbook.sh build tensor-cores      # ~4 min: do the new kernels compute right?
+#   bash tests/gpu_runbook.sh build direct            # the direct and depthwise kernels
+#   bash tests/gpu_runbook.sh build memcheck          # compute-sanitizer on small configurations
+#   bash tests/gpu_runbook.sh build racecheck         # racecheck and synccheck, likewise
+#   bash tests/gpu_runbook.sh build bench-tc          # GPU suite with the tensor cores on
+#   bash tests/gpu_runbook.sh build bench-direct      # GPU suite with the direct kernels
+#   bash tests/gpu_runbook.sh build ncu e2e           # Nsight Compute evidence, end-to-end training
+#
+# "build" is quick when the machine is still warm (the editable build is reused). A stage's
+# failure is recorded in its log and in summary.txt, and the next stages still run.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+OUT="${OUT:-gpu-results}"
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
+export MAX_JOBS="${MAX_JOBS:-16}"
+SUMMARY="$OUT/summary.txt"
+PY="${PYTHON:-python3}"  # the device machine's python3 is the one with PyTorch
+
+record() {  # record <stage> <exit status>
+  echo "$1: $([ "$2" = 0 ] && echo ok || echo "FAILED (exit $2)")" | tee -a "$SUMMARY"
+}
+
+tensor_cores_on() { SKELETON_CUDA_TENSOR_CORES=1 "$@"; }
+
+# compute-sanitizer sees out-of-bounds accesses only outside PyTorch's cached blocks: turn the
+# caching allocator off so that every tensor is its own allocation.
+sanitize() {  # sanitize <tool> <log> <pytest args...>
+  local tool=$1 log=$2
+  shift 2
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 290 compute-sanitizer --tool "$tool" --error-exitcode 97 \
+    "$PY" -m pytest -q -x -p no:cacheprovider "$@" >"$OUT/$log" 2>&1
+}
+
+for stage in "$@"; do
+  start=$(date +%s)
+  case "$stage" in
+    build)
+      FORCE_CUDA=1 "$PY" -m pip install --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1 &&
+        "$PY" -c "import skeleton_cuda as s, sys; sys.exit(0 if s.has_cuda_kernels() else 1)"
+      record build $?
+      ;;
+    tensor-cores)
+      "$PY" -m pytest tests/test_cuda_tensor_cores.py -q -p no:cacheprovider >"$OUT/tensor-cores.log" 2>&1
+      record tensor-cores $?
+      ;;
+    direct)
+      "$PY" -m pytest tests/test_cuda.py -q -p no:cacheprovider >"$OUT/direct.log" 2>&1
+      record direct $?
+      ;;
+    memcheck)
+      # Small configurations, every kernel family: direct dense and depthwise (float32, bf16), then
+      # the tensor cores (bf16, float32). (-k matches substrings: "float16" is in "bfloat16".)
+      sanitize memcheck memcheck-direct.log tests/test_cuda.py \
+        -k "test_matches_float64_oracle and (float32 or bfloat16) or test_output_mask or test_empty_batch"
+      record memcheck-direct $?
+      tensor_cores_on sanitize memcheck memcheck-tensor-cores.log tests/test_cuda_tensor_cores.py \
+        -k "test_matches_float64_oracle and (bfloat16 or float32) or test_float32_channels or test_empty_batch"
+      record memcheck-tensor-cores $?
+      ;;
+    racecheck)
+      for tool in racecheck synccheck; do
+        tensor_cores_on sanitize "$tool" "$tool-tensor-cores.log" tests/test_cuda_tensor_cores.py \
+          -k "test_matches_float64_oracle and (bfloat16 or float32) and g1"
+        record "$tool-tensor-cores" $?
+        sanitize "$tool" "$tool-direct.log" tests/test_cuda.py -k "test_matches_float64_oracle and float32"
+        record "$tool-direct" $?
+      done
+      ;;
+    bench-tc)
+      tensor_cores_on "$PY" benchmarks/run.py --output cuda-tensor-cores.json >"$OUT/bench-tc.log" 2>&1
+      record bench-tc $?
+      cp benchmarks/results/cuda-tensor-cores.json benchmarks/results/cuda-tensor-cores.png "$OUT/" 2>/dev/null
+      ;;
+    bench-direct)
+      "$PY" benchmarks/run.py --output cuda-direct.json >"$OUT/bench-direct.log" 2>&1
+      record bench-direct $?
+      cp benchmarks/results/cuda-direct.json benchmarks/results/cuda-direct.png "$OUT/" 2>/dev/null
+      ;;
+    ncu)
+      # Tensor-core utilisation and memory throughput of the three passes on two dense layers.
+      for layer in "--channels 256 --size 14" "--channels 64 --size 56"; do
+        for dtype in bf16 fp32; do
+          name="ncu-$(echo "$layer $dtype" | tr -c 'a-z0-9\n' '-' | tr -s '-')"
+          tensor_cores_on ncu --kernel-name regex:'tc_|sum_partials' --launch-skip 4 --launch-count 4 \
+            --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+            --section Occupancy --csv "$PY" benchmarks/profile_layer.py $layer --dtype "$dtype" \
+            >"$OUT/$name.csv" 2>&1
+          record "$name" $?
+        done
+      done
+      ;;
+    e2e)
+      tensor_cores_on "$PY" benchmarks/end_to_end.py >"$OUT/e2e.log" 2>&1
+      record e2e $?
+      cp benchmarks/results/end-to-end-cuda*.json "$OUT/" 2>/dev/null
+      ;;
+    *)
+      echo "unknown stage '$stage' (build, tensor-cores, direct, memcheck, racecheck, bench-tc, bench-direct, ncu, e2e)" >&2
+      exit 2
+      ;;
+  esac
+  echo "  ($stage took $(( $(date +%s) - start )) s)" | tee -a "$SUMMARY"
+done
