@@ -8,10 +8,9 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include "common.cuh"
+#include "launch.cuh"
 #include "launchers.cuh"
 
 namespace skeleton_cuda {
@@ -160,13 +159,10 @@ void dense_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b
   const int64_t cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
   // (C_out, C_in/G, 5) -> [G][C_in/G][5][C_out/G]
   const at::Tensor wt = w.reshape({s.groups, cout_g, cin_g, kTaps}).permute({0, 2, 3, 1}).contiguous();
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "skeleton_conv2d_dense_forward", [&] {
-    dense_forward_kernel<scalar_t><<<grid_size(y.numel()), kBlock, 0, stream>>>(
-        x.const_data_ptr<scalar_t>(), strides_of(x), wt.const_data_ptr<scalar_t>(),
-        bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr, y.mutable_data_ptr<scalar_t>(),
-        strides_of(y), s, walks_channels_last(y));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(dense_forward_kernel<scalar_t>, grid_size(y.numel()), kBlock, x.const_data_ptr<scalar_t>(), strides_of(x),
+           wt.const_data_ptr<scalar_t>(), bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr,
+           y.mutable_data_ptr<scalar_t>(), strides_of(y), s, walks_channels_last(y));
   });
 }
 
@@ -174,12 +170,10 @@ void dense_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx,
   const int64_t cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
   // (C_out, C_in/G, 5) -> [G][C_out/G][5][C_in/G]
   const at::Tensor wt = w.reshape({s.groups, cout_g, cin_g, kTaps}).permute({0, 1, 3, 2}).contiguous();
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "skeleton_conv2d_dense_input_grad", [&] {
-    dense_input_grad_kernel<scalar_t><<<grid_size(dx.numel()), kBlock, 0, stream>>>(
-        dy.const_data_ptr<scalar_t>(), strides_of(dy), wt.const_data_ptr<scalar_t>(),
-        dx.mutable_data_ptr<scalar_t>(), strides_of(dx), s, walks_channels_last(dx));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(dense_input_grad_kernel<scalar_t>, grid_size(dx.numel()), kBlock, dy.const_data_ptr<scalar_t>(),
+           strides_of(dy), wt.const_data_ptr<scalar_t>(), dx.mutable_data_ptr<scalar_t>(), strides_of(dx), s,
+           walks_channels_last(dx));
   });
 }
 
@@ -200,13 +194,10 @@ at::Tensor dense_weight_grad(const at::Tensor& dy_any, const at::Tensor& x_any, 
   const int64_t chunk_len = ceil_div(pixels, chunks);
   chunks = ceil_div(pixels, chunk_len);  // no empty chunk
   at::Tensor partials = at::empty({chunks, pairs * kTaps}, acc_options);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "skeleton_conv2d_dense_weight_grad", [&] {
     const dim3 grid(static_cast<unsigned>(pairs), static_cast<unsigned>(chunks));
-    dense_weight_grad_partials_kernel<scalar_t><<<grid, kBlock, 0, stream>>>(
-        x.const_data_ptr<scalar_t>(), dy.const_data_ptr<scalar_t>(),
-        partials.mutable_data_ptr<at::opmath_type<scalar_t>>(), s, chunk_len);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(dense_weight_grad_partials_kernel<scalar_t>, grid, kBlock, x.const_data_ptr<scalar_t>(),
+           dy.const_data_ptr<scalar_t>(), partials.mutable_data_ptr<at::opmath_type<scalar_t>>(), s, chunk_len);
   });
   return sum_partials(partials).view({s.out_channels, cin_g, kTaps});
 }

@@ -13,13 +13,12 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include <cstdint>
 #include <initializer_list>
 
 #include "common.cuh"
+#include "launch.cuh"
 #include "launchers.cuh"
 
 namespace skeleton_cuda {
@@ -211,10 +210,8 @@ at::Tensor launch_weight_grad(const at::Tensor& dy, const at::Tensor& x, const a
   chunks = ceil_div(pixels, chunk_len);  // no empty chunk
   at::Tensor partials = at::empty({chunks, kTaps * C}, acc_options);
   const dim3 grid(static_cast<unsigned>(columns), static_cast<unsigned>(chunks));
-  depthwise_weight_grad_partials_kernel<T, V><<<grid, dim3(tx, ty), 0, c10::cuda::getCurrentCUDAStream()>>>(
-      x.const_data_ptr<T>(), dy.const_data_ptr<T>(), partials.mutable_data_ptr<at::opmath_type<T>>(), s,
-      chunk_len);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch(depthwise_weight_grad_partials_kernel<T, V>, grid, dim3(tx, ty), x.const_data_ptr<T>(), dy.const_data_ptr<T>(),
+         partials.mutable_data_ptr<at::opmath_type<T>>(), s, chunk_len);
   // [5][C] -> (C, 1, 5)
   return sum_partials(partials).view({kTaps, C}).t().contiguous().view({C, 1, kTaps});
 }
@@ -224,36 +221,32 @@ at::Tensor launch_weight_grad(const at::Tensor& dy, const at::Tensor& x, const a
 void depthwise_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, at::Tensor& y,
                        const ConvShape& s) {
   const at::Tensor w5 = taps_by_channel(w, s.in_channels);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "skeleton_conv2d_depthwise_forward", [&] {
     using T = scalar_t;
     const T* b = bias.defined() ? bias.const_data_ptr<T>() : nullptr;
     constexpr int V = kPackBytes / sizeof(T);
     if (pack_width<T>(s.in_channels, {x.const_data_ptr(), w5.const_data_ptr(), y.const_data_ptr()}) == V) {
-      depthwise_forward_kernel<T, V><<<grid_size(y.numel() / V), kBlock, 0, stream>>>(
-          x.const_data_ptr<T>(), w5.const_data_ptr<T>(), b, y.mutable_data_ptr<T>(), s);
+      launch(depthwise_forward_kernel<T, V>, grid_size(y.numel() / V), kBlock, x.const_data_ptr<T>(),
+             w5.const_data_ptr<T>(), b, y.mutable_data_ptr<T>(), s);
     } else {
-      depthwise_forward_kernel<T, 1><<<grid_size(y.numel()), kBlock, 0, stream>>>(
-          x.const_data_ptr<T>(), w5.const_data_ptr<T>(), b, y.mutable_data_ptr<T>(), s);
+      launch(depthwise_forward_kernel<T, 1>, grid_size(y.numel()), kBlock, x.const_data_ptr<T>(),
+             w5.const_data_ptr<T>(), b, y.mutable_data_ptr<T>(), s);
     }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 
 void depthwise_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const ConvShape& s) {
   const at::Tensor w5 = taps_by_channel(w, s.in_channels);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "skeleton_conv2d_depthwise_input_grad", [&] {
     using T = scalar_t;
     constexpr int V = kPackBytes / sizeof(T);
     if (pack_width<T>(s.in_channels, {dy.const_data_ptr(), w5.const_data_ptr(), dx.const_data_ptr()}) == V) {
-      depthwise_input_grad_kernel<T, V><<<grid_size(dx.numel() / V), kBlock, 0, stream>>>(
-          dy.const_data_ptr<T>(), w5.const_data_ptr<T>(), dx.mutable_data_ptr<T>(), s);
+      launch(depthwise_input_grad_kernel<T, V>, grid_size(dx.numel() / V), kBlock, dy.const_data_ptr<T>(),
+             w5.const_data_ptr<T>(), dx.mutable_data_ptr<T>(), s);
     } else {
-      depthwise_input_grad_kernel<T, 1><<<grid_size(dx.numel()), kBlock, 0, stream>>>(
-          dy.const_data_ptr<T>(), w5.const_data_ptr<T>(), dx.mutable_data_ptr<T>(), s);
+      launch(depthwise_input_grad_kernel<T, 1>, grid_size(dx.numel()), kBlock, dy.const_data_ptr<T>(),
+             w5.const_data_ptr<T>(), dx.mutable_data_ptr<T>(), s);
     }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
 

@@ -4,10 +4,9 @@
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include "common.cuh"
+#include "launch.cuh"
 #include "launchers.cuh"
 
 namespace skeleton_cuda {
@@ -38,9 +37,8 @@ at::Tensor sum_partials(const at::Tensor& partials) {
     return out;
   }
   AT_DISPATCH_FLOATING_TYPES(partials.scalar_type(), "skeleton_conv2d_sum_partials", [&] {
-    sum_partials_kernel<scalar_t><<<grid_size(width), kBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        partials.const_data_ptr<scalar_t>(), count, width, out.mutable_data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(sum_partials_kernel<scalar_t>, grid_size(width), kBlock, partials.const_data_ptr<scalar_t>(), count, width,
+           out.mutable_data_ptr<scalar_t>());
   });
   return out;
 }

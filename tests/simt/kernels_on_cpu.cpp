@@ -1,0 +1,87 @@
+// The direct and depthwise CUDA kernel files, compiled as C++ for the SIMT runtime, and their host
+// launchers exposed as torch.ops.skeleton_simt.* on CPU tensors (tests/test_cuda_kernels_on_cpu.py
+// builds this with torch.utils.cpp_extension and checks them against the float64 oracle).
+//
+// The ATen headers come first, so that the runtime's keyword macros never touch them.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <vector>
+
+#include "simt_runtime.h"
+
+#include "../../csrc/cuda/dense_kernels.cu"
+#include "../../csrc/cuda/depthwise_kernels.cu"
+#include "../../csrc/cuda/partial_sums.cu"
+
+namespace {
+
+using namespace skeleton_cuda::gpu;
+
+// [batch, C_in, H, W, C_out, H_out, W_out, groups, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w]
+ConvShape shape_of(c10::IntArrayRef v) {
+  TORCH_CHECK(v.size() == 14, "shape: expected 14 values");
+  return ConvShape{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13]};
+}
+
+// The launchers of launchers.cuh as ops: one wrapper per pass, instantiated for both families.
+template <void (*Launcher)(const at::Tensor&, const at::Tensor&, const at::Tensor&, at::Tensor&, const ConvShape&)>
+void forward_op(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias, at::Tensor y,
+                c10::IntArrayRef shape) {
+  Launcher(x, w, bias.has_value() ? *bias : at::Tensor(), y, shape_of(shape));
+}
+
+template <void (*Launcher)(const at::Tensor&, const at::Tensor&, at::Tensor&, const ConvShape&)>
+void input_grad_op(const at::Tensor& dy, const at::Tensor& w, at::Tensor dx, c10::IntArrayRef shape) {
+  Launcher(dy, w, dx, shape_of(shape));
+}
+
+template <at::Tensor (*Launcher)(const at::Tensor&, const at::Tensor&, const ConvShape&)>
+at::Tensor weight_grad_op(const at::Tensor& dy, const at::Tensor& x, c10::IntArrayRef shape) {
+  return Launcher(dy, x, shape_of(shape));
+}
+
+// Kernels with the bugs the runtime must report, for its own test.
+__global__ void barrier_not_reached_by_all(int* out) {
+  if (threadIdx.x == 0) {
+    return;  // thread 0 skips the barrier: a deadlock (undefined behaviour on a GPU)
+  }
+  __syncthreads();
+  out[threadIdx.x] = 1;
+}
+
+__global__ void shuffle_of_diverged_lanes(float* out) {
+  const float v = threadIdx.x % 2 ? __shfl_down_sync(0xffffffffu, 1.0f, 1) : __shfl_down_sync(0xffffffffu, 1.0f, 2);
+  out[threadIdx.x] = v;
+}
+
+void runtime_self_test(c10::string_view which) {
+  std::vector<int> ints(64);
+  std::vector<float> floats(64);
+  if (which == "barrier") {
+    launch(barrier_not_reached_by_all, dim3(1), dim3(64), ints.data());
+  } else if (which == "shuffle") {
+    launch(shuffle_of_diverged_lanes, dim3(1), dim3(64), floats.data());
+  } else {
+    TORCH_CHECK(false, "runtime_self_test: unknown case ", which);
+  }
+}
+
+}  // namespace
+
+TORCH_LIBRARY(skeleton_simt, m) {
+  m.def("runtime_self_test(str which) -> ()", &runtime_self_test);
+  m.def("dense_forward(Tensor x, Tensor w, Tensor? bias, Tensor(a!) y, int[] shape) -> ()", &forward_op<dense_forward>);
+  m.def("dense_input_grad(Tensor dy, Tensor w, Tensor(a!) dx, int[] shape) -> ()", &input_grad_op<dense_input_grad>);
+  m.def("dense_weight_grad(Tensor dy, Tensor x, int[] shape) -> Tensor", &weight_grad_op<dense_weight_grad>);
+  m.def("depthwise_forward(Tensor x, Tensor w, Tensor? bias, Tensor(a!) y, int[] shape) -> ()",
+        &forward_op<depthwise_forward>);
+  m.def("depthwise_input_grad(Tensor dy, Tensor w, Tensor(a!) dx, int[] shape) -> ()",
+        &input_grad_op<depthwise_input_grad>);
+  m.def("depthwise_weight_grad(Tensor dy, Tensor x, int[] shape) -> Tensor", &weight_grad_op<depthwise_weight_grad>);
+}

@@ -1,0 +1,187 @@
+"""The direct and depthwise CUDA kernels, run on the CPU: no GPU needed.
+
+tests/simt/ compiles csrc/cuda/dense_kernels.cu, depthwise_kernels.cu and partial_sums.cu as C++
+against a small runtime that runs every CUDA thread as a fiber (barriers and warp shuffles
+included), and exposes their host launchers as torch.ops.skeleton_simt.* on CPU tensors. These
+tests drive those launchers the way the CUDA entry points (csrc/cuda/skeleton_conv2d_cuda.cu) do
+and compare with the float64 oracle: the kernels' index math, tap geometry, layouts, pack paths,
+chunked reductions and barriers are checked here, in CI, before any GPU runs them. Every tensor
+the kernels touch sits between NaN guard zones: a read outside it turns the result into NaN, a
+write outside it shows in the guard.
+
+What only a GPU can check (timing, the memory model, the real warp) is in tests/test_cuda.py.
+"""
+
+import os
+import shutil
+import sys
+
+import pytest
+import torch
+from torch._prims_common import suggest_memory_format
+
+from oracle import TOLERANCE, config_id, make_tensors, oracle, random_configs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIMT = os.path.join(ROOT, "tests", "simt")
+GUARD = 64  # elements of NaN on each side of every tensor (a multiple of 16 bytes for every dtype)
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+
+@pytest.fixture(scope="module")
+def simt():
+    """Builds the kernels for the CPU runtime once per session; torch.ops.skeleton_simt afterwards."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the runtime's fibers use glibc's ucontext")
+    if not os.path.exists(os.path.join(SIMT, "kernels_on_cpu.cpp")):
+        pytest.skip("sources not available (installed package)")
+    if shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None:
+        pytest.skip("no C++ compiler")
+    from torch.utils import cpp_extension
+
+    cpp_extension.load(
+        name="skeleton_simt",
+        sources=[os.path.join(SIMT, "kernels_on_cpu.cpp"), os.path.join(SIMT, "simt_runtime.cpp")],
+        extra_cflags=["-O1", "-DSKELETON_SIMT_EMULATOR", "-Wno-unknown-pragmas"],
+        is_python_module=False,
+        verbose=False,
+    )
+    return torch.ops.skeleton_simt
+
+
+# ---- guarded tensors -------------------------------------------------------------------------------
+
+
+class Guarded:
+    """A tensor laid out as `like` (its sizes and memory format), inside a flat buffer with GUARD
+    NaNs before and after it (`offset` more elements before: a misaligned start)."""
+
+    def __init__(self, values, memory_format, offset=0):
+        contiguous = values.contiguous(memory_format=memory_format)
+        self.before = GUARD + offset
+        self.buffer = torch.full((self.before + contiguous.numel() + GUARD,), float("nan"), dtype=values.dtype)
+        self.tensor = self.buffer[self.before : self.before + contiguous.numel()].as_strided(
+            contiguous.shape, contiguous.stride()
+        )
+        self.tensor.copy_(contiguous)
+
+    def assert_guards_intact(self, what):
+        for zone in (self.buffer[: self.before], self.buffer[self.before + self.tensor.numel() :]):
+            assert torch.isnan(zone.float()).all(), f"{what}: a kernel wrote outside the tensor"
+
+
+def empty_guarded(shape, dtype, memory_format, offset=0):
+    return Guarded(torch.full(shape, float("nan"), dtype=dtype), memory_format, offset)
+
+
+def shape_list(x, weight, out_hw, config):
+    """The ConvShape the CUDA entry points build (csrc/cuda/skeleton_conv2d_cuda.cu: make_shape)."""
+    return [x.size(0), x.size(1), x.size(2), x.size(3), weight.size(0), out_hw[0], out_hw[1], config["groups"],
+            *config["stride"], *config["padding"], *config["dilation"]]
+
+
+# ---- the CUDA entry points' dispatch, on the CPU runtime -----------------------------------------------
+
+
+def run_layer(ops, x, weight, bias, grad_output, config, offset=0):
+    """Output, grad_input and grad_weight as the CUDA backend computes them: depthwise layers on
+    channels_last-contiguous buffers, dense and grouped layers on the caller's layout."""
+    depthwise = weight.size(1) == 1 and weight.size(0) == config["groups"]
+    out_hw = grad_output.shape[2:]
+    shape = shape_list(x, weight, out_hw, config)
+    layout = torch.channels_last if depthwise else suggest_memory_format(x)
+    xg = Guarded(x, layout, offset)
+    dyg = Guarded(grad_output, layout, offset)
+    wg = Guarded(weight, torch.contiguous_format)
+    x_arg, w_arg = xg.tensor, wg.tensor
+    if not depthwise and not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+        x_arg, w_arg = x, weight  # the dense path reads any strides: pass the strided tensors (unguarded)
+    bg = Guarded(bias, torch.contiguous_format) if bias is not None else None
+    yg = empty_guarded(grad_output.shape, x.dtype, layout, offset)
+    dxg = empty_guarded(x.shape, x.dtype, layout, offset)
+    kind = "depthwise" if depthwise else "dense"
+    getattr(ops, f"{kind}_forward")(x_arg, w_arg, bg.tensor if bg else None, yg.tensor, shape)
+    getattr(ops, f"{kind}_input_grad")(dyg.tensor, w_arg, dxg.tensor, shape)
+    grad_weight = getattr(ops, f"{kind}_weight_grad")(dyg.tensor, x_arg, shape)
+    yg.assert_guards_intact("output")
+    dxg.assert_guards_intact("grad_input")
+    return yg.tensor, dxg.tensor, grad_weight
+
+
+def output_size(config):
+    return [
+        (size + 2 * p - 2 * d - 1) // s + 1
+        for size, s, p, d in zip((config["h"], config["w"]), config["stride"], config["padding"], config["dilation"])
+    ]
+
+
+def check_layer(ops, config, dtype, memory_format, offset=0, noncontiguous=False):
+    x, weight, bias = make_tensors(config, dtype, memory_format=memory_format, noncontiguous=noncontiguous)
+    generator = torch.Generator().manual_seed(1)
+    grad_output = torch.randn(config["n"], config["cout"], *output_size(config), generator=generator).to(dtype)
+    ref_y, _, (ref_dx, ref_dw, _) = oracle(x, weight, bias, config, grad_output)
+    y, dx, dw = run_layer(ops, x, weight, bias, grad_output, config, offset)
+    rtol, atol_fraction = TOLERANCE[dtype]
+    for name, actual, expected in (("output", y, ref_y), ("grad_input", dx, ref_dx), ("grad_weight", dw, ref_dw)):
+        expected = expected.detach()
+        atol = atol_fraction * max(expected.abs().max().item(), 1.0)
+        torch.testing.assert_close(actual.to(torch.float64).reshape(expected.shape), expected, rtol=rtol, atol=atol,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+    return y, dx, dw
+
+
+CONFIGS = random_configs(seed=31, count=24, max_channels=20, max_size=11)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+def test_kernels_match_float64_oracle(simt, config, dtype):
+    index = CONFIGS.index(config)
+    memory_format = torch.channels_last if index % 2 else torch.contiguous_format
+    check_layer(simt, config, dtype, memory_format, noncontiguous=index % 5 == 3 and config["groups"] == 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_depthwise_pack_and_scalar_paths(simt, dtype):
+    # 16 channels split into 16-byte packs; a misaligned start (offset 1) takes the scalar kernels.
+    config = dict(n=2, cin=16, cout=16, h=9, w=10, stride=(2, 1), padding=(1, 1), dilation=(1, 2), groups=16, bias=True)
+    for offset in (0, 1):
+        check_layer(simt, config, dtype, torch.channels_last, offset=offset)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        # Many pixel chunks in the weight-gradient reductions (several blocks along grid y).
+        dict(n=3, cin=4, cout=6, h=30, w=31, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, bias=True),
+        dict(n=4, cin=8, cout=8, h=33, w=30, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=8, bias=False),
+        # More channel packs than one block's lanes (depthwise weight gradient: grid x > 1).
+        dict(n=1, cin=520, cout=520, h=5, w=4, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=520, bias=True),
+    ],
+    ids=["dense_chunks", "depthwise_chunks", "depthwise_wide"],
+)
+def test_chunked_reductions(simt, config):
+    check_layer(simt, config, torch.float32, torch.channels_last)
+
+
+def test_weight_gradient_does_not_depend_on_thread_order(simt):
+    # The runtime runs the threads in a different random order every launch: the fixed-order
+    # reductions must give the same bits anyway.
+    for groups in (1, 12):
+        config = dict(n=2, cin=12, cout=12, h=21, w=20, stride=(1, 1), padding=(1, 1), dilation=(1, 1),
+                      groups=groups, bias=False)
+        first = check_layer(simt, config, torch.float32, torch.channels_last)
+        second = check_layer(simt, config, torch.float32, torch.channels_last)
+        for a, b in zip(first, second):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [("barrier", "deadlock"), ("shuffle", "different shuffles")],
+)
+def test_runtime_reports_kernel_bugs(simt, case, message):
+    # The runtime itself: a barrier that a thread skips, and lanes of a warp that ask for different
+    # shuffles, are errors, not results.
+    with pytest.raises(RuntimeError, match=message):
+        simt.runtime_self_test(case)
