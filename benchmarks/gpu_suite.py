@@ -5,13 +5,16 @@ what a paper implementation runs, same cost as cuDNN), the stock decomposition (
 a dilated 2x1 conv: exactly five taps through cuDNN), and ours. Passes: forward, backward
 (derived as forward+backward minus forward) and forward + backward (autograd, all gradients).
 Precisions: bf16 and fp16 channels_last, bf16 NCHW, and fp32 NCHW with TF32 on (PyTorch's default
-for convolutions). Each row records which of our kernels ran ("skeleton_path": the opt-in tensor
-cores, SKELETON_CUDA_TENSOR_CORES=1, or the direct kernels).
+for convolutions). Each row records which of our kernels ran ("skeleton_path": "tensor cores" with
+SKELETON_CUDA_TENSOR_CORES=1 where they apply, else "tiled" (the default for dense layers),
+"direct" with SKELETON_CUDA_DIRECT_KERNELS=1, or "depthwise").
 
 Dense suite (N=64): 64@56, 128@28, 256@14, 512@7, stride 2 128@56 and 256@28; (N=128): 64@32,
 256@8. Depthwise suite (N=64, bf16 channels_last): MobileNetV2's 144@56, 384@14, 960@7,
 96@112 stride 2. Achieved TFLOP/s and GB/s are reported against peaks measured in the same run.
 """
+
+import os
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +34,17 @@ PRECISIONS = {
     "fp32-nchw": (torch.float32, torch.contiguous_format),
 }
 IMPLS = ("cudnn3x3", "masked3x3", "decomposition", "skeleton")
+
+
+def skeleton_path(groups, channels, took_tensor_cores):
+    """Which of our kernel families a layer ran (csrc/cuda/skeleton_conv2d_cuda.cu routes them)."""
+    if groups == channels:
+        return "depthwise"
+    if all(took_tensor_cores):
+        return "tensor cores"
+    if any(took_tensor_cores):
+        return "mixed"
+    return "direct" if os.environ.get("SKELETON_CUDA_DIRECT_KERNELS") == "1" else "tiled"
 
 
 def tensor_core_calls():
@@ -93,8 +107,7 @@ def time_layer(n, channels, size, stride, groups, dtype, memory_format, device, 
     macs_per_tap = n * out_size * out_size * channels * (channels // groups)
     element = torch.finfo(dtype).bits // 8
     moved = (x.numel() + gy.numel()) * element  # input read and output written once
-    row = {"skeleton_path": "tensor cores" if all(took_tensor_cores) else
-           "mixed" if any(took_tensor_cores) else "direct"}
+    row = {"skeleton_path": skeleton_path(groups, channels, took_tensor_cores)}
     for impl in IMPLS:
         row[f"fwd_{impl}_ms"] = round(fwd[impl], 4)
         row[f"bwd_{impl}_ms"] = round(max(both[impl] - fwd[impl], 0.0), 4)

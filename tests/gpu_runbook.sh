@@ -4,12 +4,15 @@
 # flat, at most 8 files a stage:
 #
 #   bash tests/gpu_runbook.sh build tensor-cores      # ~4 min: do the new kernels compute right?
-#   bash tests/gpu_runbook.sh build direct            # the direct and depthwise kernels
+#   bash tests/gpu_runbook.sh build cuda-cores        # the tiled, direct and depthwise kernels
 #   bash tests/gpu_runbook.sh build memcheck          # compute-sanitizer on small configurations
 #   bash tests/gpu_runbook.sh build racecheck         # racecheck and synccheck, likewise
+#   bash tests/gpu_runbook.sh build bench             # GPU suite, default kernels (tiled for dense layers)
 #   bash tests/gpu_runbook.sh build bench-tc          # GPU suite with the tensor cores on
 #   bash tests/gpu_runbook.sh build bench-direct      # GPU suite with the direct kernels
 #   bash tests/gpu_runbook.sh build ncu e2e           # Nsight Compute evidence, end-to-end training
+# (The tensor-core and direct stages set SKELETON_CUDA_TENSOR_CORES=1 / SKELETON_CUDA_DIRECT_KERNELS=1
+# themselves; do not export either for the whole script.)
 #
 # "build" is quick when the machine is still warm (the editable build is reused). A stage's
 # failure is recorded in its log and in summary.txt, and the next stages still run.
@@ -51,16 +54,16 @@ for stage in "$@"; do
       "$PY" -m pytest tests/test_cuda_tensor_cores.py -q -p no:cacheprovider >"$OUT/tensor-cores.log" 2>&1
       record tensor-cores $?
       ;;
-    direct)
-      "$PY" -m pytest tests/test_cuda.py -q -p no:cacheprovider >"$OUT/direct.log" 2>&1
-      record direct $?
+    cuda-cores)
+      "$PY" -m pytest tests/test_cuda.py -q -p no:cacheprovider >"$OUT/cuda-cores.log" 2>&1
+      record cuda-cores $?
       ;;
     memcheck)
-      # Small configurations, every kernel family: direct dense and depthwise (float32, bf16), then
+      # Small configurations, every kernel family: tiled, direct and depthwise (float32, bf16), then
       # the tensor cores (bf16, float32). (-k matches substrings: "float16" is in "bfloat16".)
-      sanitize memcheck memcheck-direct.log tests/test_cuda.py \
-        -k "test_matches_float64_oracle and (float32 or bfloat16) or test_output_mask or test_empty_batch"
-      record memcheck-direct $?
+      sanitize memcheck memcheck-cuda-cores.log tests/test_cuda.py \
+        -k "matches_float64_oracle and (float32 or bfloat16) or test_output_mask or test_empty_batch"
+      record memcheck-cuda-cores $?
       tensor_cores_on sanitize memcheck memcheck-tensor-cores.log tests/test_cuda_tensor_cores.py \
         -k "test_matches_float64_oracle and (bfloat16 or float32) or test_float32_channels or test_empty_batch"
       record memcheck-tensor-cores $?
@@ -70,9 +73,14 @@ for stage in "$@"; do
         tensor_cores_on sanitize "$tool" "$tool-tensor-cores.log" tests/test_cuda_tensor_cores.py \
           -k "test_matches_float64_oracle and (bfloat16 or float32) and g1"
         record "$tool-tensor-cores" $?
-        sanitize "$tool" "$tool-direct.log" tests/test_cuda.py -k "test_matches_float64_oracle and float32"
-        record "$tool-direct" $?
+        sanitize "$tool" "$tool-cuda-cores.log" tests/test_cuda.py -k "matches_float64_oracle and float32"
+        record "$tool-cuda-cores" $?
       done
+      ;;
+    bench)
+      "$PY" benchmarks/run.py --output cuda.json >"$OUT/bench.log" 2>&1
+      record bench $?
+      cp benchmarks/results/cuda.json benchmarks/results/cuda.png "$OUT/" 2>/dev/null
       ;;
     bench-tc)
       tensor_cores_on "$PY" benchmarks/run.py --output cuda-tensor-cores.json >"$OUT/bench-tc.log" 2>&1
@@ -80,7 +88,7 @@ for stage in "$@"; do
       cp benchmarks/results/cuda-tensor-cores.json benchmarks/results/cuda-tensor-cores.png "$OUT/" 2>/dev/null
       ;;
     bench-direct)
-      "$PY" benchmarks/run.py --output cuda-direct.json >"$OUT/bench-direct.log" 2>&1
+      SKELETON_CUDA_DIRECT_KERNELS=1 "$PY" benchmarks/run.py --output cuda-direct.json >"$OUT/bench-direct.log" 2>&1
       record bench-direct $?
       cp benchmarks/results/cuda-direct.json benchmarks/results/cuda-direct.png "$OUT/" 2>/dev/null
       ;;
@@ -103,7 +111,7 @@ for stage in "$@"; do
       cp benchmarks/results/end-to-end-cuda*.json "$OUT/" 2>/dev/null
       ;;
     *)
-      echo "unknown stage '$stage' (build, tensor-cores, direct, memcheck, racecheck, bench-tc, bench-direct, ncu, e2e)" >&2
+      echo "unknown stage '$stage' (build, tensor-cores, cuda-cores, memcheck, racecheck, bench, bench-tc, bench-direct, ncu, e2e)" >&2
       exit 2
       ;;
   esac

@@ -678,7 +678,7 @@ bool run_config(const Config& c, bool eager, std::mt19937& rng, bool verbose) {
     p.n = static_cast<int>(cout_g);
     p.groups = static_cast<int>(c.groups);
     tc::finish_wgrad_params(p, c.batch, c.ph, c.pw, c.dh, c.dw);
-    const int64_t chunks = tc::tc_ceil_div(p.pixels, p.chunk_len);
+    const int64_t chunks = tc::ceil_div64(p.pixels, p.chunk_len);
     const int64_t width = c.groups * kTaps * cin_g * cout_g;
     std::vector<float> partials_nan(chunks * width, NAN);
     Aligned ap = aligned(partials_nan.data(), partials_nan.size() * 4, 0);

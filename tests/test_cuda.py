@@ -185,6 +185,15 @@ def test_matches_float64_oracle(index, dtype):
         assert db.shape == (0,)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("index", range(0, len(CONFIGS), 3))
+def test_direct_kernels_match_float64_oracle(index, dtype, monkeypatch):
+    # Dense layers run the tiled kernels by default; SKELETON_CUDA_DIRECT_KERNELS=1 selects the
+    # direct ones, the fallback for layers beyond the tiled kernels' 32-bit coordinates.
+    monkeypatch.setenv("SKELETON_CUDA_DIRECT_KERNELS", "1")
+    test_matches_float64_oracle(index, dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize(
     "kind, cin, cout, groups",

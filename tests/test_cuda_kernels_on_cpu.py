@@ -1,6 +1,7 @@
-"""The direct and depthwise CUDA kernels, run on the CPU: no GPU needed.
+"""The CUDA-core kernels (direct, tiled, depthwise), run on the CPU: no GPU needed.
 
-tests/simt/ compiles csrc/cuda/dense_kernels.cu, depthwise_kernels.cu and partial_sums.cu as C++
+tests/simt/ compiles csrc/cuda/dense_kernels.cu, tiled_kernels.cu, depthwise_kernels.cu and
+partial_sums.cu as C++
 against a small runtime that runs every CUDA thread as a fiber (barriers and warp shuffles
 included), and exposes their host launchers as torch.ops.skeleton_simt.* on CPU tensors. These
 tests drive those launchers the way the CUDA entry points (csrc/cuda/skeleton_conv2d_cuda.cu) do
@@ -83,23 +84,24 @@ def shape_list(x, weight, out_hw, config):
 # ---- the CUDA entry points' dispatch, on the CPU runtime -----------------------------------------------
 
 
-def run_layer(ops, x, weight, bias, grad_output, config, offset=0):
-    """Output, grad_input and grad_weight as the CUDA backend computes them: depthwise layers on
-    channels_last-contiguous buffers, dense and grouped layers on the caller's layout."""
+def run_layer(ops, x, weight, bias, grad_output, config, offset=0, family="tiled"):
+    """Output, grad_input and grad_weight as the CUDA backend computes them: depthwise layers, and
+    dense / grouped ones on the tiled kernels, on channels_last-contiguous buffers; dense / grouped
+    ones on the direct kernels (family "dense") on the caller's layout."""
     depthwise = weight.size(1) == 1 and weight.size(0) == config["groups"]
+    kind = "depthwise" if depthwise else family
     out_hw = grad_output.shape[2:]
     shape = shape_list(x, weight, out_hw, config)
-    layout = torch.channels_last if depthwise else suggest_memory_format(x)
+    layout = suggest_memory_format(x) if kind == "dense" else torch.channels_last
     xg = Guarded(x, layout, offset)
     dyg = Guarded(grad_output, layout, offset)
     wg = Guarded(weight, torch.contiguous_format)
     x_arg, w_arg = xg.tensor, wg.tensor
-    if not depthwise and not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+    if kind == "dense" and not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
         x_arg, w_arg = x, weight  # the dense path reads any strides: pass the strided tensors (unguarded)
     bg = Guarded(bias, torch.contiguous_format) if bias is not None else None
     yg = empty_guarded(grad_output.shape, x.dtype, layout, offset)
     dxg = empty_guarded(x.shape, x.dtype, layout, offset)
-    kind = "depthwise" if depthwise else "dense"
     getattr(ops, f"{kind}_forward")(x_arg, w_arg, bg.tensor if bg else None, yg.tensor, shape)
     getattr(ops, f"{kind}_input_grad")(dyg.tensor, w_arg, dxg.tensor, shape)
     grad_weight = getattr(ops, f"{kind}_weight_grad")(dyg.tensor, x_arg, shape)
@@ -115,12 +117,12 @@ def output_size(config):
     ]
 
 
-def check_layer(ops, config, dtype, memory_format, offset=0, noncontiguous=False):
+def check_layer(ops, config, dtype, memory_format, offset=0, noncontiguous=False, family="tiled"):
     x, weight, bias = make_tensors(config, dtype, memory_format=memory_format, noncontiguous=noncontiguous)
     generator = torch.Generator().manual_seed(1)
     grad_output = torch.randn(config["n"], config["cout"], *output_size(config), generator=generator).to(dtype)
     ref_y, _, (ref_dx, ref_dw, _) = oracle(x, weight, bias, config, grad_output)
-    y, dx, dw = run_layer(ops, x, weight, bias, grad_output, config, offset)
+    y, dx, dw = run_layer(ops, x, weight, bias, grad_output, config, offset, family)
     rtol, atol_fraction = TOLERANCE[dtype]
     for name, actual, expected in (("output", y, ref_y), ("grad_input", dx, ref_dx), ("grad_weight", dw, ref_dw)):
         expected = expected.detach()
@@ -133,12 +135,27 @@ def check_layer(ops, config, dtype, memory_format, offset=0, noncontiguous=False
 CONFIGS = random_configs(seed=31, count=24, max_channels=20, max_size=11)
 
 
+def is_depthwise(config):
+    return config["groups"] == config["cin"] == config["cout"]
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 def test_kernels_match_float64_oracle(simt, config, dtype):
+    # Depthwise layers on the depthwise kernels, the others on the tiled kernels (the default).
     index = CONFIGS.index(config)
     memory_format = torch.channels_last if index % 2 else torch.contiguous_format
-    check_layer(simt, config, dtype, memory_format, noncontiguous=index % 5 == 3 and config["groups"] == 1)
+    check_layer(simt, config, dtype, memory_format)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("config", [c for c in CONFIGS if not is_depthwise(c)], ids=config_id)
+def test_direct_kernels_match_float64_oracle(simt, config, dtype):
+    # The fallback for layers beyond the tiled kernels: any layout, strided inputs read in place.
+    index = CONFIGS.index(config)
+    memory_format = torch.channels_last if index % 2 else torch.contiguous_format
+    check_layer(simt, config, dtype, memory_format, noncontiguous=index % 5 == 3 and config["groups"] == 1,
+                family="dense")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
@@ -157,11 +174,18 @@ def test_depthwise_pack_and_scalar_paths(simt, dtype):
         dict(n=4, cin=8, cout=8, h=33, w=30, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=8, bias=False),
         # More channel packs than one block's lanes (depthwise weight gradient: grid x > 1).
         dict(n=1, cin=520, cout=520, h=5, w=4, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=520, bias=True),
+        # Tiled: 2 column tiles (72 outputs), a K tail (40 = 5 x 8 channels), 200 weight-gradient
+        # rows (4 row tiles), stride 2; and 2 groups of 24 -> 72 channels.
+        dict(n=2, cin=40, cout=72, h=9, w=10, stride=(2, 1), padding=(1, 1), dilation=(1, 1), groups=1, bias=True),
+        dict(n=1, cin=48, cout=144, h=7, w=9, stride=(1, 2), padding=(2, 1), dilation=(2, 1), groups=2, bias=True),
     ],
-    ids=["dense_chunks", "depthwise_chunks", "depthwise_wide"],
+    ids=["chunks", "depthwise_chunks", "depthwise_wide", "tiles", "grouped_tiles"],
 )
-def test_chunked_reductions(simt, config):
-    check_layer(simt, config, torch.float32, torch.channels_last)
+@pytest.mark.parametrize("family", ["tiled", "dense"])
+def test_tiles_and_chunks(simt, config, family):
+    if family == "dense" and is_depthwise(config):
+        pytest.skip("depthwise layers have their own kernels")
+    check_layer(simt, config, torch.float32, torch.channels_last, family=family)
 
 
 def test_weight_gradient_does_not_depend_on_thread_order(simt):
@@ -170,10 +194,11 @@ def test_weight_gradient_does_not_depend_on_thread_order(simt):
     for groups in (1, 12):
         config = dict(n=2, cin=12, cout=12, h=21, w=20, stride=(1, 1), padding=(1, 1), dilation=(1, 1),
                       groups=groups, bias=False)
-        first = check_layer(simt, config, torch.float32, torch.channels_last)
-        second = check_layer(simt, config, torch.float32, torch.channels_last)
-        for a, b in zip(first, second):
-            assert torch.equal(a, b)
+        for family in ("tiled", "dense"):
+            first = check_layer(simt, config, torch.float32, torch.channels_last, family=family)
+            second = check_layer(simt, config, torch.float32, torch.channels_last, family=family)
+            for a, b in zip(first, second):
+                assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize(

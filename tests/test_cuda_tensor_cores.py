@@ -6,7 +6,7 @@ run as implicit GEMMs on mma.sync.
 The GPU tests compare the output and every gradient with the float64 oracle, check bitwise
 determinism, that the variable really routes to the tensor cores (torch.ops.skeleton_cuda.
 tensor_core_calls counts the calls that took that path) and that everything else falls back to the
-direct kernels. They are skipped without a CUDA GPU of compute capability 8.0 or newer.
+CUDA-core kernels. They are skipped without a CUDA GPU of compute capability 8.0 or newer.
 
 test_emulator_runs_the_block_bodies needs no GPU: it compiles tests/tensor_core_emulator.cpp,
 which runs the kernels' block bodies on the CPU with cp.async, ldmatrix and mma.sync emulated from
@@ -172,7 +172,7 @@ def test_larger_layers(config, dtype, memory_format, tensor_cores):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_result_conventions(dtype, channels_last, tensor_cores):
-    # Same conventions as the direct kernels: output and grad_input in the input's memory format,
+    # Same conventions as the CUDA-core kernels: output and grad_input in the input's memory format,
     # grad_weight contiguous in the weight's dtype, masked-out gradients as empty (0,) tensors;
     # a channels_last input whose data is not 16-byte aligned is copied, not misread.
     gen = torch.Generator().manual_seed(2)
@@ -251,7 +251,7 @@ def test_bitwise_deterministic(dtype, tensor_cores):
 def test_variable_routes_to_tensor_cores(monkeypatch):
     assert skeleton_cuda.has_cuda_kernels()
     config = layer(n=2, cout=32, h=9, w=11)
-    for value in (None, "0", ""):  # unset or not "1": the direct kernels, as before
+    for value in (None, "0", ""):  # unset or not "1": the CUDA-core kernels, as before
         if value is None:
             monkeypatch.delenv(ENV, raising=False)
         else:
@@ -298,7 +298,7 @@ def test_unsupported_layers_fall_back(config, dtype, tensor_cores):
 @needs_sm80
 def test_float32_needs_tf32_allowed(tensor_cores):
     # TF32 keeps 10 of float32's 23 mantissa bits: with it disallowed for convolutions (as a user
-    # does to get nn.Conv2d's full float32 precision) float32 layers keep the exact direct kernels.
+    # does to get nn.Conv2d's full float32 precision) float32 layers keep the exact CUDA-core kernels.
     config = layer(n=2, cin=16, cout=24, h=9, w=11)
     run_op_and_check(config, torch.float32, torch.channels_last)
     with allow_tf32(False):

@@ -28,6 +28,19 @@ void dense_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx,
 // float64 for float64), from a deterministic two-pass reduction.
 at::Tensor dense_weight_grad(const at::Tensor& dy, const at::Tensor& x, const ConvShape& s);
 
+// ---- dense and grouped layers, tiled (tiled_kernels.cu): channels_last-contiguous x, y, dy, dx --
+
+// Whether the tiled kernels handle this layer: sizes within their 32-bit coordinates and grid limits.
+bool tiled_eligible(const ConvShape& s);
+
+void tiled_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, at::Tensor& y,
+                   const ConvShape& s);
+
+void tiled_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const ConvShape& s);
+
+// (C_out, C_in / groups, 5) in the accumulation dtype, deterministic (fixed pixel chunks, sum_partials).
+at::Tensor tiled_weight_grad(const at::Tensor& dy, const at::Tensor& x, const ConvShape& s);
+
 // ---- depthwise layers (depthwise_kernels.cu): channels_last-contiguous x, y, dy, dx ------------
 
 void depthwise_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, at::Tensor& y,

@@ -6,7 +6,10 @@
 //   == 0, or fp32 with % 4 == 0 when TF32 is
 //   allowed for convolutions; sm_80+)           -> tensor_core_kernels.cu, implicit GEMMs (opt-in:
 //                                                  not yet validated on a GPU)
-//   every other layer                           -> dense_kernels.cu, direct kernels
+//   every other layer                           -> tiled_kernels.cu, implicit GEMMs on CUDA cores,
+//                                                  channels_last (the default)
+//   layers beyond the tiled kernels' 32-bit
+//   coordinates, or SKELETON_CUDA_DIRECT_KERNELS=1 -> dense_kernels.cu, direct kernels (any layout)
 // Results follow the CPU backend: output and grad_input in input.suggest_memory_format(),
 // grad_weight contiguous, masked-out gradients as empty (0,) tensors, every reduction deterministic.
 #include <ATen/core/Tensor.h>
@@ -80,6 +83,17 @@ bool use_tensor_cores(const at::Tensor& input, const gpu::ConvShape& s) {
   return gpu::tensor_core_eligible(s, input.scalar_type(), input.device().index());
 }
 
+// The dense path without tensor cores: the tiled kernels unless the layer exceeds them, or
+// SKELETON_CUDA_DIRECT_KERNELS=1 asks for the direct kernels (read at every call: tests and
+// benchmarks compare the two).
+bool use_tiled(const gpu::ConvShape& s) {
+  const char* flag = std::getenv("SKELETON_CUDA_DIRECT_KERNELS");
+  if (flag != nullptr && std::strcmp(flag, "1") == 0) {
+    return false;
+  }
+  return gpu::tiled_eligible(s);
+}
+
 // t as a channels_last-contiguous tensor whose data starts on a 16-byte boundary (what cp.async
 // needs): t itself when it already is one, else a copy.
 at::Tensor aligned_channels_last(const at::Tensor& t) {
@@ -131,6 +145,9 @@ at::Tensor skeleton_conv2d_cuda(
   } else if (use_tensor_cores(input, s)) {
     const at::Tensor x = aligned_channels_last(input);
     into_format(output, [&](at::Tensor& y) { gpu::tensor_core_forward(x, weight, b, y, s); });
+  } else if (use_tiled(s)) {
+    const at::Tensor x = input.contiguous(kChannelsLast);
+    into_format(output, [&](at::Tensor& y) { gpu::tiled_forward(x, weight, b, y, s); });
   } else {
     gpu::dense_forward(input, weight, b, output, s);
   }
@@ -154,9 +171,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cuda(
   // The depthwise kernels read channels_last-contiguous activations (a no-op when they are).
   const at::Tensor dy_cl =
       depthwise && (output_mask[0] || output_mask[1]) ? grad_output.contiguous(kChannelsLast) : at::Tensor();
-  // So do the tensor-core kernels, 16-byte aligned.
+  // So do the tensor-core kernels, 16-byte aligned, and the tiled kernels.
   const bool tensor_cores = !depthwise && (output_mask[0] || output_mask[1]) && use_tensor_cores(input, s);
   const at::Tensor dy_tc = tensor_cores ? aligned_channels_last(grad_output) : at::Tensor();
+  const bool tiled = !depthwise && !tensor_cores && (output_mask[0] || output_mask[1]) && use_tiled(s);
+  const at::Tensor dy_tiled = tiled ? grad_output.contiguous(kChannelsLast) : at::Tensor();
 
   at::Tensor grad_input = at::empty({0}, input.options());
   if (output_mask[0]) {
@@ -166,6 +185,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cuda(
         into_format(grad_input, [&](at::Tensor& dx) { gpu::depthwise_input_grad(dy_cl, weight, dx, s); });
       } else if (tensor_cores) {
         into_format(grad_input, [&](at::Tensor& dx) { gpu::tensor_core_input_grad(dy_tc, weight, dx, s); });
+      } else if (tiled) {
+        into_format(grad_input, [&](at::Tensor& dx) { gpu::tiled_input_grad(dy_tiled, weight, dx, s); });
       } else {
         gpu::dense_input_grad(grad_output, weight, grad_input, s);
       }
@@ -176,6 +197,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cuda(
   if (output_mask[1]) {
     const at::Tensor dw = depthwise      ? gpu::depthwise_weight_grad(dy_cl, input.contiguous(kChannelsLast), s)
                           : tensor_cores ? gpu::tensor_core_weight_grad(dy_tc, aligned_channels_last(input), s)
+                          : tiled        ? gpu::tiled_weight_grad(dy_tiled, input.contiguous(kChannelsLast), s)
                                          : gpu::dense_weight_grad(grad_output, input, s);
     grad_weight = dw.to(weight.scalar_type()).contiguous();
   }

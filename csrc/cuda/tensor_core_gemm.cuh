@@ -1,7 +1,7 @@
 // Tensor-core implicit GEMMs of skeleton_conv2d (bf16 / fp16, or float as TF32; fp32 accumulation;
 // sm_80+): tile shapes, kernel parameters, the warp-level primitives (cp.async, ldmatrix, mma.sync),
-// and the block bodies of the kernels. The design, and what a GPU must still verify, is written at the top
-// of tensor_core_kernels.cu, which launches these bodies.
+// and the block bodies of the kernels. The design, and what a GPU must still verify, is written at
+// the top of tensor_core_kernels.cu, which launches these bodies.
 //
 // This header includes no CUDA or ATen header and no ATen type: every primitive a block body uses
 // comes from its `Arch` template argument. DeviceArch (below, CUDA only) issues the PTX
@@ -18,20 +18,23 @@
 #include <cuda_fp16.h>
 #endif
 
-#include "../tap_map.h"
 #include "../taps.h"
-
-#if defined(__CUDACC__)
-#define SKC_DEVICE __device__ __forceinline__
-#define SKC_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define SKC_DEVICE inline
-#define SKC_HOST_DEVICE inline
-#endif
+#include "gather_map.cuh"
 
 namespace skeleton_cuda {
 namespace gpu {
 namespace tc {
+
+// The gather geometry and helpers the tensor-core bodies share with the CUDA-core tiled kernels.
+using gpu::advance_pixel;
+using gpu::ceil_div64;
+using gpu::destination_offset;
+using gpu::forward_gather_map;
+using gpu::gather_row;
+using gpu::GatherMap;
+using gpu::GatherRow;
+using gpu::input_grad_gather_map;
+using gpu::select5;
 
 // ---- tiles ---------------------------------------------------------------------------------------
 
@@ -104,22 +107,6 @@ constexpr int kChunkQuantum = 32;
 
 // ---- parameters ----------------------------------------------------------------------------------
 
-// The device twin of cpu::TapMap (cpu/tap_kernels.h): grid point (n, i, j) writes destination pixel
-//   (n, dst_row0 + dst_row_step * i, dst_col0 + dst_col_step * j)
-// and its active tap a reads source pixel
-//   (n, src_row_step * i + src_row_off[a], src_col_step * j + src_col_off[a]), zero outside the image,
-// multiplying weight tap tap[a]. Forward: the output grid, all five taps. Input gradient: one residue
-// class of the input modulo the stride, with only the taps that reach it.
-struct GatherMap {
-  int64_t batch = 0, grid_h = 0, grid_w = 0;
-  int64_t dst_h = 0, dst_w = 0, dst_row0 = 0, dst_col0 = 0, dst_row_step = 1, dst_col_step = 1;
-  int64_t src_h = 0, src_w = 0, src_row_step = 1, src_col_step = 1;
-  int num_taps = 0;
-  int tap[kTaps] = {};
-  int src_row_off[kTaps] = {};
-  int src_col_off[kTaps] = {};
-};
-
 // dst[dst pixel][g * n + j] = bias[g * n + j] + sum over active taps a and c < k of
 //                             src[source pixel of tap a][g * k + c] * weight[g][tap[a]][c][j]
 // src and dst are channels_last-contiguous (pixel-major) with src_ld and dst_ld channels per pixel;
@@ -166,57 +153,16 @@ struct WgradParams {
 
 // ---- host-side construction (plain C++, shared with the emulator) ---------------------------------
 
-inline int64_t tc_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// The shared tap geometry (../tap_map.h) with 32-bit tap offsets, which the kernels keep in registers.
-inline GatherMap to_gather_map(const TapMap& m) {
-  GatherMap map;
-  map.batch = m.batch;
-  map.grid_h = m.grid_h;
-  map.grid_w = m.grid_w;
-  map.dst_h = m.dst_h;
-  map.dst_w = m.dst_w;
-  map.dst_row0 = m.dst_row0;
-  map.dst_col0 = m.dst_col0;
-  map.dst_row_step = m.dst_row_step;
-  map.dst_col_step = m.dst_col_step;
-  map.src_h = m.src_h;
-  map.src_w = m.src_w;
-  map.src_row_step = m.src_row_step;
-  map.src_col_step = m.src_col_step;
-  map.num_taps = m.num_taps;
-  for (int a = 0; a < kTaps; ++a) {
-    map.tap[a] = m.tap[a];
-    map.src_row_off[a] = static_cast<int>(m.src_row_off[a]);
-    map.src_col_off[a] = static_cast<int>(m.src_col_off[a]);
-  }
-  return map;
-}
-
-inline GatherMap forward_gather_map(int64_t batch, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w,
-                                    int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
-                                    int64_t dil_h, int64_t dil_w) {
-  return to_gather_map(forward_tap_map(
-      TapGeometry{batch, in_h, in_w, out_h, out_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w}));
-}
-
-inline GatherMap input_grad_gather_map(int64_t batch, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w,
-                                       int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
-                                       int64_t dil_h, int64_t dil_w, int64_t rh, int64_t rw) {
-  return to_gather_map(input_grad_tap_map(
-      TapGeometry{batch, in_h, in_w, out_h, out_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w}, rh, rw));
-}
-
 // Fills the fields of a gather GEMM that follow from the map and the channel counts.
 template <typename T>
 inline void finish_gather_params(GatherGemmParams<T>& p) {
   p.rows = p.map.batch * p.map.grid_h * p.map.grid_w;
-  p.k_chunks = static_cast<int>(tc_ceil_div(p.k, Tile<T>::kBK));
-  p.n_tiles = static_cast<int>(tc_ceil_div(p.n, kBN));
+  p.k_chunks = static_cast<int>(ceil_div64(p.k, Tile<T>::kBK));
+  p.n_tiles = static_cast<int>(ceil_div64(p.n, kBN));
 }
 
 inline int64_t gather_blocks(int64_t rows, int64_t groups, int64_t n) {
-  return tc_ceil_div(rows, kBM) * groups * tc_ceil_div(n, kBN);
+  return ceil_div64(rows, kBM) * groups * ceil_div64(n, kBN);
 }
 
 // Fills the tap offsets, tile counts and the pixel step of a weight gradient.
@@ -228,8 +174,8 @@ inline void finish_wgrad_params(WgradParams<T>& p, int64_t batch, int64_t pad_h,
     p.col_off[t] = static_cast<int>(kTapCol[t] * dil_w - pad_w);
   }
   p.pixels = batch * p.out_h * p.out_w;
-  p.m_tiles = static_cast<int>(tc_ceil_div(int64_t{kTaps} * p.k, kWM));
-  p.n_tiles = static_cast<int>(tc_ceil_div(p.n, kWN));
+  p.m_tiles = static_cast<int>(ceil_div64(int64_t{kTaps} * p.k, kWM));
+  p.n_tiles = static_cast<int>(ceil_div64(p.n, kWN));
   const int64_t image = p.out_h * p.out_w;
   constexpr int64_t step = Tile<T>::kWK;
   p.step_n = static_cast<int>(step / image);
@@ -238,22 +184,10 @@ inline void finish_wgrad_params(WgradParams<T>& p, int64_t batch, int64_t pad_h,
 }
 
 inline int64_t wgrad_blocks(int64_t chunks, int64_t groups, int64_t k, int64_t n) {
-  return chunks * groups * tc_ceil_div(int64_t{kTaps} * k, kWM) * tc_ceil_div(n, kWN);
+  return chunks * groups * ceil_div64(int64_t{kTaps} * k, kWM) * ceil_div64(n, kWN);
 }
 
 // ---- small helpers for the block bodies -----------------------------------------------------------
-
-// values[i] for a run-time i in [0, 5): a chain of selects, so that a parameter array is never indexed
-// at run time (which can copy the whole parameter struct to local memory).
-template <typename V>
-SKC_HOST_DEVICE V select5(const V (&values)[kTaps], int i) {
-  V r = values[0];
-#pragma unroll
-  for (int t = 1; t < kTaps; ++t) {
-    r = i == t ? values[t] : r;
-  }
-  return r;
-}
 
 // A warp's 4 x 4 mma tiles of 4 fp32 accumulators each, zeroed.
 SKC_HOST_DEVICE void zero_accumulators(float (&acc)[4][4][4]) {
@@ -413,38 +347,17 @@ SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* s
   const int64_t m0 = (rest / p.groups) * kBM;
   const int n0 = n_tile * kBN;
   const GatherMap& map = p.map;
-  const int64_t grid_hw = map.grid_h * map.grid_w;
 
   // Destination offset of tile row tid: element offset of channel g * n + n0 of its pixel, or -1.
-  {
-    const int64_t m = m0 + tid;
-    int64_t offset = -1;
-    if (m < p.rows) {
-      const int64_t img = m / grid_hw, rem = m - img * grid_hw;
-      const int64_t i = rem / map.grid_w, j = rem - i * map.grid_w;
-      const int64_t row = map.dst_row0 + map.dst_row_step * i;
-      const int64_t col = map.dst_col0 + map.dst_col_step * j;
-      offset = ((img * map.dst_h + row) * map.dst_w + col) * p.dst_ld + int64_t{g} * p.n + n0;
-    }
-    dst_offset[tid] = offset;
-  }
+  dst_offset[tid] = destination_offset(map, m0 + tid, p.rows, p.dst_ld, int64_t{g} * p.n + n0);
 
   // The A loader's rows: source image base (in pixels) and the (row, column) of the grid point's
   // tap-less source position; a tap adds its offset. Rows past the end never load (row_ok).
   const int a_chunk = tid % 4;
-  int64_t a_image[4];
-  int a_y[4], a_x[4];
-  bool a_row_ok[4];
+  GatherRow a_rows[4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const int64_t m = m0 + tid / 4 + 32 * i;
-    a_row_ok[i] = m < p.rows;
-    const int64_t mm = a_row_ok[i] ? m : 0;
-    const int64_t img = mm / grid_hw, rem = mm - img * grid_hw;
-    const int64_t gi = rem / map.grid_w, gj = rem - gi * map.grid_w;
-    a_image[i] = img * map.src_h * map.src_w;
-    a_y[i] = static_cast<int>(gi * map.src_row_step);
-    a_x[i] = static_cast<int>(gj * map.src_col_step);
+    a_rows[i] = gather_row(map, m0 + tid / 4 + 32 * i, p.rows);
   }
   const int src_h = static_cast<int>(map.src_h), src_w = static_cast<int>(map.src_w);
   const T* const w_group = p.weight + int64_t{g} * kTaps * p.n * p.k + a_chunk * kVec;
@@ -465,11 +378,11 @@ SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* s
     const bool chan_ok = c0 + a_chunk * kVec < p.k;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const int y = a_y[i] + roff, x = a_x[i] + coff;
-      const bool ok = chan_ok && a_row_ok[i] && y >= 0 && y < src_h && x >= 0 && x < src_w;
+      const int y = a_rows[i].y + roff, x = a_rows[i].x + coff;
+      const bool ok = chan_ok && a_rows[i].ok && y >= 0 && y < src_h && x >= 0 && x < src_w;
       const T* src = p.src;
       if (ok) {
-        src = src_group + ((a_image[i] + int64_t{y} * src_w + x) * p.src_ld + c0);
+        src = src_group + ((a_rows[i].image + int64_t{y} * src_w + x) * p.src_ld + c0);
       }
       Arch::cp_async16(a_dst + 32 * i * kLdA, src, ok);
     }
@@ -647,15 +560,8 @@ SKC_DEVICE void wgrad_block(const WgradParams<T>& p, unsigned char* smem, int ti
         const bool dy_ok = b_ok && in_chunk;
         Arch::cp_async16(b_dst + kRows * i * kLdWB, dy_ok ? dy_chunk + int64_t{pix[i]} * p.dy_ld : p.dy, dy_ok);
       }
-      // Advance by kWK pixels: add the digits of kWK with carries (each digit < its radix).
       pix[i] += kWK;
-      pw[i] += p.step_w;
-      int carry = pw[i] >= out_w;
-      pw[i] -= carry ? out_w : 0;
-      ph[i] += p.step_h + carry;
-      carry = ph[i] >= out_h;
-      ph[i] -= carry ? out_h : 0;
-      pn[i] += p.step_n + carry;
+      advance_pixel(pn[i], ph[i], pw[i], p.step_n, p.step_h, p.step_w, out_h, out_w);
     }
   };
 

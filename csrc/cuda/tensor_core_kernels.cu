@@ -2,7 +2,7 @@
 // TF32; fp32 accumulation; sm_80 and newer) for the forward pass, the input gradient and the weight
 // gradient of dense and grouped layers. OPT-IN and UNTESTED ON A GPU: they were written and compile-checked on a machine
 // without one, so skeleton_conv2d_cuda.cu routes to them only when SKELETON_CUDA_TENSOR_CORES=1 and
-// the layer qualifies (tensor_core_eligible); everything else keeps the direct kernels.
+// the layer qualifies (tensor_core_eligible); everything else keeps the tiled CUDA-core kernels.
 //
 // DESIGN
 // ------
@@ -108,7 +108,7 @@
 //     (memcheck, racecheck, synccheck) on a few small configs.
 //  2. The fragment layouts on real hardware (bf16, fp16 and TF32): a wrong ldmatrix/mma mapping
 //     shows as errors of order 1 in the oracle tests, not as rounding.
-//  3. Speed against cuDNN 3x3 (nn.Conv2d) and the direct kernels, per pass, on layers that fill
+//  3. Speed against cuDNN 3x3 (nn.Conv2d) and the tiled kernels, per pass, on layers that fill
 //     the chip; then tune: tile shape (128x128 with 8 warps for wide layers), stages (3 vs 4),
 //     chunk count of the weight gradient, and possibly swizzled instead of padded shared memory.
 //     Known costs to weigh: the weight is re-packed every call (a small permute copy); NCHW callers

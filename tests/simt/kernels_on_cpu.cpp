@@ -1,4 +1,4 @@
-// The direct and depthwise CUDA kernel files, compiled as C++ for the SIMT runtime, and their host
+// The direct, tiled and depthwise CUDA kernel files, compiled as C++ for the SIMT runtime, and their host
 // launchers exposed as torch.ops.skeleton_simt.* on CPU tensors (tests/test_cuda_kernels_on_cpu.py
 // builds this with torch.utils.cpp_extension and checks them against the float64 oracle).
 //
@@ -18,6 +18,7 @@
 #include "../../csrc/cuda/dense_kernels.cu"
 #include "../../csrc/cuda/depthwise_kernels.cu"
 #include "../../csrc/cuda/partial_sums.cu"
+#include "../../csrc/cuda/tiled_kernels.cu"
 
 namespace {
 
@@ -79,6 +80,9 @@ TORCH_LIBRARY(skeleton_simt, m) {
   m.def("dense_forward(Tensor x, Tensor w, Tensor? bias, Tensor(a!) y, int[] shape) -> ()", &forward_op<dense_forward>);
   m.def("dense_input_grad(Tensor dy, Tensor w, Tensor(a!) dx, int[] shape) -> ()", &input_grad_op<dense_input_grad>);
   m.def("dense_weight_grad(Tensor dy, Tensor x, int[] shape) -> Tensor", &weight_grad_op<dense_weight_grad>);
+  m.def("tiled_forward(Tensor x, Tensor w, Tensor? bias, Tensor(a!) y, int[] shape) -> ()", &forward_op<tiled_forward>);
+  m.def("tiled_input_grad(Tensor dy, Tensor w, Tensor(a!) dx, int[] shape) -> ()", &input_grad_op<tiled_input_grad>);
+  m.def("tiled_weight_grad(Tensor dy, Tensor x, int[] shape) -> Tensor", &weight_grad_op<tiled_weight_grad>);
   m.def("depthwise_forward(Tensor x, Tensor w, Tensor? bias, Tensor(a!) y, int[] shape) -> ()",
         &forward_op<depthwise_forward>);
   m.def("depthwise_input_grad(Tensor dy, Tensor w, Tensor(a!) dx, int[] shape) -> ()",
