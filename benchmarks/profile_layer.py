@@ -4,11 +4,12 @@
         python benchmarks/profile_layer.py --channels 256 --size 14 --dtype bf16
 
 The first iteration warms up (the weight packing, the allocator); profilers skip it with
---launch-skip. It prints which of our kernel families ran (tensor cores or direct), so a profile
-is never read for the wrong kernels.
+--launch-skip. It prints which of our kernel families ran (tensor cores, tiled or direct), so a
+profile is never read for the wrong kernels.
 """
 
 import argparse
+import os
 
 import torch
 
@@ -43,7 +44,8 @@ def main():
     torch.cuda.synchronize()
     after = list(torch.ops.skeleton_cuda.tensor_core_calls())
     passes = [b - a for a, b in zip(before, after)]
-    path = "tensor cores" if all(passes) else "direct kernels" if not any(passes) else f"mixed {passes}"
+    cuda_cores = "direct kernels" if os.environ.get("SKELETON_CUDA_DIRECT_KERNELS") == "1" else "tiled kernels"
+    path = "tensor cores" if all(passes) else cuda_cores if not any(passes) else f"mixed {passes}"
     print(f"{args.iterations} x forward + backward of {tuple(x.shape)} {args.dtype} on {path}")
 
 

@@ -93,13 +93,15 @@ for stage in "$@"; do
       cp benchmarks/results/cuda-direct.json benchmarks/results/cuda-direct.png "$OUT/" 2>/dev/null
       ;;
     ncu)
-      # Tensor-core utilisation and memory throughput of the three passes on two dense layers.
+      # Tensor-core utilisation, compute and memory throughput of the three passes on two dense
+      # layers: the tensor cores (bf16, TF32) and the tiled CUDA-core kernels (fp32).
       for layer in "--channels 256 --size 14" "--channels 64 --size 56"; do
-        for dtype in bf16 fp32; do
-          name="ncu-$(echo "$layer $dtype" | tr -c 'a-z0-9\n' '-' | tr -s '-')"
-          tensor_cores_on ncu --kernel-name regex:'tc_|sum_partials' --launch-skip 4 --launch-count 4 \
+        for run in tc-bf16 tc-fp32 tiled-fp32; do
+          name="ncu-$run-$(echo "$layer" | tr -c 'a-z0-9\n' '-' | tr -s '-')"
+          if [ "${run%%-*}" = tc ]; then kernels='tc_|sum_partials'; flag=1; else kernels='tiled_|sum_partials'; flag=0; fi
+          SKELETON_CUDA_TENSOR_CORES=$flag ncu --kernel-name regex:"$kernels" --launch-skip 4 --launch-count 4 \
             --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
-            --section Occupancy --csv "$PY" benchmarks/profile_layer.py $layer --dtype "$dtype" \
+            --section Occupancy --csv "$PY" benchmarks/profile_layer.py $layer --dtype "${run#*-}" \
             >"$OUT/$name.csv" 2>&1
           record "$name" $?
         done
