@@ -84,23 +84,30 @@ using TileA = acc_t[kTileK][kTileM + kPad];
 template <typename acc_t>
 using TileB = acc_t[kTileK][kTileN + kPad];
 
+// Four consecutive values, read from shared memory in one vector load (two for double). With
+// scalar loads the 16 column groups of a warp would hit each bank twice (2-way conflicts) and the
+// shared-memory pipe, not the FMA pipe, would bound the multiply. Row pitches (68 elements) and
+// tile sizes are multiples of 4 elements, so every tn * 4 / tm * 4 column is aligned.
+template <typename acc_t>
+struct alignas(4 * sizeof(acc_t)) Quad {
+  acc_t v[4];
+};
+constexpr int kTileAlign = 4 * sizeof(double);
+static_assert((kTileM + kPad) % 4 == 0 && (kTileN + kPad) % 4 == 0, "aligned quads");
+
 // acc += A(64 x 8) B(8 x 64) restricted to this thread's rows tm * 4 + i and columns tn * 4 + j.
 template <typename acc_t>
 __device__ __forceinline__ void multiply_tile(acc_t (&acc)[4][4], const TileA<acc_t>& a_tile,
                                               const TileB<acc_t>& b_tile, int tm, int tn) {
 #pragma unroll
   for (int kk = 0; kk < kTileK; ++kk) {
-    acc_t a[4], b[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      a[i] = a_tile[kk][tm * 4 + i];
-      b[i] = b_tile[kk][tn * 4 + i];
-    }
+    const Quad<acc_t> a = *reinterpret_cast<const Quad<acc_t>*>(&a_tile[kk][tm * 4]);
+    const Quad<acc_t> b = *reinterpret_cast<const Quad<acc_t>*>(&b_tile[kk][tn * 4]);
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        acc[i][j] += a[i] * b[j];
+        acc[i][j] += a.v[i] * b.v[j];
       }
     }
   }
@@ -113,8 +120,8 @@ __device__ __forceinline__ void multiply_tile(acc_t (&acc)[4][4], const TileA<ac
 template <typename T>
 __global__ void __launch_bounds__(kTiledThreads) tiled_gather_gemm_kernel(const TiledGatherParams<T> p) {
   using acc_t = at::opmath_type<T>;
-  __shared__ TileA<acc_t> a_tiles[2];
-  __shared__ TileB<acc_t> b_tiles[2];
+  __shared__ __align__(kTileAlign) TileA<acc_t> a_tiles[2];
+  __shared__ __align__(kTileAlign) TileB<acc_t> b_tiles[2];
   __shared__ int64_t dst_offset[kTileM];
 
   const int tid = static_cast<int>(threadIdx.x);
@@ -216,8 +223,8 @@ __global__ void __launch_bounds__(kTiledThreads) tiled_gather_gemm_kernel(const 
 template <typename T>
 __global__ void __launch_bounds__(kTiledThreads) tiled_wgrad_kernel(const TiledWgradParams<T> p) {
   using acc_t = at::opmath_type<T>;
-  __shared__ TileA<acc_t> a_tiles[2];
-  __shared__ TileB<acc_t> b_tiles[2];
+  __shared__ __align__(kTileAlign) TileA<acc_t> a_tiles[2];
+  __shared__ __align__(kTileAlign) TileB<acc_t> b_tiles[2];
 
   const int tid = static_cast<int>(threadIdx.x);
   const int n_tile = static_cast<int>(blockIdx.x % p.n_tiles);
