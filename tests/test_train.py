@@ -164,15 +164,17 @@ def test_two_process_ddp_on_cpu_with_gloo(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
                "-m", "skeleton_cuda.train", *QUICK, "--epochs", "2", "--device", "cpu", "--output", out]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # Every failure message carries the processes' output: a rare failure here must explain itself.
+    output = result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, output
     lines = _metrics(out)
-    assert [r["epoch"] for r in lines] == [1, 2]  # written once, by rank 0
+    assert [r["epoch"] for r in lines] == [1, 2], (lines, output)  # written once, by rank 0
     for record in lines:
-        assert record["world_size"] == 2
+        assert record["world_size"] == 2, (record, output)
         # Both processes' images are counted: the whole training set and each test image once.
-        assert record["train_images"] == 512 and record["test_images"] == 256
+        assert record["train_images"] == 512 and record["test_images"] == 256, (record, output)
     state = checkpoint.load(os.path.join(out, "last.pt"))
-    assert state["epoch"] == 2 and len(state["rng"]) == 2
+    assert state["epoch"] == 2 and len(state["rng"]) == 2, (state["epoch"], len(state["rng"]), output)
 
 
 def test_accuracy_parity_script_runs(tmp_path):
