@@ -250,12 +250,15 @@ def main(argv=None):
     """Runs the training the arguments describe; returns the last epoch's metrics (rank 0)."""
     args = parse_args(argv)
     env = distributed.env_from_os()
+    finished = False
     try:
-        return Run(args, env).fit()
+        result = Run(args, env).fit()
+        finished = True
+        return result
     except DatasetUnavailable as error:
         raise SystemExit(f"skeleton_cuda.train: {error}") from None
     finally:
-        distributed.cleanup()
+        distributed.cleanup(finished)
 
 
 if __name__ == "__main__":
