@@ -58,6 +58,34 @@ def random_configs(seed, count, max_channels=24, max_size=13):
     return configs
 
 
+def tensor_core_configs(seed, count, unit=8):
+    """Layer configurations the tensor cores take: channels per group multiples of `unit` (8 for every
+    dtype, 4 for float32 only), strides 1-3, paddings 0-2, dilations 1-3, groups 1/2/4, odd spatial
+    sizes, non-empty output."""
+    rng = random.Random(seed)
+    configs = []
+    while len(configs) < count:
+        groups = rng.choice([1, 2, 4])
+        config = dict(
+            n=rng.choice([1, 2, 3]),
+            cin=groups * unit * rng.randint(1, 4),
+            cout=groups * unit * rng.randint(1, 4),
+            h=rng.randrange(1, 24, 2),
+            w=rng.randrange(1, 24, 2),
+            stride=(rng.randint(1, 3), rng.randint(1, 3)),
+            padding=(rng.randint(0, 2), rng.randint(0, 2)),
+            dilation=(rng.randint(1, 3), rng.randint(1, 3)),
+            groups=groups,
+            bias=rng.random() < 0.7,
+        )
+        if all(
+            size + 2 * p >= 2 * d + 1
+            for size, p, d in zip((config["h"], config["w"]), config["padding"], config["dilation"])
+        ):
+            configs.append(config)
+    return configs
+
+
 def config_id(config):
     return "n{n}-c{cin}x{cout}-{h}x{w}-s{stride[0]}{stride[1]}-p{padding[0]}{padding[1]}-d{dilation[0]}{dilation[1]}-g{groups}".format(
         **config

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "cuda/tensor_core_gemm.cuh"
+#include "ptx_model.h"
 
 namespace emu {
 
@@ -122,16 +123,10 @@ f16 from_float<f16>(float f) { return to_f16(f); }
 template <>
 float from_float<float>(float f) { return f; }
 
-// cvt.rna.tf32.f32: 10 mantissa bits, round to nearest with ties away from zero (adding half an ulp
-// to the magnitude bits), the 13 low bits cleared; NaN and infinity unchanged.
-uint32_t round_to_tf32_bits(uint32_t x) {
-  if ((x & 0x7f800000u) == 0x7f800000u) return x;
-  return (x + 0x1000u) & 0xffffe000u;
-}
-float round_to_tf32(float f) { return bits_to_float(round_to_tf32_bits(float_to_bits(f))); }
+float round_to_tf32(float f) { return bits_to_float(ptx_model::round_to_tf32(float_to_bits(f))); }
 
 // The element types the kernels run, as the emulated tensor cores see them.
-enum class Kind { bf16, f16, tf32 };
+using ptx_model::Kind;
 
 template <typename T>
 constexpr Kind kind_of() {
@@ -139,10 +134,6 @@ constexpr Kind kind_of() {
 }
 
 const char* kind_name(Kind k) { return k == Kind::bf16 ? "bf16" : k == Kind::f16 ? "fp16" : "tf32"; }
-
-float half_to_float_bits(uint16_t bits, Kind kind) {
-  return kind == Kind::bf16 ? to_float(bf16{bits}) : to_float(f16{bits});
-}
 
 // ---- the block runtime: fibers, barriers, warp collectives, cp.async --------------------------------
 
@@ -256,39 +247,19 @@ void collective(int op, Fill fill, Compute compute, Read read) {
   read(ws, lane);
 }
 
-// Elements of the 8x8 matrix whose row r starts at addr[8 * i + r] (8 consecutive b16 each).
-uint16_t matrix_element(const WarpState& ws, int i, int row, int col) {
-  uint16_t v;
-  std::memcpy(&v, ws.addr[8 * i + row] + 2 * col, 2);
-  return v;
-}
-
-uint32_t pack(uint16_t lo, uint16_t hi) { return uint32_t{lo} | (uint32_t{hi} << 16); }
-
 void ldmatrix(uint32_t (&r)[4], const void* p, bool trans) {
   collective(
       trans ? 2 : 1,
       [&](WarpState& ws, int lane) { ws.addr[lane] = static_cast<const unsigned char*>(p); },
       [&](WarpState& ws) {
         for (int l = 0; l < 32; ++l) check_smem(ws.addr[l], 16, 16, "ldmatrix");
-        for (int l = 0; l < 32; ++l) {
-          for (int i = 0; i < 4; ++i) {
-            if (!trans) {  // register i of lane l: row l / 4, elements 2 (l % 4), +1 of matrix i
-              ws.out[l][i] = pack(matrix_element(ws, i, l / 4, 2 * (l % 4)), matrix_element(ws, i, l / 4, 2 * (l % 4) + 1));
-            } else {  // .trans: column l / 4, rows 2 (l % 4), +1
-              ws.out[l][i] = pack(matrix_element(ws, i, 2 * (l % 4), l / 4), matrix_element(ws, i, 2 * (l % 4) + 1, l / 4));
-            }
-          }
-        }
+        ptx_model::ldmatrix_x4(ws.addr, trans, ws.out);
       },
       [&](WarpState& ws, int lane) {
         for (int i = 0; i < 4; ++i) r[i] = ws.out[lane][i];
       });
 }
 
-// mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16} and mma.sync.aligned.m16n8k8.row.col.f32.tf32:
-// fragments per the PTX ISA (lane = 4 group + tig). A tf32 operand is the upper 19 bits of its
-// register (the tensor core ignores the 13 low bits).
 void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   collective(
       3,
@@ -296,43 +267,7 @@ void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
         for (int i = 0; i < 4; ++i) ws.a[lane][i] = a[i], ws.c[lane][i] = d[i];
         ws.b[lane][0] = b[0], ws.b[lane][1] = b[1];
       },
-      [&](WarpState& ws) {
-        const Kind kind = g_rt->kind;
-        const int depth = kind == Kind::tf32 ? 8 : 16;
-        float A[16][16], B[16][8], C[16][8];
-        auto lo = [&](uint32_t v) { return half_to_float_bits(static_cast<uint16_t>(v & 0xffffu), kind); };
-        auto hi = [&](uint32_t v) { return half_to_float_bits(static_cast<uint16_t>(v >> 16), kind); };
-        auto tf32 = [&](uint32_t v) { return bits_to_float(v & 0xffffe000u); };
-        for (int l = 0; l < 32; ++l) {
-          const int g = l / 4, t = l % 4;
-          C[g][2 * t] = ws.c[l][0], C[g][2 * t + 1] = ws.c[l][1];
-          C[g + 8][2 * t] = ws.c[l][2], C[g + 8][2 * t + 1] = ws.c[l][3];
-          if (kind == Kind::tf32) {  // A 16x8: (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4); B 8x8: (t, g), (t + 4, g)
-            A[g][t] = tf32(ws.a[l][0]), A[g + 8][t] = tf32(ws.a[l][1]);
-            A[g][t + 4] = tf32(ws.a[l][2]), A[g + 8][t + 4] = tf32(ws.a[l][3]);
-            B[t][g] = tf32(ws.b[l][0]), B[t + 4][g] = tf32(ws.b[l][1]);
-            continue;
-          }
-          A[g][2 * t] = lo(ws.a[l][0]), A[g][2 * t + 1] = hi(ws.a[l][0]);
-          A[g + 8][2 * t] = lo(ws.a[l][1]), A[g + 8][2 * t + 1] = hi(ws.a[l][1]);
-          A[g][2 * t + 8] = lo(ws.a[l][2]), A[g][2 * t + 9] = hi(ws.a[l][2]);
-          A[g + 8][2 * t + 8] = lo(ws.a[l][3]), A[g + 8][2 * t + 9] = hi(ws.a[l][3]);
-          B[2 * t][g] = lo(ws.b[l][0]), B[2 * t + 1][g] = hi(ws.b[l][0]);
-          B[2 * t + 8][g] = lo(ws.b[l][1]), B[2 * t + 9][g] = hi(ws.b[l][1]);
-        }
-        float D[16][8];
-        for (int m = 0; m < 16; ++m)
-          for (int n = 0; n < 8; ++n) {
-            double s = C[m][n];
-            for (int k = 0; k < depth; ++k) s += double(A[m][k]) * double(B[k][n]);
-            D[m][n] = static_cast<float>(s);
-          }
-        for (int l = 0; l < 32; ++l) {
-          const int g = l / 4, t = l % 4;
-          ws.d[l][0] = D[g][2 * t], ws.d[l][1] = D[g][2 * t + 1];
-          ws.d[l][2] = D[g + 8][2 * t], ws.d[l][3] = D[g + 8][2 * t + 1];
-        }
-      },
+      [&](WarpState& ws) { ptx_model::mma(g_rt->kind, ws.a, ws.b, ws.c, ws.d); },
       [&](WarpState& ws, int lane) {
         for (int i = 0; i < 4; ++i) d[i] = ws.d[lane][i];
       });
@@ -391,7 +326,7 @@ struct EmuArch {
     std::memcpy(&v, p, 4);
     return v;
   }
-  static uint32_t round_to_tf32(uint32_t x) { return round_to_tf32_bits(x); }
+  static uint32_t round_to_tf32(uint32_t x) { return ptx_model::round_to_tf32(x); }
   static float to_float(bf16 v) { return emu::to_float(v); }
   static float to_float(f16 v) { return emu::to_float(v); }
   static float to_float(float v) { return v; }

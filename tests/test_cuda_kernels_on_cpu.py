@@ -1,17 +1,17 @@
-"""The CUDA-core kernels (direct, tiled, depthwise), run on the CPU: no GPU needed.
+"""The CUDA kernel files run on the CPU: no GPU needed.
 
-tests/simt/ compiles csrc/cuda/dense_kernels.cu, tiled_kernels.cu, depthwise_kernels.cu and
-partial_sums.cu as C++
-against a small runtime that runs every CUDA thread as a fiber (barriers and warp shuffles
-included), and exposes their host launchers as torch.ops.skeleton_simt.* on CPU tensors. These
-tests drive those launchers the way the CUDA entry points (csrc/cuda/skeleton_conv2d_cuda.cu) do
-and compare with the float64 oracle: the kernels' index math, tap geometry, layouts, pack paths,
-chunked reductions and barriers are checked here, in CI, before any GPU runs them. Every tensor
-the kernels touch sits between NaN guard zones: a read outside it turns the result into NaN, a
-write outside it shows in the guard.
+tests/simt/ compiles csrc/cuda/dense_kernels.cu, tiled_kernels.cu, depthwise_kernels.cu,
+partial_sums.cu and (where a CUDA toolkit's headers are found) tensor_core_kernels.cu as C++
+against a small runtime that runs every CUDA thread as a fiber (barriers, warp shuffles and the
+warp-collective ldmatrix / mma.sync included), and exposes their host launchers as
+torch.ops.skeleton_simt.* on CPU tensors. These tests drive those launchers the way the CUDA entry
+points (csrc/cuda/skeleton_conv2d_cuda.cu) do and compare with the float64 oracle: the kernels'
+index math, tap geometry, weight packing, layouts, pack paths, chunked reductions and barriers are
+checked here, in CI, before any GPU runs them. Every tensor the kernels touch sits between NaN
+guard zones: a read outside it turns the result into NaN, a write outside it shows in the guard.
 
-What only a GPU can check (timing, the memory model, the real warp) is in tests/test_cuda.py.
-"""
+What only a GPU can check (timing, the memory model, the real warp, the real tensor cores) is in
+tests/test_cuda.py and tests/test_cuda_tensor_cores.py."""
 
 import os
 import shutil
@@ -21,7 +21,7 @@ import pytest
 import torch
 from torch._prims_common import suggest_memory_format
 
-from oracle import TOLERANCE, config_id, make_tensors, oracle, random_configs
+from oracle import TOLERANCE, config_id, make_tensors, oracle, random_configs, tensor_core_configs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIMT = os.path.join(ROOT, "tests", "simt")
@@ -29,9 +29,20 @@ GUARD = 64  # elements of NaN on each side of every tensor (a multiple of 16 byt
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
 
+def cuda_headers():
+    """The include folder of a CUDA toolkit with cuda_bf16.h (the tensor-core file needs it), or None."""
+    from torch.utils import cpp_extension
+
+    for root in (os.environ.get("CUDA_HOME"), cpp_extension.CUDA_HOME, "/usr/local/cuda"):
+        if root and os.path.exists(os.path.join(root, "include", "cuda_bf16.h")):
+            return os.path.join(root, "include")
+    return None
+
+
 @pytest.fixture(scope="module")
 def simt():
-    """Builds the kernels for the CPU runtime once per session; torch.ops.skeleton_simt afterwards."""
+    """Builds the kernels for the CPU runtime once per session (the tensor-core file too where a
+    CUDA toolkit's headers are found); torch.ops.skeleton_simt afterwards."""
     if not sys.platform.startswith("linux"):
         pytest.skip("the runtime's fibers use glibc's ucontext")
     if not os.path.exists(os.path.join(SIMT, "kernels_on_cpu.cpp")):
@@ -40,10 +51,13 @@ def simt():
         pytest.skip("no C++ compiler")
     from torch.utils import cpp_extension
 
+    headers = cuda_headers()
+    flags = ["-O1", "-DSKELETON_SIMT_EMULATOR", "-Wno-unknown-pragmas", "-fvisibility=hidden"]
     cpp_extension.load(
-        name="skeleton_simt",
+        name="skeleton_simt_tc" if headers else "skeleton_simt",
         sources=[os.path.join(SIMT, "kernels_on_cpu.cpp"), os.path.join(SIMT, "simt_runtime.cpp")],
-        extra_cflags=["-O1", "-DSKELETON_SIMT_EMULATOR", "-Wno-unknown-pragmas"],
+        extra_cflags=flags + (["-DSKELETON_SIMT_TENSOR_CORES"] if headers else []),
+        extra_include_paths=[headers] if headers else [],
         is_python_module=False,
         verbose=False,
     )
@@ -86,8 +100,9 @@ def shape_list(x, weight, out_hw, config):
 
 def run_layer(ops, x, weight, bias, grad_output, config, offset=0, family="tiled"):
     """Output, grad_input and grad_weight as the CUDA backend computes them: depthwise layers, and
-    dense / grouped ones on the tiled kernels, on channels_last-contiguous buffers; dense / grouped
-    ones on the direct kernels (family "dense") on the caller's layout."""
+    dense / grouped ones on the tiled or tensor-core kernels (family "tensor_core"), on
+    channels_last-contiguous buffers; dense / grouped ones on the direct kernels (family "dense")
+    on the caller's layout."""
     depthwise = weight.size(1) == 1 and weight.size(0) == config["groups"]
     kind = "depthwise" if depthwise else family
     out_hw = grad_output.shape[2:]
@@ -117,13 +132,13 @@ def output_size(config):
     ]
 
 
-def check_layer(ops, config, dtype, memory_format, offset=0, noncontiguous=False, family="tiled"):
+def check_layer(ops, config, dtype, memory_format, offset=0, noncontiguous=False, family="tiled", precision=None):
     x, weight, bias = make_tensors(config, dtype, memory_format=memory_format, noncontiguous=noncontiguous)
     generator = torch.Generator().manual_seed(1)
     grad_output = torch.randn(config["n"], config["cout"], *output_size(config), generator=generator).to(dtype)
     ref_y, _, (ref_dx, ref_dw, _) = oracle(x, weight, bias, config, grad_output)
     y, dx, dw = run_layer(ops, x, weight, bias, grad_output, config, offset, family)
-    rtol, atol_fraction = TOLERANCE[dtype]
+    rtol, atol_fraction = TOLERANCE[precision or dtype]
     for name, actual, expected in (("output", y, ref_y), ("grad_input", dx, ref_dx), ("grad_weight", dw, ref_dw)):
         expected = expected.detach()
         atol = atol_fraction * max(expected.abs().max().item(), 1.0)
@@ -210,3 +225,23 @@ def test_runtime_reports_kernel_bugs(simt, case, message):
     # shuffles, are errors, not results.
     with pytest.raises(RuntimeError, match=message):
         simt.runtime_self_test(case)
+
+
+# ---- the tensor-core file, host launchers included, with mma.sync and ldmatrix emulated -------------
+
+TC_CONFIGS = tensor_core_configs(seed=41, count=8) + tensor_core_configs(seed=42, count=4, unit=4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("config", TC_CONFIGS, ids=config_id)
+def test_tensor_core_launchers_match_float64_oracle(simt, config, dtype):
+    if not hasattr(simt, "tensor_core_forward"):
+        pytest.skip("no CUDA toolkit headers (cuda_bf16.h): the tensor-core file was not built")
+    x, weight, _ = make_tensors(config, dtype)
+    shape = shape_list(x, weight, output_size(config), config)
+    if not simt.tensor_core_eligible(shape, dtype):
+        assert dtype != torch.float32 and (config["cin"] // config["groups"]) % 8, "an eligible layer was refused"
+        pytest.skip("channels per group not a multiple of 8: float32 only")
+    check_layer(simt, config, dtype, torch.channels_last, family="tensor_core",
+                precision="tf32" if dtype == torch.float32 else None)
+

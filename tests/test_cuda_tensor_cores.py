@@ -15,7 +15,6 @@ the PTX ISA, and checks them against a float64 reference.
 
 import contextlib
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import torch
 from torch._prims_common import suggest_memory_format
 
 import skeleton_cuda
-from oracle import assert_close_to_oracle, check_against_oracle, config_id, oracle
+from oracle import assert_close_to_oracle, check_against_oracle, config_id, oracle, tensor_core_configs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = "SKELETON_CUDA_TENSOR_CORES"
@@ -86,34 +85,6 @@ def calls():
 
 def delta(before):
     return tuple(b - a for a, b in zip(before, calls()))
-
-
-def tensor_core_configs(seed, count, unit=8):
-    """Layer configurations the tensor cores take: channels per group multiples of `unit` (8 for every
-    dtype, 4 for float32 only), strides 1-3, paddings 0-2, dilations 1-3, groups 1/2/4, odd spatial
-    sizes, non-empty output."""
-    rng = random.Random(seed)
-    configs = []
-    while len(configs) < count:
-        groups = rng.choice([1, 2, 4])
-        config = dict(
-            n=rng.choice([1, 2, 3]),
-            cin=groups * unit * rng.randint(1, 4),
-            cout=groups * unit * rng.randint(1, 4),
-            h=rng.randrange(1, 24, 2),
-            w=rng.randrange(1, 24, 2),
-            stride=(rng.randint(1, 3), rng.randint(1, 3)),
-            padding=(rng.randint(0, 2), rng.randint(0, 2)),
-            dilation=(rng.randint(1, 3), rng.randint(1, 3)),
-            groups=groups,
-            bias=rng.random() < 0.7,
-        )
-        if all(
-            size + 2 * p >= 2 * d + 1
-            for size, p, d in zip((config["h"], config["w"]), config["padding"], config["dilation"])
-        ):
-            configs.append(config)
-    return configs
 
 
 CONFIGS = tensor_core_configs(seed=11, count=32)

@@ -91,7 +91,10 @@
 // weight gradient, ld.shared.f32 for the fragments; the 16-bit ones' SASS had HMMA.16816.F32(.BF16),
 // LDSM.16.M88.4 / LDSM.16.MT88.4 and LDGSTS.E.BYPASS.128 in the main loops, no LDL/STL.
 //
-// CHECKED WITHOUT A GPU: compilation and the SASS above; and the block bodies themselves, run by
+// CHECKED WITHOUT A GPU: compilation and the SASS above; this whole file, host launchers included,
+// on the CPU runtime of tests/simt (tests/test_cuda_kernels_on_cpu.py: packing, residue classes,
+// chunking and the kernels against the float64 oracle, with ldmatrix / mma.sync from
+// tests/ptx_model.h); and the block bodies themselves, run by
 // tests/tensor_core_emulator.cpp (tests/test_cuda_tensor_cores.py builds and runs it on any
 // Linux machine) one thread per fiber, with cp.async (landing at issue, or as late as wait_group
 // allows), ldmatrix and mma.sync emulated from the PTX ISA, bounds and alignment of every access
@@ -124,12 +127,9 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 #include <c10/util/Exception.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <cuda_runtime.h>
 
 #include <array>
 #include <atomic>
@@ -137,12 +137,25 @@
 #include <vector>
 
 #include "common.cuh"
+#include "launch.cuh"
 #include "launchers.cuh"
 #include "tensor_core_gemm.cuh"
+
+#if !defined(SKELETON_SIMT_EMULATOR)
+#include <cuda_runtime.h>
+#endif
 
 namespace skeleton_cuda {
 namespace gpu {
 namespace {
+
+// The primitives the block bodies are built on: PTX on a GPU; under the CPU runtime
+// (SKELETON_SIMT_EMULATOR, tests/simt/tensor_core_arch.h) the same instructions emulated.
+#if defined(SKELETON_SIMT_EMULATOR)
+using KernelArch = simt::TensorCoreArch;
+#else
+using KernelArch = tc::DeviceArch;
+#endif
 
 // ---- kernels ---------------------------------------------------------------------------------------
 
@@ -158,7 +171,7 @@ __global__ void __launch_bounds__(tc::kThreads, 4) tc_gather_gemm_kernel(const t
   __trap();
 #else
   __shared__ __align__(16) unsigned char smem[tc::Tile<T>::kGatherSmemBytes];
-  tc::gather_gemm_block<T, tc::DeviceArch>(p, smem, static_cast<int>(threadIdx.x), static_cast<int64_t>(blockIdx.x));
+  tc::gather_gemm_block<T, KernelArch>(p, smem, static_cast<int>(threadIdx.x), static_cast<int64_t>(blockIdx.x));
 #endif
 }
 
@@ -168,7 +181,7 @@ __global__ void __launch_bounds__(tc::kThreads) tc_wgrad_kernel(const tc::WgradP
   __trap();
 #else
   __shared__ __align__(16) unsigned char smem[tc::Tile<T>::kWgradSmemBytes];
-  tc::wgrad_block<T, tc::DeviceArch>(p, smem, static_cast<int>(threadIdx.x), static_cast<int64_t>(blockIdx.x));
+  tc::wgrad_block<T, KernelArch>(p, smem, static_cast<int>(threadIdx.x), static_cast<int64_t>(blockIdx.x));
 #endif
 }
 
@@ -243,6 +256,10 @@ Chunking wgrad_chunking(const ConvShape& s) {
 // were compiled for an architecture that has the instructions (a build for "7.5+PTX" alone would
 // JIT the trap body). Cached per device; any CUDA error here just means "no".
 bool device_supported(c10::DeviceIndex device) {
+#if defined(SKELETON_SIMT_EMULATOR)
+  (void)device;
+  return true;  // the CPU runtime runs every kernel
+#else
   static std::array<std::atomic<int>, 256> cache{};  // 0 unknown, 1 yes, 2 no
   if (static_cast<int>(device) < 0 || static_cast<int>(device) >= static_cast<int>(cache.size())) {
     return false;
@@ -266,17 +283,17 @@ bool device_supported(c10::DeviceIndex device) {
     cache[device].store(ok ? 1 : 2, std::memory_order_relaxed);
   }
   return ok;
+#endif
 }
 
 template <typename T>
-void launch_gather(const tc::GatherGemmParams<T>& p, cudaStream_t stream) {
+void launch_gather(const tc::GatherGemmParams<T>& p) {
   if (p.rows == 0) {
     return;
   }
   const int64_t blocks = tc::gather_blocks(p.rows, p.groups, p.n);
   TORCH_CHECK(blocks <= INT32_MAX, "skeleton_conv2d (tensor cores): too many blocks (", blocks, ")");
-  tc_gather_gemm_kernel<T><<<static_cast<unsigned>(blocks), tc::kThreads, 0, stream>>>(p);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  launch(tc_gather_gemm_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(tc::kThreads), p);
 }
 
 }  // namespace
@@ -322,7 +339,6 @@ void tensor_core_forward(const at::Tensor& x, const at::Tensor& w, const at::Ten
   const at::Tensor packed = w.reshape({s.groups, cout_g, cin_g, kTaps}).permute({0, 3, 1, 2}).contiguous();
   check_packed(packed);
   const at::Tensor b = bias.defined() ? bias.contiguous() : bias;
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   dispatch_types(x.scalar_type(), "skeleton_conv2d", [&](auto tag) {
     using T = typename decltype(tag)::type;
     tc::GatherGemmParams<T> p;
@@ -338,7 +354,7 @@ void tensor_core_forward(const at::Tensor& x, const at::Tensor& w, const at::Ten
     p.n = static_cast<int>(cout_g);
     p.groups = static_cast<int>(s.groups);
     tc::finish_gather_params(p);
-    launch_gather(p, stream);
+    launch_gather(p);
   });
   g_calls[0].fetch_add(1, std::memory_order_relaxed);
 }
@@ -350,7 +366,6 @@ void tensor_core_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tenso
   // (C_out, C_in/G, 5) -> [G][5][C_in/G][C_out/G]: the transposed weight, K (= C_out/G) contiguous
   const at::Tensor packed = w.reshape({s.groups, cout_g, cin_g, kTaps}).permute({0, 3, 2, 1}).contiguous();
   check_packed(packed);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   dispatch_types(dy.scalar_type(), "skeleton_conv2d_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
     // One launch per residue class of the input modulo the stride; together they write every pixel
@@ -370,7 +385,7 @@ void tensor_core_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tenso
         p.n = static_cast<int>(cin_g);
         p.groups = static_cast<int>(s.groups);
         tc::finish_gather_params(p);
-        launch_gather(p, stream);
+        launch_gather(p);
       }
     }
   });
@@ -389,7 +404,6 @@ at::Tensor tensor_core_weight_grad(const at::Tensor& dy, const at::Tensor& x, co
   check_activation(dy, "grad_output");
   const Chunking c = wgrad_chunking(s);
   at::Tensor partials = at::empty({c.chunks, s.groups * kTaps * cin_g * cout_g}, acc_options);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   dispatch_types(x.scalar_type(), "skeleton_conv2d_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
     tc::WgradParams<T> p;
@@ -411,8 +425,7 @@ at::Tensor tensor_core_weight_grad(const at::Tensor& dy, const at::Tensor& x, co
     tc::finish_wgrad_params(p, s.batch, s.pad_h, s.pad_w, s.dil_h, s.dil_w);
     const int64_t blocks = tc::wgrad_blocks(c.chunks, s.groups, cin_g, cout_g);
     TORCH_CHECK(blocks <= INT32_MAX, "skeleton_conv2d (tensor cores): too many blocks (", blocks, ")");
-    tc_wgrad_kernel<T><<<static_cast<unsigned>(blocks), tc::kThreads, 0, stream>>>(p);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch(tc_wgrad_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(tc::kThreads), p);
   });
   // [G][5][C_in/G][C_out/G] -> (C_out, C_in/G, 5)
   return sum_partials(partials)

@@ -1,6 +1,7 @@
-// The direct, tiled and depthwise CUDA kernel files, compiled as C++ for the SIMT runtime, and their host
-// launchers exposed as torch.ops.skeleton_simt.* on CPU tensors (tests/test_cuda_kernels_on_cpu.py
-// builds this with torch.utils.cpp_extension and checks them against the float64 oracle).
+// The direct, tiled, depthwise and (with SKELETON_SIMT_TENSOR_CORES) tensor-core CUDA kernel files,
+// compiled as C++ for the SIMT runtime, and their host launchers exposed as torch.ops.skeleton_simt.*
+// on CPU tensors (tests/test_cuda_kernels_on_cpu.py builds this with torch.utils.cpp_extension and
+// checks them against the float64 oracle).
 //
 // The ATen headers come first, so that the runtime's keyword macros never touch them.
 #include <ATen/Dispatch.h>
@@ -14,11 +15,17 @@
 #include <vector>
 
 #include "simt_runtime.h"
+#if defined(SKELETON_SIMT_TENSOR_CORES)
+#include "tensor_core_arch.h"
+#endif
 
 #include "../../csrc/cuda/dense_kernels.cu"
 #include "../../csrc/cuda/depthwise_kernels.cu"
 #include "../../csrc/cuda/partial_sums.cu"
 #include "../../csrc/cuda/tiled_kernels.cu"
+#if defined(SKELETON_SIMT_TENSOR_CORES)  // needs cuda_bf16.h / cuda_fp16.h (a CUDA toolkit's headers)
+#include "../../csrc/cuda/tensor_core_kernels.cu"
+#endif
 
 namespace {
 
@@ -46,6 +53,12 @@ template <at::Tensor (*Launcher)(const at::Tensor&, const at::Tensor&, const Con
 at::Tensor weight_grad_op(const at::Tensor& dy, const at::Tensor& x, c10::IntArrayRef shape) {
   return Launcher(dy, x, shape_of(shape));
 }
+
+#if defined(SKELETON_SIMT_TENSOR_CORES)
+bool tensor_core_eligible_op(c10::IntArrayRef shape, at::ScalarType dtype) {
+  return tensor_core_eligible(shape_of(shape), dtype, 0);
+}
+#endif
 
 // Kernels with the bugs the runtime must report, for its own test.
 __global__ void barrier_not_reached_by_all(int* out) {
@@ -83,6 +96,15 @@ TORCH_LIBRARY(skeleton_simt, m) {
   m.def("tiled_forward(Tensor x, Tensor w, Tensor? bias, Tensor(a!) y, int[] shape) -> ()", &forward_op<tiled_forward>);
   m.def("tiled_input_grad(Tensor dy, Tensor w, Tensor(a!) dx, int[] shape) -> ()", &input_grad_op<tiled_input_grad>);
   m.def("tiled_weight_grad(Tensor dy, Tensor x, int[] shape) -> Tensor", &weight_grad_op<tiled_weight_grad>);
+#if defined(SKELETON_SIMT_TENSOR_CORES)
+  m.def("tensor_core_forward(Tensor x, Tensor w, Tensor? bias, Tensor(a!) y, int[] shape) -> ()",
+        &forward_op<tensor_core_forward>);
+  m.def("tensor_core_input_grad(Tensor dy, Tensor w, Tensor(a!) dx, int[] shape) -> ()",
+        &input_grad_op<tensor_core_input_grad>);
+  m.def("tensor_core_weight_grad(Tensor dy, Tensor x, int[] shape) -> Tensor",
+        &weight_grad_op<tensor_core_weight_grad>);
+  m.def("tensor_core_eligible(int[] shape, ScalarType dtype) -> bool", &tensor_core_eligible_op);
+#endif
   m.def("depthwise_forward(Tensor x, Tensor w, Tensor? bias, Tensor(a!) y, int[] shape) -> ()",
         &forward_op<depthwise_forward>);
   m.def("depthwise_input_grad(Tensor dy, Tensor w, Tensor(a!) dx, int[] shape) -> ()",

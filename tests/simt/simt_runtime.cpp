@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -34,6 +35,9 @@ struct Warp {
   unsigned offset = 0, mask = 0;
   bool mismatch = false;
   double in[kWarpSize] = {}, out[kWarpSize] = {};
+  // warp_collective
+  int op_arrived = 0, op_epoch = 0, op = 0;
+  std::vector<unsigned char> op_in, op_out;
 };
 
 struct Block {
@@ -70,6 +74,7 @@ void run_block() {
   b.barrier_arrived = 0;
   for (Warp& w : b.warps) {
     w.arrived = 0;
+    w.op_arrived = 0;
   }
   for (int t = 0; t < b.threads; ++t) {
     Fiber& f = b.fibers[t];
@@ -143,7 +148,7 @@ void run_block() {
   }
   for (const Warp& w : b.warps) {
     if (w.mismatch) {
-      throw std::runtime_error("SIMT emulator: lanes of one warp asked for different shuffles");
+      throw std::runtime_error("SIMT emulator: lanes of one warp asked for different shuffles or instructions");
     }
   }
 }
@@ -192,6 +197,36 @@ double shuffle_down(double value, unsigned offset, unsigned mask) {
   }
   threadIdx = b.fibers[b.current].index;
   return w.out[lane];
+}
+
+void warp_collective(int op, const void* in, size_t in_bytes, void* out, size_t out_bytes,
+                     const std::function<void(const unsigned char* ins, unsigned char* outs)>& compute) {
+  Block& b = g_block;
+  const int tid = linear_thread();
+  const int lane = tid % kWarpSize;
+  Warp& w = b.warps[tid / kWarpSize];
+  if (b.threads - (tid / kWarpSize) * kWarpSize < kWarpSize) {
+    throw std::runtime_error("SIMT emulator: a warp-collective instruction in a partial warp");
+  }
+  if (w.op_arrived == 0) {
+    w.op = op;
+    w.op_in.assign(kWarpSize * in_bytes, 0);
+  } else if (w.op != op) {
+    w.mismatch = true;
+  }
+  std::memcpy(w.op_in.data() + lane * in_bytes, in, in_bytes);
+  const int epoch = w.op_epoch;
+  if (++w.op_arrived == kWarpSize) {
+    // Only now are the previous results free: every lane read its own before it arrived here.
+    w.op_out.assign(kWarpSize * out_bytes, 0);
+    compute(w.op_in.data(), w.op_out.data());
+    w.op_arrived = 0;
+    ++w.op_epoch;
+  } else {
+    wait_while(&w.op_epoch, epoch);
+  }
+  threadIdx = b.fibers[b.current].index;
+  std::memcpy(out, w.op_out.data() + lane * out_bytes, out_bytes);
 }
 
 void run_grid(dim3 grid, dim3 block, const std::function<void()>& body) {

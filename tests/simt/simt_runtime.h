@@ -1,6 +1,6 @@
-// A CPU runtime for the direct and depthwise CUDA kernels (csrc/cuda/dense_kernels.cu,
-// depthwise_kernels.cu, partial_sums.cu), for machines without a GPU: include it before those
-// files, compiled as C++ with SKELETON_SIMT_EMULATOR defined, and their kernels run here.
+// A CPU runtime for the CUDA kernel files (csrc/cuda/*_kernels.cu, partial_sums.cu), for machines
+// without a GPU: include it before those files, compiled as C++ with SKELETON_SIMT_EMULATOR
+// defined, and their kernels run here (the tensor-core file with tensor_core_arch.h as well).
 //
 // A launch runs the grid one block at a time; each CUDA thread of a block is a fiber (ucontext).
 // threadIdx / blockIdx / blockDim / gridDim are globals that the scheduler sets before it resumes
@@ -19,21 +19,18 @@
 #error "compile the kernels for the CPU runtime with -DSKELETON_SIMT_EMULATOR"
 #endif
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <tuple>
 #include <type_traits>
 #include <utility>
 
-// CUDA's keywords, as far as the kernels use them.
-#define __global__
-#define __device__
-#define __host__
-#define __forceinline__ inline
-#define __shared__ static
-#define __launch_bounds__(...)
-#define __align__(n) __attribute__((aligned(n)))
-
+// CUDA's dim3 and uint3 where a CUDA toolkit's headers are on the include path (cuda_bf16.h brings
+// them too), else the same two structs here.
+#if __has_include(<vector_types.h>)
+#include <vector_types.h>
+#else
 struct dim3 {
   unsigned x, y, z;
   constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
@@ -41,6 +38,23 @@ struct dim3 {
 struct uint3 {
   unsigned x, y, z;
 };
+#endif
+
+// CUDA's keywords, as far as the kernels use them (replacing what CUDA's host headers define).
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __forceinline__
+#undef __launch_bounds__
+#undef __align__
+#undef __shared__
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+#define __shared__ static
 
 // The built-in variables of the thread running now.
 inline uint3 threadIdx{0, 0, 0};
@@ -53,6 +67,12 @@ namespace simt {
 // Block barrier and warp shuffle of the running fiber (simt_runtime.cpp).
 void sync_threads();
 double shuffle_down(double value, unsigned offset, unsigned mask);
+
+// A warp-collective instruction: every lane of the calling thread's warp deposits in_bytes of `in`;
+// the last to arrive runs compute(ins, outs) once (32 slots each, in lane order), and every lane
+// receives its out_bytes slot in `out`. Lanes that issue different `op`s are reported.
+void warp_collective(int op, const void* in, size_t in_bytes, void* out, size_t out_bytes,
+                     const std::function<void(const unsigned char* ins, unsigned char* outs)>& compute);
 
 // Runs body() once per thread of every block of the grid.
 void run_grid(dim3 grid, dim3 block, const std::function<void()>& body);
