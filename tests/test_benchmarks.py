@@ -64,3 +64,15 @@ def test_end_to_end_variants_keep_shapes_and_run(monkeypatch):
     result = end_to_end.run(torch.device("cpu"), ["eager"], rounds=1, steps=1)
     (row,) = result["rows"]
     assert row["dense_ms"] > 0 and row["skeleton_ms"] > 0 and row["bound"] >= 1.0
+
+
+def test_gpu_rows_name_the_kernels_that_ran(monkeypatch):
+    # The JSON says which of our kernel families a speed came from (csrc/cuda/skeleton_conv2d_cuda.cu
+    # routes them): a tensor-core speed must never be read as the default's, or the reverse.
+    monkeypatch.delenv("SKELETON_CUDA_DIRECT_KERNELS", raising=False)
+    assert gpu_suite.skeleton_path(96, 96, [False] * 3) == "depthwise"
+    assert gpu_suite.skeleton_path(1, 64, [True] * 3) == "tensor cores"
+    assert gpu_suite.skeleton_path(1, 64, [True, False, True]) == "mixed"
+    assert gpu_suite.skeleton_path(1, 64, [False] * 3) == "tiled"
+    monkeypatch.setenv("SKELETON_CUDA_DIRECT_KERNELS", "1")
+    assert gpu_suite.skeleton_path(1, 64, [False] * 3) == "direct"
