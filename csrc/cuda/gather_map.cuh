@@ -90,6 +90,23 @@ SKC_HOST_DEVICE V select5(const V (&values)[kTaps], int i) {
   return r;
 }
 
+// The output tile of gather-GEMM block `block` (a linear grid): block = (m_tile * groups + g) *
+// n_tiles + n_tile, so that the blocks reading the same pixels (other column tiles, other groups)
+// run side by side. Rows [m0, m0 + tile_m) of group g, columns [n0, n0 + tile_n).
+struct GatherTile {
+  int64_t m0 = 0;
+  int g = 0, n0 = 0;
+};
+
+SKC_HOST_DEVICE GatherTile gather_tile(int64_t block, int n_tiles, int groups, int tile_m, int tile_n) {
+  GatherTile t;
+  const int64_t rest = block / n_tiles;
+  t.n0 = static_cast<int>(block - rest * n_tiles) * tile_n;
+  t.g = static_cast<int>(rest % groups);
+  t.m0 = (rest / groups) * tile_m;
+  return t;
+}
+
 // Row m of a gather GEMM (a grid point), as a loader needs it: the base of its source image (in
 // pixels) and its tap-less source position, to which a tap adds its offsets. A row past `rows`
 // has ok == false and the position of row 0 (never loaded).

@@ -31,6 +31,8 @@ using gpu::ceil_div64;
 using gpu::destination_offset;
 using gpu::forward_gather_map;
 using gpu::gather_row;
+using gpu::gather_tile;
+using gpu::GatherTile;
 using gpu::GatherMap;
 using gpu::GatherRow;
 using gpu::input_grad_gather_map;
@@ -212,6 +214,22 @@ SKC_HOST_DEVICE void start_pipeline(int k_steps, LoadStep& load_step) {
   }
 }
 
+// Before computing K step `step`: groups committed so far are kStages - 1 + step, group j holding
+// K step j. Waiting until at most kStages - 2 are pending completes group `step` for this thread;
+// the barrier then makes every thread's copies visible, and guarantees that every warp finished
+// reading the stage computed in the previous iteration, which is the one refilled here with step
+// step + kStages - 1 (an empty group past the end).
+template <class Arch, typename LoadStep>
+SKC_HOST_DEVICE void advance_pipeline(int step, int k_steps, LoadStep& load_step) {
+  Arch::template cp_async_wait<kStages - 2>();
+  Arch::sync_threads();
+  const int next = step + kStages - 1;
+  if (next < k_steps) {
+    load_step(next % kStages);
+  }
+  Arch::cp_async_commit();
+}
+
 // ---- fragments ------------------------------------------------------------------------------------
 //
 // mma.m16n8k16 (bf16 / fp16) and mma.m16n8k8 (tf32), .row.col, lane = 4 * group + tig: in units of
@@ -341,11 +359,9 @@ SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* s
   int64_t* const dst_offset = reinterpret_cast<int64_t*>(smem + Tl::kGatherSmemA + Tl::kGatherSmemB);  // [kBM]
   T* const Cs = As;                                              // [kBM][kLdC], epilogue (over A and B)
 
-  const int n_tile = static_cast<int>(block % p.n_tiles);
-  const int64_t rest = block / p.n_tiles;
-  const int g = static_cast<int>(rest % p.groups);
-  const int64_t m0 = (rest / p.groups) * kBM;
-  const int n0 = n_tile * kBN;
+  const GatherTile tile = gather_tile(block, p.n_tiles, p.groups, kBM, kBN);
+  const int g = tile.g, n0 = tile.n0;
+  const int64_t m0 = tile.m0;
   const GatherMap& map = p.map;
 
   // Destination offset of tile row tid: element offset of channel g * n + n0 of its pixel, or -1.
@@ -413,19 +429,7 @@ SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* s
 
   int compute_chunk = 0;
   for (int step = 0; step < k_steps; ++step) {
-    // Groups committed so far: kStages - 1 + step, group j holding K step j. Waiting until at most
-    // kStages - 2 are pending completes group `step` for this thread; the barrier then makes every
-    // thread's copies visible, and guarantees that every warp finished reading the stage computed in
-    // the previous iteration, which is the one refilled next.
-    Arch::template cp_async_wait<kStages - 2>();
-    Arch::sync_threads();
-    {
-      const int next = step + kStages - 1;
-      if (next < k_steps) {
-        load_step(next % kStages);
-      }
-      Arch::cp_async_commit();
-    }
+    advance_pipeline<Arch>(step, k_steps, load_step);
 
     const int stage = step % kStages;
     const T* const a_stage = As + stage * (kBM * kLdA);
@@ -574,15 +578,7 @@ SKC_DEVICE void wgrad_block(const WgradParams<T>& p, unsigned char* smem, int ti
   start_pipeline<Arch>(k_steps, load_step);
 
   for (int step = 0; step < k_steps; ++step) {
-    Arch::template cp_async_wait<kStages - 2>();  // same group accounting as gather_gemm_block
-    Arch::sync_threads();
-    {
-      const int next = step + kStages - 1;
-      if (next < k_steps) {
-        load_step(next % kStages);
-      }
-      Arch::cp_async_commit();
-    }
+    advance_pipeline<Arch>(step, k_steps, load_step);
 
     const int stage = step % kStages;
     const T* const a_stage = As + stage * (kWK * kLdWA);

@@ -125,12 +125,9 @@ __global__ void __launch_bounds__(kTiledThreads) tiled_gather_gemm_kernel(const 
   __shared__ int64_t dst_offset[kTileM];
 
   const int tid = static_cast<int>(threadIdx.x);
-  const int64_t block = blockIdx.x;
-  const int n_tile = static_cast<int>(block % p.n_tiles);
-  const int64_t rest = block / p.n_tiles;
-  const int g = static_cast<int>(rest % p.groups);
-  const int64_t m0 = (rest / p.groups) * kTileM;
-  const int n0 = n_tile * kTileN;
+  const GatherTile tile = gather_tile(blockIdx.x, p.n_tiles, p.groups, kTileM, kTileN);
+  const int g = tile.g, n0 = tile.n0;
+  const int64_t m0 = tile.m0;
   const GatherMap& map = p.map;
 
   if (tid < kTileM) {  // element offset of channel g * n + n0 of the row's destination pixel, or -1
