@@ -106,12 +106,57 @@ at::Tensor aligned_channels_last(const at::Tensor& t) {
   return c;
 }
 
-// Runs a kernel that writes a channels_last-contiguous buffer (depthwise, tensor cores) for `result`,
-// which has the caller's memory format: in place when `result` is channels_last-contiguous, else
-// through a copy.
+// The kernel families, of which one runs a layer (all three passes), and their launchers.
+enum class Family { kDepthwise, kTensorCores, kTiled, kDirect };
+
+struct FamilyKernels {
+  void (*forward)(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, at::Tensor& y,
+                  const gpu::ConvShape& s);
+  void (*input_grad)(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const gpu::ConvShape& s);
+  at::Tensor (*weight_grad)(const at::Tensor& dy, const at::Tensor& x, const gpu::ConvShape& s);
+};
+
+const FamilyKernels& kernels_of(Family family) {
+  static const FamilyKernels table[] = {  // in the order of Family
+      {gpu::depthwise_forward, gpu::depthwise_input_grad, gpu::depthwise_weight_grad},
+      {gpu::tensor_core_forward, gpu::tensor_core_input_grad, gpu::tensor_core_weight_grad},
+      {gpu::tiled_forward, gpu::tiled_input_grad, gpu::tiled_weight_grad},
+      {gpu::dense_forward, gpu::dense_input_grad, gpu::dense_weight_grad},
+  };
+  return table[static_cast<int>(family)];
+}
+
+// The family of a layer, by preference. Call under the device guard (tensor-core eligibility
+// queries the current device).
+Family choose_family(const at::Tensor& input, const at::Tensor& weight, const gpu::ConvShape& s, int64_t groups) {
+  if (is_depthwise(weight, groups)) {
+    return Family::kDepthwise;
+  }
+  if (use_tensor_cores(input, s)) {
+    return Family::kTensorCores;
+  }
+  return use_tiled(s) ? Family::kTiled : Family::kDirect;
+}
+
+// An activation as the family reads it: the direct kernels read any strides; the others need
+// channels_last-contiguous data (the tensor cores' cp.async also 16-byte aligned).
+at::Tensor as_read_by(Family family, const at::Tensor& t) {
+  switch (family) {
+    case Family::kDirect:
+      return t;
+    case Family::kTensorCores:
+      return aligned_channels_last(t);
+    default:
+      return t.contiguous(kChannelsLast);
+  }
+}
+
+// Runs a kernel of `family` that writes `result`, which has the caller's memory format: the direct
+// kernels write any layout; the others write channels_last-contiguous buffers, so they write
+// `result` in place when it is one, else through a copy.
 template <typename Kernel>
-void into_format(at::Tensor& result, Kernel kernel) {
-  if (result.is_contiguous(kChannelsLast)) {
+void into_format(Family family, at::Tensor& result, Kernel kernel) {
+  if (family == Family::kDirect || result.is_contiguous(kChannelsLast)) {
     kernel(result);
   } else {
     at::Tensor buffer = empty_in_format(result.sizes(), result.options(), kChannelsLast);
@@ -139,18 +184,9 @@ at::Tensor skeleton_conv2d_cuda(
   }
   const gpu::ConvShape s = make_shape(input, weight, out_hw, p);
   const at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
-  if (is_depthwise(weight, p.groups)) {
-    const at::Tensor x = input.contiguous(kChannelsLast);
-    into_format(output, [&](at::Tensor& y) { gpu::depthwise_forward(x, weight, b, y, s); });
-  } else if (use_tensor_cores(input, s)) {
-    const at::Tensor x = aligned_channels_last(input);
-    into_format(output, [&](at::Tensor& y) { gpu::tensor_core_forward(x, weight, b, y, s); });
-  } else if (use_tiled(s)) {
-    const at::Tensor x = input.contiguous(kChannelsLast);
-    into_format(output, [&](at::Tensor& y) { gpu::tiled_forward(x, weight, b, y, s); });
-  } else {
-    gpu::dense_forward(input, weight, b, output, s);
-  }
+  const Family family = choose_family(input, weight, s, p.groups);
+  const at::Tensor x = as_read_by(family, input);
+  into_format(family, output, [&](at::Tensor& y) { kernels_of(family).forward(x, weight, b, y, s); });
   return output;
 }
 
@@ -167,39 +203,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cuda(
   check_backward_args(grad_output, input, weight, p);
   const c10::cuda::CUDAGuard device_guard(input.device());
   const gpu::ConvShape s = make_shape(input, weight, output_size(input.size(2), input.size(3), p), p);
-  const bool depthwise = is_depthwise(weight, p.groups);
-  // The depthwise kernels read channels_last-contiguous activations (a no-op when they are).
-  const at::Tensor dy_cl =
-      depthwise && (output_mask[0] || output_mask[1]) ? grad_output.contiguous(kChannelsLast) : at::Tensor();
-  // So do the tensor-core kernels, 16-byte aligned, and the tiled kernels.
-  const bool tensor_cores = !depthwise && (output_mask[0] || output_mask[1]) && use_tensor_cores(input, s);
-  const at::Tensor dy_tc = tensor_cores ? aligned_channels_last(grad_output) : at::Tensor();
-  const bool tiled = !depthwise && !tensor_cores && (output_mask[0] || output_mask[1]) && use_tiled(s);
-  const at::Tensor dy_tiled = tiled ? grad_output.contiguous(kChannelsLast) : at::Tensor();
+  const Family family = choose_family(input, weight, s, p.groups);
+  const FamilyKernels& kernels = kernels_of(family);
+  const at::Tensor dy = output_mask[0] || output_mask[1] ? as_read_by(family, grad_output) : at::Tensor();
 
   at::Tensor grad_input = at::empty({0}, input.options());
   if (output_mask[0]) {
     grad_input = empty_in_format(input.sizes(), input.options(), input.suggest_memory_format());
     if (grad_input.numel() > 0) {
-      if (depthwise) {
-        into_format(grad_input, [&](at::Tensor& dx) { gpu::depthwise_input_grad(dy_cl, weight, dx, s); });
-      } else if (tensor_cores) {
-        into_format(grad_input, [&](at::Tensor& dx) { gpu::tensor_core_input_grad(dy_tc, weight, dx, s); });
-      } else if (tiled) {
-        into_format(grad_input, [&](at::Tensor& dx) { gpu::tiled_input_grad(dy_tiled, weight, dx, s); });
-      } else {
-        gpu::dense_input_grad(grad_output, weight, grad_input, s);
-      }
+      into_format(family, grad_input, [&](at::Tensor& dx) { kernels.input_grad(dy, weight, dx, s); });
     }
   }
 
   at::Tensor grad_weight = at::empty({0}, input.options());
   if (output_mask[1]) {
-    const at::Tensor dw = depthwise      ? gpu::depthwise_weight_grad(dy_cl, input.contiguous(kChannelsLast), s)
-                          : tensor_cores ? gpu::tensor_core_weight_grad(dy_tc, aligned_channels_last(input), s)
-                          : tiled        ? gpu::tiled_weight_grad(dy_tiled, input.contiguous(kChannelsLast), s)
-                                         : gpu::dense_weight_grad(grad_output, input, s);
-    grad_weight = dw.to(weight.scalar_type()).contiguous();
+    grad_weight = kernels.weight_grad(dy, as_read_by(family, input), s).to(weight.scalar_type()).contiguous();
   }
 
   at::Tensor grad_bias = at::empty({0}, input.options());
