@@ -6,7 +6,8 @@ a dilated 2x1 conv: exactly five taps through cuDNN), and ours. Passes: forward,
 (derived as forward+backward minus forward) and forward + backward (autograd, all gradients).
 Precisions: bf16 and fp16 channels_last, bf16 NCHW, and fp32 NCHW with TF32 on (PyTorch's default
 for convolutions). Each row records which of our kernels ran ("skeleton_path": "tensor cores" with
-SKELETON_CUDA_TENSOR_CORES=1 where they apply, else "tiled" (the default for dense layers),
+SKELETON_CUDA_TENSOR_CORES=1 where they apply, "tensor cores, NCHW kernels" where fp32 NCHW layers ran
+the tensor cores without converting to channels_last, else "tiled" (the default for dense layers),
 "direct" with SKELETON_CUDA_DIRECT_KERNELS=1, or "depthwise").
 
 Dense suite (N=64): 64@56, 128@28, 256@14, 512@7, stride 2 128@56 and 256@28; (N=128): 64@32,
@@ -36,20 +37,25 @@ PRECISIONS = {
 IMPLS = ("cudnn3x3", "masked3x3", "decomposition", "skeleton")
 
 
-def skeleton_path(groups, channels, took_tensor_cores):
-    """Which of our kernel families a layer ran (csrc/cuda/skeleton_conv2d_cuda.cu routes them)."""
+def skeleton_path(groups, channels, took_tensor_cores, took_nchw_kernels=(False, False, False)):
+    """Which of our kernel families a layer ran (csrc/cuda/skeleton_conv2d_cuda.cu routes them), from
+    which passes took the tensor cores, and which of those their NCHW kernels."""
     if groups == channels:
         return "depthwise"
-    if all(took_tensor_cores):
+    if all(took_tensor_cores) and not any(took_nchw_kernels):
         return "tensor cores"
+    if all(took_nchw_kernels):
+        return "tensor cores, NCHW kernels"
     if any(took_tensor_cores):
         return "mixed"
     return "direct" if os.environ.get("SKELETON_CUDA_DIRECT_KERNELS") == "1" else "tiled"
 
 
 def tensor_core_calls():
-    """Calls of our tensor-core path so far (forward, input gradient, weight gradient)."""
-    return list(torch.ops.skeleton_cuda.tensor_core_calls())
+    """Calls of our tensor-core path so far (forward, input gradient, weight gradient), then those of
+    them that ran the NCHW kernels."""
+    ops = torch.ops.skeleton_cuda
+    return list(ops.tensor_core_calls()) + list(ops.tensor_core_nchw_calls())
 
 
 def measure_peaks(device):
@@ -101,13 +107,13 @@ def time_layer(n, channels, size, stride, groups, dtype, memory_format, device, 
     before = tensor_core_calls()
     fwd = time_interleaved({k: forward(f) for k, f in impls.items()}, device, rounds, inner=5)
     both = time_interleaved({k: forward_backward(f) for k, f in impls.items()}, device, rounds, inner=3)
-    took_tensor_cores = [b > a for a, b in zip(before, tensor_core_calls())]
+    took = [b > a for a, b in zip(before, tensor_core_calls())]
     out_size = gy.shape[-1]
     taps = {"cudnn3x3": 9, "masked3x3": 9, "decomposition": 5, "skeleton": 5}
     macs_per_tap = n * out_size * out_size * channels * (channels // groups)
     element = torch.finfo(dtype).bits // 8
     moved = (x.numel() + gy.numel()) * element  # input read and output written once
-    row = {"skeleton_path": skeleton_path(groups, channels, took_tensor_cores)}
+    row = {"skeleton_path": skeleton_path(groups, channels, took[:3], took[3:])}
     for impl in IMPLS:
         row[f"fwd_{impl}_ms"] = round(fwd[impl], 4)
         row[f"bwd_{impl}_ms"] = round(max(both[impl] - fwd[impl], 0.0), 4)

@@ -37,15 +37,18 @@ def main():
     x = torch.randn(args.batch, args.channels, args.size, args.size, device="cuda", dtype=dtype)
     x = x.contiguous(memory_format=memory_format).requires_grad_()
     w = (torch.randn(args.channels, args.channels // args.groups, 5, device="cuda", dtype=dtype) * 0.05).requires_grad_()
-    before = list(torch.ops.skeleton_cuda.tensor_core_calls())
+    ops = torch.ops.skeleton_cuda
+    before = list(ops.tensor_core_calls()) + list(ops.tensor_core_nchw_calls())
     for _ in range(args.iterations):
         y = skeleton_cuda.skeleton_conv2d(x, w, None, args.stride, 1, 1, args.groups)
         y.backward(torch.ones_like(y))
     torch.cuda.synchronize()
-    after = list(torch.ops.skeleton_cuda.tensor_core_calls())
-    passes = [b - a for a, b in zip(before, after)]
+    after = list(ops.tensor_core_calls()) + list(ops.tensor_core_nchw_calls())
+    passes, nchw_passes = [b - a for a, b in zip(before[:3], after[:3])], [b - a for a, b in zip(before[3:], after[3:])]
     cuda_cores = "direct kernels" if os.environ.get("SKELETON_CUDA_DIRECT_KERNELS") == "1" else "tiled kernels"
     path = "tensor cores" if all(passes) else cuda_cores if not any(passes) else f"mixed {passes}"
+    if any(nchw_passes):
+        path += f" (NCHW kernels in {nchw_passes} calls per pass)"
     print(f"{args.iterations} x forward + backward of {tuple(x.shape)} {args.dtype} on {path}")
 
 

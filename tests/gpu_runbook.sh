@@ -9,8 +9,10 @@
 #   bash tests/gpu_runbook.sh build racecheck         # racecheck and synccheck, likewise
 #   bash tests/gpu_runbook.sh build bench             # GPU suite, default kernels (tiled for dense layers)
 #   bash tests/gpu_runbook.sh build bench-tc          # GPU suite with the tensor cores on
+#   bash tests/gpu_runbook.sh build bench-tc-nchw-converted  # the same, fp32 NCHW through channels_last
 #   bash tests/gpu_runbook.sh build bench-direct      # GPU suite with the direct kernels
 #   bash tests/gpu_runbook.sh build ncu e2e           # Nsight Compute evidence, end-to-end training
+#   bash tests/gpu_runbook.sh build ncu-nchw          # Nsight Compute: fp32 NCHW, native and converted
 # (The tensor-core and direct stages set SKELETON_CUDA_TENSOR_CORES=1 / SKELETON_CUDA_DIRECT_KERNELS=1
 # themselves; do not export either for the whole script.)
 #
@@ -87,6 +89,14 @@ for stage in "$@"; do
       record bench-tc $?
       cp benchmarks/results/cuda-tensor-cores.json benchmarks/results/cuda-tensor-cores.png "$OUT/" 2>/dev/null
       ;;
+    bench-tc-nchw-converted)
+      # fp32 NCHW layers convert to channels_last and back instead of running the NCHW kernels: the
+      # fp32-nchw rows against bench-tc's say what the NCHW kernels are worth.
+      SKELETON_CUDA_TENSOR_CORES_NCHW=0 tensor_cores_on "$PY" benchmarks/run.py \
+        --output cuda-tensor-cores-nchw-converted.json >"$OUT/bench-tc-nchw-converted.log" 2>&1
+      record bench-tc-nchw-converted $?
+      cp benchmarks/results/cuda-tensor-cores-nchw-converted.json "$OUT/" 2>/dev/null
+      ;;
     bench-direct)
       SKELETON_CUDA_DIRECT_KERNELS=1 "$PY" benchmarks/run.py --output cuda-direct.json >"$OUT/bench-direct.log" 2>&1
       record bench-direct $?
@@ -107,13 +117,27 @@ for stage in "$@"; do
         done
       done
       ;;
+    ncu-nchw)
+      # fp32 NCHW on the tensor cores: the NCHW kernels, and the conversion path (its transposes
+      # are PyTorch's copy kernels, so every kernel is profiled).
+      for layer in "--channels 256 --size 14" "--channels 64 --size 56"; do
+        for native in 1 0; do
+          name="ncu-tc-fp32-nchw-native$native-$(echo "$layer" | tr -c 'a-z0-9\n' '-' | tr -s '-')"
+          SKELETON_CUDA_TENSOR_CORES=1 SKELETON_CUDA_TENSOR_CORES_NCHW=$native ncu --launch-skip 8 \
+            --launch-count 12 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --csv \
+            "$PY" benchmarks/profile_layer.py $layer --dtype fp32 --nchw >"$OUT/$name.csv" 2>&1
+          record "$name" $?
+        done
+      done
+      ;;
     e2e)
       tensor_cores_on "$PY" benchmarks/end_to_end.py >"$OUT/e2e.log" 2>&1
       record e2e $?
       cp benchmarks/results/end-to-end-cuda*.json "$OUT/" 2>/dev/null
       ;;
     *)
-      echo "unknown stage '$stage' (build, tensor-cores, cuda-cores, memcheck, racecheck, bench, bench-tc, bench-direct, ncu, e2e)" >&2
+      echo "unknown stage '$stage' (build, tensor-cores, cuda-cores, memcheck, racecheck, bench, bench-tc," \
+        "bench-tc-nchw-converted, bench-direct, ncu, ncu-nchw, e2e)" >&2
       exit 2
       ;;
   esac

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "cuda/tensor_core_gemm.cuh"
+#include "cuda/tensor_core_nchw.cuh"
 #include "ptx_model.h"
 
 namespace emu {
@@ -143,6 +144,7 @@ constexpr size_t kStack = 256 * 1024;
 struct Copy {
   unsigned char* dst;
   unsigned char bytes[16];
+  int size;  // 16, or 4 (the NCHW float bodies' single elements)
 };
 
 struct Region {
@@ -224,7 +226,7 @@ const Region& check_global(const void* p, size_t bytes, size_t align, bool write
 }
 
 void land(std::vector<Copy>& copies) {
-  for (Copy& c : copies) std::memcpy(c.dst, c.bytes, 16);
+  for (Copy& c : copies) std::memcpy(c.dst, c.bytes, c.size);
   copies.clear();
 }
 
@@ -273,24 +275,30 @@ void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
       });
 }
 
-struct EmuArch {
-  static void cp_async16(void* smem_dst, const void* src, bool valid) {
-    check_smem(smem_dst, 16, 16, "cp.async destination");
-    check_global(src, valid ? 16 : 0, 16, false, "cp.async source");
-    Copy c;
-    c.dst = static_cast<unsigned char*>(smem_dst);
-    if (valid) {
-      std::memcpy(c.bytes, src, 16);
-    } else {
-      std::memset(c.bytes, 0, 16);
-    }
-    Fiber& f = g_rt->fibers[g_rt->current];
-    if (g_rt->eager_copies) {
-      std::memcpy(c.dst, c.bytes, 16);
-    } else {
-      f.open.push_back(c);
-    }
+// cp.async of `size` bytes (16, or 4): the source is read at issue, the destination written at issue
+// or as late as cp.async.wait_group allows.
+void cp_async(void* smem_dst, const void* src, bool valid, int size) {
+  check_smem(smem_dst, size, size, "cp.async destination");
+  check_global(src, valid ? size : 0, size, false, "cp.async source");
+  Copy c;
+  c.dst = static_cast<unsigned char*>(smem_dst);
+  c.size = size;
+  if (valid) {
+    std::memcpy(c.bytes, src, size);
+  } else {
+    std::memset(c.bytes, 0, size);
   }
+  Fiber& f = g_rt->fibers[g_rt->current];
+  if (g_rt->eager_copies) {
+    std::memcpy(c.dst, c.bytes, size);
+  } else {
+    f.open.push_back(c);
+  }
+}
+
+struct EmuArch {
+  static void cp_async16(void* smem_dst, const void* src, bool valid) { cp_async(smem_dst, src, valid, 16); }
+  static void cp_async4(void* smem_dst, const void* src, bool valid) { cp_async(smem_dst, src, valid, 4); }
   static void cp_async_commit() {
     Fiber& f = g_rt->fibers[g_rt->current];
     f.groups.push_back(std::move(f.open));
@@ -345,6 +353,10 @@ struct EmuArch {
     check_global(dst, 8, 8, true, "partials store");
     dst[0] = v0;
     dst[1] = v1;
+  }
+  static void store_float(float* dst, float v) {
+    check_global(dst, 4, 4, true, "NCHW output store");
+    *dst = v;
   }
 };
 
@@ -428,8 +440,26 @@ struct Stats {
   int64_t bad = 0;
 };
 
+// Layout helpers: a channels_last (n, h, w, c) array as contiguous NCHW, and the NCHW index of
+// channels_last element i.
+template <typename V>
+std::vector<V> to_nchw(const std::vector<V>& v, int64_t n, int64_t h, int64_t w, int64_t c) {
+  std::vector<V> out(v.size());
+  for (int64_t i = 0; i < n * h * w; ++i)
+    for (int64_t ch = 0; ch < c; ++ch) out[((i / (h * w)) * c + ch) * h * w + i % (h * w)] = v[i * c + ch];
+  return out;
+}
+int64_t nchw_index(int64_t i, int64_t h, int64_t w, int64_t c) {
+  const int64_t pixel = i / c, ch = i % c;
+  return ((pixel / (h * w)) * c + ch) * h * w + pixel % (h * w);
+}
+
+// Runs the three passes of one configuration and compares them with a float64 reference: the
+// channels_last bodies, or (float only, nchw) the NCHW ones of tensor_core_nchw.cuh.
 template <typename T>
-bool run_config(const Config& c, bool eager, std::mt19937& rng, bool verbose) {
+bool run_config(const Config& c, bool eager, bool nchw, std::mt19937& rng, bool verbose) {
+  constexpr bool kFloat = std::is_same<T, float>::value;
+  if (nchw && !kFloat) fail("the NCHW bodies take float only");
   constexpr Kind kind = kind_of<T>();
   const int64_t oh = out_size(c.h, c.ph, c.dh, c.sh), ow = out_size(c.w, c.pw, c.dw, c.sw);
   const int64_t cin_g = c.cin / c.groups, cout_g = c.cout / c.groups;
@@ -479,7 +509,8 @@ bool run_config(const Config& c, bool eager, std::mt19937& rng, bool verbose) {
   rt.eager_copies = eager;
   rt.kind = kind;
   rt.rng.seed(static_cast<unsigned>(rng()));
-  const int smem_bytes = std::max(tc::Tile<T>::kGatherSmemBytes, tc::Tile<T>::kWgradSmemBytes);
+  const int smem_bytes = std::max({tc::Tile<T>::kGatherSmemBytes, tc::Tile<T>::kWgradSmemBytes,
+                                   tc::NchwTile::kGatherSmemBytes, tc::NchwTile::kWgradSmemBytes});
   std::vector<unsigned char> smem_buffer(smem_bytes + 16);
   rt.smem = smem_buffer.data() + (16 - reinterpret_cast<uintptr_t>(smem_buffer.data()) % 16) % 16;
   rt.smem_size = smem_bytes;
@@ -519,6 +550,20 @@ bool run_config(const Config& c, bool eager, std::mt19937& rng, bool verbose) {
   const double round_rel = kind == Kind::bf16 ? 1.0 / 256 : kind == Kind::f16 ? 1.0 / 2048 : 1e-5;
   constexpr size_t B = sizeof(T);
 
+  // All blocks of a gather GEMM, on the body of the layout.
+  auto run_gather = [&](const tc::GatherGemmParams<T>& p, bool in_nchw) {
+    const int64_t blocks = tc::gather_blocks(p.rows, p.groups, p.n);
+    for (int64_t b = 0; b < blocks; ++b) {
+      if constexpr (kFloat) {
+        if (in_nchw) {
+          run_block(rt, [&](int tid) { tc::gather_gemm_block_nchw<EmuArch>(p, rt.smem, tid, b); });
+          continue;
+        }
+      }
+      run_block(rt, [&](int tid) { tc::gather_gemm_block<T, EmuArch>(p, rt.smem, tid, b); });
+    }
+  };
+
   // ---- forward ----
   {
     rt.regions.clear();
@@ -529,7 +574,8 @@ bool run_config(const Config& c, bool eager, std::mt19937& rng, bool verbose) {
         for (int64_t j = 0; j < cout_g; ++j)
           for (int64_t ci = 0; ci < cin_g; ++ci)
             packed[((g * kTaps + t) * cout_g + j) * cin_g + ci] = wt[((g * cout_g + j) * cin_g + ci) * kTaps + t];
-    Aligned ax = aligned(x.data(), x.size() * B, 0), aw = aligned(packed.data(), packed.size() * B, 0),
+    const std::vector<T> x_in = nchw ? to_nchw(x, c.batch, c.h, c.w, c.cin) : x;
+    Aligned ax = aligned(x_in.data(), x.size() * B, 0), aw = aligned(packed.data(), packed.size() * B, 0),
             ab = aligned(bias.data(), bias.size() * B, 0), ay = aligned(nullptr, ref_y.size() * B, 0xff);
     reg(ax.p, x.size() * B, false, "input");
     reg(aw.p, packed.size() * B, false, "packed weight");
@@ -546,11 +592,10 @@ bool run_config(const Config& c, bool eager, std::mt19937& rng, bool verbose) {
     p.n = static_cast<int>(cout_g);
     p.groups = static_cast<int>(c.groups);
     tc::finish_gather_params(p);
-    const int64_t blocks = tc::gather_blocks(p.rows, p.groups, p.n);
-    for (int64_t b = 0; b < blocks; ++b)
-      run_block(rt, [&](int tid) { tc::gather_gemm_block<T, EmuArch>(p, rt.smem, tid, b); });
+    run_gather(p, nchw);
     const T* y = reinterpret_cast<const T*>(ay.p);
-    compare("output", ref_y, [&](size_t i) { return double(to_float(y[i])); }, round_rel);
+    compare("output", ref_y, [&](size_t i) { return double(to_float(y[nchw ? nchw_index(i, oh, ow, c.cout) : i])); },
+            round_rel);
   }
 
   // ---- input gradient ----
@@ -563,7 +608,8 @@ bool run_config(const Config& c, bool eager, std::mt19937& rng, bool verbose) {
         for (int64_t ci = 0; ci < cin_g; ++ci)
           for (int64_t co = 0; co < cout_g; ++co)
             packed[((g * kTaps + t) * cin_g + ci) * cout_g + co] = wt[((g * cout_g + co) * cin_g + ci) * kTaps + t];
-    Aligned ady = aligned(dy.data(), dy.size() * B, 0), aw = aligned(packed.data(), packed.size() * B, 0),
+    const std::vector<T> dy_in = nchw ? to_nchw(dy, c.batch, oh, ow, c.cout) : dy;
+    Aligned ady = aligned(dy_in.data(), dy.size() * B, 0), aw = aligned(packed.data(), packed.size() * B, 0),
             adx = aligned(nullptr, ref_dx.size() * B, 0xff);
     reg(ady.p, dy.size() * B, false, "grad_output");
     reg(aw.p, packed.size() * B, false, "packed weight");
@@ -583,18 +629,19 @@ bool run_config(const Config& c, bool eager, std::mt19937& rng, bool verbose) {
         p.groups = static_cast<int>(c.groups);
         tc::finish_gather_params(p);
         if (p.rows == 0) continue;
-        const int64_t blocks = tc::gather_blocks(p.rows, p.groups, p.n);
-        for (int64_t b = 0; b < blocks; ++b)
-          run_block(rt, [&](int tid) { tc::gather_gemm_block<T, EmuArch>(p, rt.smem, tid, b); });
+        run_gather(p, nchw);
       }
     const T* dx = reinterpret_cast<const T*>(adx.p);
-    compare("grad_input", ref_dx, [&](size_t i) { return double(to_float(dx[i])); }, round_rel);
+    compare("grad_input", ref_dx, [&](size_t i) { return double(to_float(dx[nchw ? nchw_index(i, c.h, c.w, c.cin) : i])); },
+            round_rel);
   }
 
   // ---- weight gradient ----
   {
     rt.regions.clear();
-    Aligned ax = aligned(x.data(), x.size() * B, 0), ady = aligned(dy.data(), dy.size() * B, 0);
+    const std::vector<T> x_in = nchw ? to_nchw(x, c.batch, c.h, c.w, c.cin) : x;
+    const std::vector<T> dy_in = nchw ? to_nchw(dy, c.batch, oh, ow, c.cout) : dy;
+    Aligned ax = aligned(x_in.data(), x.size() * B, 0), ady = aligned(dy_in.data(), dy.size() * B, 0);
     reg(ax.p, x.size() * B, false, "input");
     reg(ady.p, dy.size() * B, false, "grad_output");
     tc::WgradParams<T> p;
@@ -620,8 +667,15 @@ bool run_config(const Config& c, bool eager, std::mt19937& rng, bool verbose) {
     reg(ap.p, partials_nan.size() * 4, true, "partials");
     p.partials = reinterpret_cast<float*>(ap.p);
     const int64_t blocks = tc::wgrad_blocks(chunks, c.groups, cin_g, cout_g);
-    for (int64_t b = 0; b < blocks; ++b)
+    for (int64_t b = 0; b < blocks; ++b) {
+      if constexpr (kFloat) {
+        if (nchw) {
+          run_block(rt, [&](int tid) { tc::wgrad_block_nchw<EmuArch>(p, rt.smem, tid, b); });
+          continue;
+        }
+      }
       run_block(rt, [&](int tid) { tc::wgrad_block<T, EmuArch>(p, rt.smem, tid, b); });
+    }
     // Second pass as sum_partials does (fixed order), then [G][5][k][n] -> (C_out, k, 5).
     std::vector<double> dw(c.cout * cin_g * kTaps);
     for (int64_t g = 0; g < c.groups; ++g)
@@ -700,16 +754,21 @@ int main(int argc, char** argv) {
     for (int variant = 0; variant < 3; ++variant) {
       const emu::Kind kind = any_type ? static_cast<emu::Kind>((i + variant) % 3) : emu::Kind::tf32;
       const bool eager = (i + variant) % 2 == 1;  // copies landing at issue, or as late as allowed
-      std::printf("config %zu: n%lld c%lldx%lld g%lld %lldx%lld s%lld%lld p%lld%lld d%lld%lld bias%d chunk%lld %s %s\n",
-                  i, (long long)c.batch, (long long)c.cin, (long long)c.cout, (long long)c.groups, (long long)c.h,
-                  (long long)c.w, (long long)c.sh, (long long)c.sw, (long long)c.ph, (long long)c.pw,
-                  (long long)c.dh, (long long)c.dw, int(c.bias), (long long)c.chunk_len, emu::kind_name(kind),
-                  eager ? "copies-at-issue" : "copies-at-wait");
-      const bool ok = kind == emu::Kind::bf16  ? emu::run_config<emu::bf16>(c, eager, rng, false)
-                      : kind == emu::Kind::f16 ? emu::run_config<emu::f16>(c, eager, rng, false)
-                                               : emu::run_config<float>(c, eager, rng, false);
-      ++runs;
-      if (!ok) ++failures;
+      // float runs both layouts: the channels_last bodies and the NCHW ones.
+      for (int layout = 0; layout < (kind == emu::Kind::tf32 ? 2 : 1); ++layout) {
+        const bool nchw = layout == 1;
+        std::printf(
+            "config %zu: n%lld c%lldx%lld g%lld %lldx%lld s%lld%lld p%lld%lld d%lld%lld bias%d chunk%lld %s %s %s\n", i,
+            (long long)c.batch, (long long)c.cin, (long long)c.cout, (long long)c.groups, (long long)c.h,
+            (long long)c.w, (long long)c.sh, (long long)c.sw, (long long)c.ph, (long long)c.pw, (long long)c.dh,
+            (long long)c.dw, int(c.bias), (long long)c.chunk_len, emu::kind_name(kind),
+            nchw ? "nchw" : "channels_last", eager ? "copies-at-issue" : "copies-at-wait");
+        const bool ok = kind == emu::Kind::bf16  ? emu::run_config<emu::bf16>(c, eager, false, rng, false)
+                        : kind == emu::Kind::f16 ? emu::run_config<emu::f16>(c, eager, false, rng, false)
+                                                 : emu::run_config<float>(c, eager, nchw, rng, false);
+        ++runs;
+        if (!ok) ++failures;
+      }
     }
   }
   std::printf("%s: %d of %d runs failed\n", failures ? "FAILED" : "ALL OK", failures, runs);

@@ -72,6 +72,8 @@ def test_gpu_rows_name_the_kernels_that_ran(monkeypatch):
     monkeypatch.delenv("SKELETON_CUDA_DIRECT_KERNELS", raising=False)
     assert gpu_suite.skeleton_path(96, 96, [False] * 3) == "depthwise"
     assert gpu_suite.skeleton_path(1, 64, [True] * 3) == "tensor cores"
+    assert gpu_suite.skeleton_path(1, 64, [True] * 3, [True] * 3) == "tensor cores, NCHW kernels"
+    assert gpu_suite.skeleton_path(1, 64, [True] * 3, [True, False, True]) == "mixed"
     assert gpu_suite.skeleton_path(1, 64, [True, False, True]) == "mixed"
     assert gpu_suite.skeleton_path(1, 64, [False] * 3) == "tiled"
     monkeypatch.setenv("SKELETON_CUDA_DIRECT_KERNELS", "1")

@@ -101,13 +101,14 @@ def shape_list(x, weight, out_hw, config):
 def run_layer(ops, x, weight, bias, grad_output, config, offset=0, family="tiled"):
     """Output, grad_input and grad_weight as the CUDA backend computes them: depthwise layers, and
     dense / grouped ones on the tiled or tensor-core kernels (family "tensor_core"), on
-    channels_last-contiguous buffers; dense / grouped ones on the direct kernels (family "dense")
-    on the caller's layout."""
+    channels_last-contiguous buffers; float32 ones on the NCHW tensor-core kernels (family
+    "tensor_core_nchw") on contiguous NCHW buffers; dense / grouped ones on the direct kernels
+    (family "dense") on the caller's layout."""
     depthwise = weight.size(1) == 1 and weight.size(0) == config["groups"]
     kind = "depthwise" if depthwise else family
     out_hw = grad_output.shape[2:]
     shape = shape_list(x, weight, out_hw, config)
-    layout = suggest_memory_format(x) if kind == "dense" else torch.channels_last
+    layout = {"dense": suggest_memory_format(x), "tensor_core_nchw": torch.contiguous_format}.get(kind, torch.channels_last)
     xg = Guarded(x, layout, offset)
     dyg = Guarded(grad_output, layout, offset)
     wg = Guarded(weight, torch.contiguous_format)
@@ -245,3 +246,38 @@ def test_tensor_core_launchers_match_float64_oracle(simt, config, dtype):
     check_layer(simt, config, dtype, torch.channels_last, family="tensor_core",
                 precision="tf32" if dtype == torch.float32 else None)
 
+
+
+# Besides the random layers: 2 column tiles (72 outputs), a K tail (40 = 2 x 16 + 8 channels),
+# 200 weight-gradient rows (2 row tiles), several pixel chunks, stride 2.
+NCHW_TC_CONFIGS = TC_CONFIGS + [
+    dict(n=2, cin=40, cout=72, h=19, w=21, stride=(2, 1), padding=(1, 1), dilation=(1, 1), groups=1, bias=True),
+]
+
+
+@pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "offset-by-one-element"])
+@pytest.mark.parametrize("config", NCHW_TC_CONFIGS, ids=config_id)
+def test_nchw_tensor_core_launchers_match_float64_oracle(simt, config, offset):
+    """float32 NCHW activations read and written in place (tensor_core_nchw.cuh): 4-byte copies,
+    so a start that is not 16-byte aligned is fine."""
+    if not hasattr(simt, "tensor_core_nchw_forward"):
+        pytest.skip("no CUDA toolkit headers (cuda_bf16.h): the tensor-core file was not built")
+    x, weight, _ = make_tensors(config, torch.float32)
+    assert simt.tensor_core_eligible(shape_list(x, weight, output_size(config), config), torch.float32)
+    check_layer(simt, config, torch.float32, torch.contiguous_format, offset=offset, family="tensor_core_nchw",
+                precision="tf32")
+
+
+def test_nchw_and_channels_last_tensor_cores_agree_bitwise(simt):
+    """Both layouts feed the same operands to the same sequence of mma, so their results must be
+    identical, not merely close: a difference would mean a fragment or a K step read differently."""
+    if not hasattr(simt, "tensor_core_nchw_forward"):
+        pytest.skip("no CUDA toolkit headers (cuda_bf16.h): the tensor-core file was not built")
+    for config in NCHW_TC_CONFIGS[-1:] + TC_CONFIGS[:3]:
+        x, weight, bias = make_tensors(config, torch.float32)
+        generator = torch.Generator().manual_seed(3)
+        grad_output = torch.randn(config["n"], config["cout"], *output_size(config), generator=generator)
+        nhwc = run_layer(simt, x, weight, bias, grad_output, config, family="tensor_core")
+        nchw = run_layer(simt, x, weight, bias, grad_output, config, family="tensor_core_nchw")
+        for name, a, b in zip(("output", "grad_input", "grad_weight"), nhwc, nchw):
+            assert torch.equal(a, b), f"{name} differs between the layouts ({config_id(config)})"

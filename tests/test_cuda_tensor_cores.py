@@ -24,7 +24,15 @@ import torch
 from torch._prims_common import suggest_memory_format
 
 import skeleton_cuda
-from oracle import assert_close_to_oracle, check_against_oracle, config_id, oracle, tensor_core_configs
+from oracle import (
+    assert_close_to_oracle,
+    check_against_oracle,
+    config_id,
+    forward_and_grads,
+    make_tensors,
+    oracle,
+    tensor_core_configs,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = "SKELETON_CUDA_TENSOR_CORES"
@@ -85,6 +93,11 @@ def calls():
 
 def delta(before):
     return tuple(b - a for a, b in zip(before, calls()))
+
+
+def nchw_calls():
+    """Of those, the calls that ran the NCHW float32 kernels (tensor_core_nchw.cuh)."""
+    return tuple(torch.ops.skeleton_cuda.tensor_core_nchw_calls())
 
 
 CONFIGS = tensor_core_configs(seed=11, count=32)
@@ -213,6 +226,35 @@ def test_bitwise_deterministic(dtype, tensor_cores):
     for _ in range(2):
         for name, a, b_ in zip(["output", "grad_input", "grad_weight", "grad_bias"], first, run()):
             assert torch.equal(a, b_), f"{name} differs between runs"
+
+
+# ---- float32 NCHW: the NCHW kernels, or the conversion to channels_last -------------------------
+
+
+@needs_sm80
+@pytest.mark.parametrize("config", LARGE[:2] + FLOAT32_CONFIGS[:4], ids=config_id)
+def test_float32_nchw_runs_in_place_and_matches_channels_last(config, tensor_cores, monkeypatch):
+    # NCHW float32 layers run the NCHW kernels (no conversion); SKELETON_CUDA_TENSOR_CORES_NCHW=0
+    # converts to channels_last instead. Both feed the same operands to the same mma sequence, so
+    # their results must be bitwise identical, and both must match the oracle.
+    x, weight, bias = make_tensors(config, torch.float32, "cuda", torch.contiguous_format)
+    results = {}
+    for native in (True, False):
+        monkeypatch.setenv("SKELETON_CUDA_TENSOR_CORES_NCHW", "1" if native else "0")
+        before_all, before_nchw = calls(), nchw_calls()
+        out, grad_output, grads = forward_and_grads(skeleton_cuda.skeleton_conv2d, x, weight, bias, config)
+        assert delta(before_all) == (1, 1, 1)
+        ran_nchw = tuple(b - a for a, b in zip(before_nchw, nchw_calls()))
+        assert ran_nchw == ((1, 1, 1) if native else (0, 0, 0))
+        assert out.is_contiguous() and grads[0].is_contiguous()
+        results[native] = [out, *grads]
+    ref_out, _, ref_grads = oracle(x, weight, bias, config, grad_output)
+    names = ("output", "grad_input", "grad_weight", "grad_bias")
+    for name, actual, ref in zip(names, results[True], [ref_out, *ref_grads]):
+        if ref is not None:
+            assert_close_to_oracle(actual, ref, torch.float32, name, "tf32")
+    for name, a, b in zip(names, results[True], results[False]):
+        assert (a is None and b is None) or torch.equal(a, b), f"{name}: the NCHW kernels and the channels_last ones disagree"
 
 
 # ---- routing and fallback ------------------------------------------------------------------------

@@ -143,6 +143,20 @@ SKC_HOST_DEVICE int64_t destination_offset(const GatherMap& map, int64_t m, int6
   return ((img * map.dst_h + row) * map.dst_w + col) * ld + channel;
 }
 
+// The same for a contiguous NCHW destination with `channels` planes per image: element (row m,
+// column j) then lies at the result + j * dst_h * dst_w.
+SKC_HOST_DEVICE int64_t destination_offset_nchw(const GatherMap& map, int64_t m, int64_t rows, int64_t channels,
+                                                int64_t channel) {
+  if (m >= rows) {
+    return -1;
+  }
+  const int64_t grid_hw = map.grid_h * map.grid_w;
+  const int64_t img = m / grid_hw, rem = m - img * grid_hw;
+  const int64_t i = rem / map.grid_w, j = rem - i * map.grid_w;
+  const int64_t row = map.dst_row0 + map.dst_row_step * i, col = map.dst_col0 + map.dst_col_step * j;
+  return (img * channels + channel) * map.dst_h * map.dst_w + row * map.dst_w + col;
+}
+
 // A pixel of an output grid as (image n, row h, column w), advanced by a fixed step given as the
 // same digits (step_n, step_h, step_w), each below its radix: two carries instead of divisions.
 SKC_HOST_DEVICE void advance_pixel(int& n, int& h, int& w, int step_n, int step_h, int step_w, int out_h, int out_w) {

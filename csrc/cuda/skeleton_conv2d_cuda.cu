@@ -5,7 +5,8 @@
 //   layer (bf16/fp16 with channels per group % 8
 //   == 0, or fp32 with % 4 == 0 when TF32 is
 //   allowed for convolutions; sm_80+)           -> tensor_core_kernels.cu, implicit GEMMs (opt-in:
-//                                                  not yet validated on a GPU)
+//                                                  not yet validated on a GPU), channels_last; fp32
+//                                                  NCHW inputs in NCHW (tensor_core_nchw.cuh)
 //   every other layer                           -> tiled_kernels.cu, implicit GEMMs on CUDA cores,
 //                                                  channels_last (the default)
 //   layers beyond the tiled kernels' 32-bit
@@ -83,6 +84,17 @@ bool use_tensor_cores(const at::Tensor& input, const gpu::ConvShape& s) {
   return gpu::tensor_core_eligible(s, input.scalar_type(), input.device().index());
 }
 
+// Whether a tensor-core layer runs the NCHW float32 kernels on the caller's NCHW memory rather than
+// converting to channels_last and back (what the 16-bit types do: they have no 2-byte cp.async).
+// SKELETON_CUDA_TENSOR_CORES_NCHW=0 forces the conversion, so that a benchmark can compare the two.
+bool tensor_cores_in_nchw(const at::Tensor& input) {
+  const char* flag = std::getenv("SKELETON_CUDA_TENSOR_CORES_NCHW");
+  if (flag != nullptr && std::strcmp(flag, "0") == 0) {
+    return false;
+  }
+  return input.scalar_type() == at::kFloat && input.suggest_memory_format() == at::MemoryFormat::Contiguous;
+}
+
 // The dense path without tensor cores: the tiled kernels unless the layer exceeds them, or
 // SKELETON_CUDA_DIRECT_KERNELS=1 asks for the direct kernels (read at every call: tests and
 // benchmarks compare the two).
@@ -107,7 +119,7 @@ at::Tensor aligned_channels_last(const at::Tensor& t) {
 }
 
 // The kernel families, of which one runs a layer (all three passes), and their launchers.
-enum class Family { kDepthwise, kTensorCores, kTiled, kDirect };
+enum class Family { kDepthwise, kTensorCores, kTensorCoresNchw, kTiled, kDirect };
 
 struct FamilyKernels {
   void (*forward)(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, at::Tensor& y,
@@ -120,6 +132,7 @@ const FamilyKernels& kernels_of(Family family) {
   static const FamilyKernels table[] = {  // in the order of Family
       {gpu::depthwise_forward, gpu::depthwise_input_grad, gpu::depthwise_weight_grad},
       {gpu::tensor_core_forward, gpu::tensor_core_input_grad, gpu::tensor_core_weight_grad},
+      {gpu::tensor_core_forward_nchw, gpu::tensor_core_input_grad_nchw, gpu::tensor_core_weight_grad_nchw},
       {gpu::tiled_forward, gpu::tiled_input_grad, gpu::tiled_weight_grad},
       {gpu::dense_forward, gpu::dense_input_grad, gpu::dense_weight_grad},
   };
@@ -133,33 +146,40 @@ Family choose_family(const at::Tensor& input, const at::Tensor& weight, const gp
     return Family::kDepthwise;
   }
   if (use_tensor_cores(input, s)) {
-    return Family::kTensorCores;
+    return tensor_cores_in_nchw(input) ? Family::kTensorCoresNchw : Family::kTensorCores;
   }
   return use_tiled(s) ? Family::kTiled : Family::kDirect;
 }
 
-// An activation as the family reads it: the direct kernels read any strides; the others need
-// channels_last-contiguous data (the tensor cores' cp.async also 16-byte aligned).
+// An activation as the family reads it: the direct kernels read any strides; the NCHW tensor cores
+// contiguous NCHW data; the others channels_last-contiguous data (the tensor cores' 16-byte
+// cp.async also 16-byte aligned).
 at::Tensor as_read_by(Family family, const at::Tensor& t) {
   switch (family) {
     case Family::kDirect:
       return t;
     case Family::kTensorCores:
       return aligned_channels_last(t);
+    case Family::kTensorCoresNchw:
+      return t.contiguous();
     default:
       return t.contiguous(kChannelsLast);
   }
 }
 
-// Runs a kernel of `family` that writes `result`, which has the caller's memory format: the direct
-// kernels write any layout; the others write channels_last-contiguous buffers, so they write
-// `result` in place when it is one, else through a copy.
+// The layout of the buffers a family's kernels write (the direct kernels write any layout).
+at::MemoryFormat written_format(Family family) {
+  return family == Family::kTensorCoresNchw ? at::MemoryFormat::Contiguous : kChannelsLast;
+}
+
+// Runs a kernel of `family` that writes `result`, which has the caller's memory format: in place
+// when it already has the layout the family writes, else through a buffer in that layout.
 template <typename Kernel>
 void into_format(Family family, at::Tensor& result, Kernel kernel) {
-  if (family == Family::kDirect || result.is_contiguous(kChannelsLast)) {
+  if (family == Family::kDirect || result.is_contiguous(written_format(family))) {
     kernel(result);
   } else {
-    at::Tensor buffer = empty_in_format(result.sizes(), result.options(), kChannelsLast);
+    at::Tensor buffer = empty_in_format(result.sizes(), result.options(), written_format(family));
     kernel(buffer);
     result.copy_(buffer);
   }
@@ -232,11 +252,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cuda(
 
 }  // namespace
 
-// Calls that took the tensor-core path (forward, input gradient, weight gradient): lets tests check
-// that SKELETON_CUDA_TENSOR_CORES=1 really routes there. Exists only in builds with CUDA kernels.
+// Calls that took the tensor-core path (forward, input gradient, weight gradient), and those of them
+// that ran the NCHW float32 kernels: lets tests check that SKELETON_CUDA_TENSOR_CORES=1 (and
+// SKELETON_CUDA_TENSOR_CORES_NCHW) really route there. Exist only in builds with CUDA kernels.
 // And whether float32 layers may take it (TF32 allowed for convolutions), as the op reads it.
 TORCH_LIBRARY_FRAGMENT(skeleton_cuda, m) {
   m.def("tensor_core_calls() -> int[]", &gpu::tensor_core_calls);
+  m.def("tensor_core_nchw_calls() -> int[]", &gpu::tensor_core_nchw_calls);
   m.def("conv_allows_tf32() -> bool", &gpu::conv_allows_tf32);
 }
 

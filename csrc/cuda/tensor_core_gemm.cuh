@@ -341,6 +341,77 @@ SKC_HOST_DEVICE void mma_row(float (&acc_row)[4][4], const uint32_t (&a)[4], con
   for (int ni = 0; ni < 4; ++ni) Arch::template mma<T>(acc_row[ni], a, b_frag[ni]);
 }
 
+// ---- pieces the block bodies share (this file's channels_last ones and tensor_core_nchw.cuh's) --------
+
+// The B (weight) part of gather-GEMM K step (weight tap wtap, channels c0 .. c0 + kBK) into `b_stage`
+// ([kBN][kLdB], K contiguous): thread tid copies 16-byte chunk tid % 4 of columns n0 + tid / 4 and
+// n0 + tid / 4 + 32, zero past the channel counts.
+template <typename T, class Arch>
+SKC_DEVICE void load_weight_tile(T* b_stage, const GatherGemmParams<T>& p, int g, int n0, int wtap, int c0, int tid) {
+  using Tl = Tile<T>;
+  const int chunk = tid % 4;
+  const bool chan_ok = c0 + chunk * Tl::kVec < p.k;
+  T* const dst = b_stage + (tid / 4) * Tl::kLdB + chunk * Tl::kVec;
+  const T* const w_tap = p.weight + (int64_t{g} * kTaps + wtap) * p.n * p.k + c0 + chunk * Tl::kVec;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int col = n0 + tid / 4 + 32 * i;
+    const bool ok = chan_ok && col < p.n;
+    Arch::cp_async16(dst + 32 * i * Tl::kLdB, ok ? w_tap + int64_t{col} * p.k : p.weight, ok);
+  }
+}
+
+// The MMA of one gather-GEMM K step: the warp's 64 x 32 tile over the kBK channels of the step, of
+// which `k_left` exist (an mma slice past them holds only zeros and is skipped; warp-uniform). B is
+// [column][k]; A is [row][k], or [k][row] when kATransposed (tensor_core_nchw.cuh).
+template <class Arch, typename T, bool kATransposed>
+SKC_DEVICE void gather_step_mma(float (&acc)[4][4][4], const T* a_stage, int lda, const T* b_stage, int ldb,
+                                int warp_m, int warp_n, int k_left, int lane) {
+#pragma unroll
+  for (int k0 = 0; k0 < Tile<T>::kBK; k0 += Tile<T>::kSlice) {
+    if (k0 < k_left) {
+      uint32_t b_frag[4][2];
+      load_b_fragments<Arch>(b_frag, b_stage, ldb, warp_n, k0, lane);
+#pragma unroll
+      for (int mi = 0; mi < 4; ++mi) {
+        uint32_t a[4];
+        if constexpr (kATransposed) {
+          load_a_fragment_transposed<Arch>(a, a_stage, lda, warp_m + mi * 16, k0, lane);
+        } else {
+          load_a_fragment<Arch>(a, a_stage, lda, warp_m + mi * 16, k0, lane);
+        }
+        mma_row<Arch, T>(acc[mi], a, b_frag);
+      }
+    }
+  }
+}
+
+// The weight gradient's epilogue: the warp's fp32 pairs straight from the accumulators into
+// partials[chunk][g][row][column] (8 rows x 32 contiguous bytes per warp store: whole sectors).
+template <typename T, class Arch>
+SKC_DEVICE void store_wgrad_tile(const WgradParams<T>& p, const float (&acc)[4][4][4], int64_t chunk, int g, int m0,
+                                 int n0, int warp_m, int warp_n, int lane) {
+  const int rows_total = kTaps * p.k;
+  float* const out = p.partials + (chunk * p.groups + g) * int64_t{rows_total} * p.n;
+  const int group_row = lane / 4, pair_col = 2 * (lane % 4);
+#pragma unroll
+  for (int mi = 0; mi < 4; ++mi) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int row = m0 + warp_m + mi * 16 + group_row + 8 * half;
+      if (row < rows_total) {
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni) {
+          const int col = n0 + warp_n + ni * 8 + pair_col;
+          if (col < p.n) {
+            Arch::store_float2(out + int64_t{row} * p.n + col, acc[mi][ni][2 * half], acc[mi][ni][2 * half + 1]);
+          }
+        }
+      }
+    }
+  }
+}
+
 // ---- the gather GEMM block body ---------------------------------------------------------------------
 //
 // Thread roles (tid = 0..127, warp = tid / 32, lane = tid % 32):
@@ -376,7 +447,6 @@ SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* s
     a_rows[i] = gather_row(map, m0 + tid / 4 + 32 * i, p.rows);
   }
   const int src_h = static_cast<int>(map.src_h), src_w = static_cast<int>(map.src_w);
-  const T* const w_group = p.weight + int64_t{g} * kTaps * p.n * p.k + a_chunk * kVec;
   const T* const src_group = p.src + int64_t{g} * p.k + a_chunk * kVec;
 
   const int k_steps = map.num_taps * p.k_chunks;
@@ -402,17 +472,7 @@ SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* s
       }
       Arch::cp_async16(a_dst + 32 * i * kLdA, src, ok);
     }
-    T* const b_dst = Bs + stage * (kBN * kLdB) + (tid / 4) * kLdB + a_chunk * kVec;
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const int col = n0 + tid / 4 + 32 * i;
-      const bool ok = chan_ok && col < p.n;
-      const T* src = p.weight;
-      if (ok) {
-        src = w_group + (int64_t{wtap} * p.n + col) * p.k + c0;
-      }
-      Arch::cp_async16(b_dst + 32 * i * kLdB, src, ok);
-    }
+    load_weight_tile<T, Arch>(Bs + stage * (kBN * kLdB), p, g, n0, wtap, c0, tid);
     if (++load_chunk == p.k_chunks) {
       load_chunk = 0;
       ++load_tap;
@@ -434,20 +494,7 @@ SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* s
     const int stage = step % kStages;
     const T* const a_stage = As + stage * (kBM * kLdA);
     const T* const b_stage = Bs + stage * (kBN * kLdB);
-    const int c0 = compute_chunk * kBK;
-#pragma unroll
-    for (int k0 = 0; k0 < kBK; k0 += Tl::kSlice) {
-      if (c0 + k0 < p.k) {  // warp-uniform; a slice past the channel count holds only zeros
-        uint32_t b_frag[4][2];
-        load_b_fragments<Arch>(b_frag, b_stage, kLdB, warp_n, k0, lane);
-#pragma unroll
-        for (int mi = 0; mi < 4; ++mi) {
-          uint32_t a[4];
-          load_a_fragment<Arch>(a, a_stage, kLdA, warp_m + mi * 16, k0, lane);
-          mma_row<Arch, T>(acc[mi], a, b_frag);
-        }
-      }
-    }
+    gather_step_mma<Arch, T, false>(acc, a_stage, kLdA, b_stage, kLdB, warp_m, warp_n, p.k - compute_chunk * kBK, lane);
     if (++compute_chunk == p.k_chunks) {
       compute_chunk = 0;
     }
@@ -596,25 +643,7 @@ SKC_DEVICE void wgrad_block(const WgradParams<T>& p, unsigned char* smem, int ti
     }
   }
   Arch::template cp_async_wait<0>();  // only empty groups remain; nothing reads shared memory below
-
-  float* const out = p.partials + (chunk * p.groups + g) * int64_t{rows_total} * p.n;
-  const int group_row = lane / 4, pair_col = 2 * (lane % 4);
-#pragma unroll
-  for (int mi = 0; mi < 4; ++mi) {
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int row = m0 + warp_m + mi * 16 + group_row + 8 * half;
-      if (row < rows_total) {
-#pragma unroll
-        for (int ni = 0; ni < 4; ++ni) {
-          const int col = n0 + warp_n + ni * 8 + pair_col;
-          if (col < p.n) {
-            Arch::store_float2(out + int64_t{row} * p.n + col, acc[mi][ni][2 * half], acc[mi][ni][2 * half + 1]);
-          }
-        }
-      }
-    }
-  }
+  store_wgrad_tile<T, Arch>(p, acc, chunk, g, m0, n0, warp_m, warp_n, lane);
 }
 
 // ---- the device primitives ----------------------------------------------------------------------------
@@ -629,6 +658,17 @@ struct DeviceArch {
     const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
     const int src_bytes = valid ? 16 : 0;
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes)
+                 : "memory");
+#endif
+  }
+  // 4 bytes global -> shared through L1 (.ca: the only level 4-byte copies have), zero-filled when
+  // !valid; `src` must be a valid, 4-byte aligned address either way. The NCHW float kernels
+  // (tensor_core_nchw.cuh) gather single elements with it.
+  static __device__ __forceinline__ void cp_async4(void* smem_dst, const void* src, bool valid) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+    const int src_bytes = valid ? 4 : 0;
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes)
                  : "memory");
 #endif
   }
@@ -697,6 +737,7 @@ struct DeviceArch {
   static __device__ __forceinline__ void store_float2(float* dst, float v0, float v1) {
     *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);
   }
+  static __device__ __forceinline__ void store_float(float* dst, float v) { *dst = v; }
 };
 
 template <>

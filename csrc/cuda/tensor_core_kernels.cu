@@ -8,7 +8,9 @@
 // ------
 // Everything runs on channels_last-contiguous, 16-byte aligned activations (the host converts), where
 // the channels of one pixel are contiguous: a tap of a pixel is one contiguous vector of channels, so
-// a gathered GEMM row is a handful of 16-byte copies.
+// a gathered GEMM row is a handful of 16-byte copies. The exception is float32 in contiguous NCHW,
+// which has its own block bodies (tensor_core_nchw.cuh: 4-byte copies along pixels, the same GEMMs,
+// tiles, pipeline and mma sequence) and so is read and written in place.
 //
 // Element types: bf16 / fp16 run mma.m16n8k16; float32 runs mma.m16n8k8.tf32 with each operand
 // rounded to TF32 (cvt.rna) as it leaves shared memory, only while PyTorch allows TF32 for
@@ -83,11 +85,12 @@
 // ldmatrix in tensor_core_gemm.cuh.
 //
 // Resources (nvcc 13.0, -O3, -Xptxas -v, sm_90): gather GEMM 128 registers for bf16, fp16 and float
-// (capped by __launch_bounds__(128, 4)), 47104 B static shared memory; weight gradient 128 registers
-// (float 126), 39936 B; no stack frame, no spills. 128 threads x 128 registers and 46 KB allow 4
-// blocks (16 warps) per SM. (Loading all four A fragments of a slice before the mma, as an earlier
-// version did, made the float kernels spill: the TF32 rounding needs registers too.) The float
-// kernels' PTX has cvt.rna.tf32.f32, mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 and, in the
+// (capped by __launch_bounds__(128, 4)), 47104 B static shared memory; weight gradient 128 registers,
+// 39936 B; no stack frame, no spills. 128 threads x 128 registers and 46 KB allow 4 blocks (16 warps)
+// per SM. The NCHW float32 bodies: gather GEMM 122 registers, 42496 B; weight gradient 126
+// registers, 48128 B (under 48 KB: still static); no spills. (Loading all four A fragments of a
+// slice before the mma, as an earlier version did, made the float kernels spill: the TF32 rounding
+// needs registers too.) The float kernels' PTX has cvt.rna.tf32.f32, mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 and, in the
 // weight gradient, ld.shared.f32 for the fragments; the 16-bit ones' SASS had HMMA.16816.F32(.BF16),
 // LDSM.16.M88.4 / LDSM.16.MT88.4 and LDGSTS.E.BYPASS.128 in the main loops, no LDL/STL.
 //
@@ -114,8 +117,9 @@
 //  3. Speed against cuDNN 3x3 (nn.Conv2d) and the tiled kernels, per pass, on layers that fill
 //     the chip; then tune: tile shape (128x128 with 8 warps for wide layers), stages (3 vs 4),
 //     chunk count of the weight gradient, and possibly swizzled instead of padded shared memory.
-//     Known costs to weigh: the weight is re-packed every call (a small permute copy); NCHW callers
-//     pay a conversion to channels_last and back; a stride-s input gradient is s_h * s_w launches
+//     Known costs to weigh: the weight is re-packed every call (a small permute copy); bf16 / fp16
+//     NCHW callers pay a conversion to channels_last and back (float32 NCHW runs in place: compare
+//     it with SKELETON_CUDA_TENSOR_CORES_NCHW=0, which converts); a stride-s input gradient is s_h * s_w launches
 //     of a fraction of the rows each; the weight-gradient partials take chunks x 5 x C_in x C_out/g
 //     x 4 bytes (about 68 MB for a 512 -> 512 layer at batch 256, 7 x 7).
 //  4. Nsight Compute: no shared-memory bank conflicts on ldmatrix / the epilogue (the padding
@@ -133,6 +137,7 @@
 
 #include <array>
 #include <atomic>
+#include <type_traits>
 #include <cstdint>
 #include <vector>
 
@@ -140,6 +145,7 @@
 #include "launch.cuh"
 #include "launchers.cuh"
 #include "tensor_core_gemm.cuh"
+#include "tensor_core_nchw.cuh"
 
 #if !defined(SKELETON_SIMT_EMULATOR)
 #include <cuda_runtime.h>
@@ -185,10 +191,43 @@ __global__ void __launch_bounds__(tc::kThreads) tc_wgrad_kernel(const tc::WgradP
 #endif
 }
 
+// The float32 bodies for contiguous NCHW activations (tensor_core_nchw.cuh), under the same bounds.
+__global__ void __launch_bounds__(tc::kThreads, 4) tc_gather_gemm_nchw_kernel(const tc::GatherGemmParams<float> p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();
+#else
+  __shared__ __align__(16) unsigned char smem[tc::NchwTile::kGatherSmemBytes];
+  tc::gather_gemm_block_nchw<KernelArch>(p, smem, static_cast<int>(threadIdx.x), static_cast<int64_t>(blockIdx.x));
+#endif
+}
+
+__global__ void __launch_bounds__(tc::kThreads) tc_wgrad_nchw_kernel(const tc::WgradParams<float> p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();
+#else
+  __shared__ __align__(16) unsigned char smem[tc::NchwTile::kWgradSmemBytes];
+  tc::wgrad_block_nchw<KernelArch>(p, smem, static_cast<int>(threadIdx.x), static_cast<int64_t>(blockIdx.x));
+#endif
+}
+
 // ---- host helpers ------------------------------------------------------------------------------------
 
-// Launches of the tensor-core path, by pass: forward, input gradient, weight gradient.
+// The activation layout a launcher reads and writes: channels_last (every type), or contiguous
+// NCHW (float32 only: tensor_core_nchw.cuh).
+enum class Layout { kChannelsLast, kNchw };
+
+// Launches of the tensor-core path, by pass: forward, input gradient, weight gradient; all of them,
+// and those that ran the NCHW kernels.
 std::array<std::atomic<int64_t>, 3> g_calls{};
+std::array<std::atomic<int64_t>, 3> g_nchw_calls{};
+
+// Counts a call of pass `pass` (0 forward, 1 input gradient, 2 weight gradient) in `layout`.
+void count_call(int pass, Layout layout) {
+  g_calls[pass].fetch_add(1, std::memory_order_relaxed);
+  if (layout == Layout::kNchw) {
+    g_nchw_calls[pass].fetch_add(1, std::memory_order_relaxed);
+  }
+}
 
 template <typename T>
 struct Tag {
@@ -224,7 +263,12 @@ T* mutable_data(at::Tensor& t) {
   return reinterpret_cast<T*>(t.mutable_data_ptr());
 }
 
-void check_activation(const at::Tensor& t, const char* what) {
+void check_activation(const at::Tensor& t, const char* what, Layout layout) {
+  if (layout == Layout::kNchw) {
+    TORCH_CHECK(t.dim() == 4 && t.is_contiguous() && t.scalar_type() == at::kFloat,
+                "skeleton_conv2d (tensor cores, NCHW): expected ", what, " to be a contiguous 4-D float32 tensor");
+    return;
+  }
   TORCH_CHECK(t.dim() == 4 && t.is_contiguous(at::MemoryFormat::ChannelsLast) &&
                   reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0,
               "skeleton_conv2d (tensor cores): expected ", what,
@@ -287,13 +331,33 @@ bool device_supported(c10::DeviceIndex device) {
 }
 
 template <typename T>
-void launch_gather(const tc::GatherGemmParams<T>& p) {
+void launch_gather(const tc::GatherGemmParams<T>& p, Layout layout) {
   if (p.rows == 0) {
     return;
   }
   const int64_t blocks = tc::gather_blocks(p.rows, p.groups, p.n);
   TORCH_CHECK(blocks <= INT32_MAX, "skeleton_conv2d (tensor cores): too many blocks (", blocks, ")");
+  if constexpr (std::is_same<T, float>::value) {
+    if (layout == Layout::kNchw) {
+      launch(tc_gather_gemm_nchw_kernel, dim3(static_cast<unsigned>(blocks)), dim3(tc::kThreads), p);
+      return;
+    }
+  }
+  TORCH_INTERNAL_ASSERT(layout == Layout::kChannelsLast, "skeleton_conv2d (tensor cores): NCHW takes float32 only");
   launch(tc_gather_gemm_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(tc::kThreads), p);
+}
+
+template <typename T>
+void launch_wgrad(const tc::WgradParams<T>& p, int64_t blocks, Layout layout) {
+  TORCH_CHECK(blocks <= INT32_MAX, "skeleton_conv2d (tensor cores): too many blocks (", blocks, ")");
+  if constexpr (std::is_same<T, float>::value) {
+    if (layout == Layout::kNchw) {
+      launch(tc_wgrad_nchw_kernel, dim3(static_cast<unsigned>(blocks)), dim3(tc::kThreads), p);
+      return;
+    }
+  }
+  TORCH_INTERNAL_ASSERT(layout == Layout::kChannelsLast, "skeleton_conv2d (tensor cores): NCHW takes float32 only");
+  launch(tc_wgrad_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(tc::kThreads), p);
 }
 
 }  // namespace
@@ -330,10 +394,12 @@ bool tensor_core_eligible(const ConvShape& s, at::ScalarType dtype, c10::DeviceI
   return device_supported(device);
 }
 
-void tensor_core_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, at::Tensor& y,
-                         const ConvShape& s) {
-  check_activation(x, "input");
-  check_activation(y, "output");
+namespace {
+
+void forward_in(Layout layout, const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, at::Tensor& y,
+                const ConvShape& s) {
+  check_activation(x, "input", layout);
+  check_activation(y, "output", layout);
   const int64_t cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
   // (C_out, C_in/G, 5) -> [G][5][C_out/G][C_in/G]: per tap, the produced channels' rows, K contiguous
   const at::Tensor packed = w.reshape({s.groups, cout_g, cin_g, kTaps}).permute({0, 3, 1, 2}).contiguous();
@@ -354,14 +420,14 @@ void tensor_core_forward(const at::Tensor& x, const at::Tensor& w, const at::Ten
     p.n = static_cast<int>(cout_g);
     p.groups = static_cast<int>(s.groups);
     tc::finish_gather_params(p);
-    launch_gather(p);
+    launch_gather(p, layout);
   });
-  g_calls[0].fetch_add(1, std::memory_order_relaxed);
+  count_call(0, layout);
 }
 
-void tensor_core_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const ConvShape& s) {
-  check_activation(dy, "grad_output");
-  check_activation(dx, "grad_input");
+void input_grad_in(Layout layout, const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const ConvShape& s) {
+  check_activation(dy, "grad_output", layout);
+  check_activation(dx, "grad_input", layout);
   const int64_t cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
   // (C_out, C_in/G, 5) -> [G][5][C_in/G][C_out/G]: the transposed weight, K (= C_out/G) contiguous
   const at::Tensor packed = w.reshape({s.groups, cout_g, cin_g, kTaps}).permute({0, 3, 2, 1}).contiguous();
@@ -385,23 +451,23 @@ void tensor_core_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tenso
         p.n = static_cast<int>(cin_g);
         p.groups = static_cast<int>(s.groups);
         tc::finish_gather_params(p);
-        launch_gather(p);
+        launch_gather(p, layout);
       }
     }
   });
-  g_calls[1].fetch_add(1, std::memory_order_relaxed);
+  count_call(1, layout);
 }
 
-at::Tensor tensor_core_weight_grad(const at::Tensor& dy, const at::Tensor& x, const ConvShape& s) {
+at::Tensor weight_grad_in(Layout layout, const at::Tensor& dy, const at::Tensor& x, const ConvShape& s) {
   const int64_t cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
   const at::TensorOptions acc_options = x.options().dtype(at::kFloat);
   const int64_t pixels = s.batch * s.out_h * s.out_w;
-  g_calls[2].fetch_add(1, std::memory_order_relaxed);
+  count_call(2, layout);
   if (pixels == 0) {
     return at::zeros({s.out_channels, cin_g, kTaps}, acc_options);  // a sum over no pixels
   }
-  check_activation(x, "input");
-  check_activation(dy, "grad_output");
+  check_activation(x, "input", layout);
+  check_activation(dy, "grad_output", layout);
   const Chunking c = wgrad_chunking(s);
   at::Tensor partials = at::empty({c.chunks, s.groups * kTaps * cin_g * cout_g}, acc_options);
   dispatch_types(x.scalar_type(), "skeleton_conv2d_backward", [&](auto tag) {
@@ -423,9 +489,7 @@ at::Tensor tensor_core_weight_grad(const at::Tensor& dy, const at::Tensor& x, co
     p.n = static_cast<int>(cout_g);
     p.groups = static_cast<int>(s.groups);
     tc::finish_wgrad_params(p, s.batch, s.pad_h, s.pad_w, s.dil_h, s.dil_w);
-    const int64_t blocks = tc::wgrad_blocks(c.chunks, s.groups, cin_g, cout_g);
-    TORCH_CHECK(blocks <= INT32_MAX, "skeleton_conv2d (tensor cores): too many blocks (", blocks, ")");
-    launch(tc_wgrad_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(tc::kThreads), p);
+    launch_wgrad(p, tc::wgrad_blocks(c.chunks, s.groups, cin_g, cout_g), layout);
   });
   // [G][5][C_in/G][C_out/G] -> (C_out, C_in/G, 5)
   return sum_partials(partials)
@@ -434,8 +498,40 @@ at::Tensor tensor_core_weight_grad(const at::Tensor& dy, const at::Tensor& x, co
       .reshape({s.out_channels, cin_g, kTaps});
 }
 
+}  // namespace
+
+void tensor_core_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, at::Tensor& y,
+                         const ConvShape& s) {
+  forward_in(Layout::kChannelsLast, x, w, bias, y, s);
+}
+
+void tensor_core_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const ConvShape& s) {
+  input_grad_in(Layout::kChannelsLast, dy, w, dx, s);
+}
+
+at::Tensor tensor_core_weight_grad(const at::Tensor& dy, const at::Tensor& x, const ConvShape& s) {
+  return weight_grad_in(Layout::kChannelsLast, dy, x, s);
+}
+
+void tensor_core_forward_nchw(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, at::Tensor& y,
+                              const ConvShape& s) {
+  forward_in(Layout::kNchw, x, w, bias, y, s);
+}
+
+void tensor_core_input_grad_nchw(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const ConvShape& s) {
+  input_grad_in(Layout::kNchw, dy, w, dx, s);
+}
+
+at::Tensor tensor_core_weight_grad_nchw(const at::Tensor& dy, const at::Tensor& x, const ConvShape& s) {
+  return weight_grad_in(Layout::kNchw, dy, x, s);
+}
+
 std::vector<int64_t> tensor_core_calls() {
   return {g_calls[0].load(), g_calls[1].load(), g_calls[2].load()};
+}
+
+std::vector<int64_t> tensor_core_nchw_calls() {
+  return {g_nchw_calls[0].load(), g_nchw_calls[1].load(), g_nchw_calls[2].load()};
 }
 
 }  // namespace gpu

@@ -103,6 +103,12 @@ TORCH_LIBRARY(skeleton_simt, m) {
         &input_grad_op<tensor_core_input_grad>);
   m.def("tensor_core_weight_grad(Tensor dy, Tensor x, int[] shape) -> Tensor",
         &weight_grad_op<tensor_core_weight_grad>);
+  m.def("tensor_core_nchw_forward(Tensor x, Tensor w, Tensor? bias, Tensor(a!) y, int[] shape) -> ()",
+        &forward_op<tensor_core_forward_nchw>);
+  m.def("tensor_core_nchw_input_grad(Tensor dy, Tensor w, Tensor(a!) dx, int[] shape) -> ()",
+        &input_grad_op<tensor_core_input_grad_nchw>);
+  m.def("tensor_core_nchw_weight_grad(Tensor dy, Tensor x, int[] shape) -> Tensor",
+        &weight_grad_op<tensor_core_weight_grad_nchw>);
   m.def("tensor_core_eligible(int[] shape, ScalarType dtype) -> bool", &tensor_core_eligible_op);
 #endif
   m.def("depthwise_forward(Tensor x, Tensor w, Tensor? bias, Tensor(a!) y, int[] shape) -> ()",

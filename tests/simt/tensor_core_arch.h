@@ -25,6 +25,13 @@ struct TensorCoreArch {
       std::memset(smem_dst, 0, 16);
     }
   }
+  static void cp_async4(void* smem_dst, const void* src, bool valid) {
+    if (valid) {
+      std::memcpy(smem_dst, src, 4);
+    } else {
+      std::memset(smem_dst, 0, 4);
+    }
+  }
   static void cp_async_commit() {}
   template <int N>
   static void cp_async_wait() {}
@@ -87,6 +94,7 @@ struct TensorCoreArch {
     dst[0] = v0;
     dst[1] = v1;
   }
+  static void store_float(float* dst, float v) { *dst = v; }
 
  private:
   template <typename T>
