@@ -129,6 +129,19 @@ SKC_HOST_DEVICE GatherRow gather_row(const GatherMap& map, int64_t m, int64_t ro
   return r;
 }
 
+// The destination pixel of grid point m: image, and position within the image (row * dst_w + col).
+struct DestinationPixel {
+  int64_t image, position;
+};
+
+SKC_HOST_DEVICE DestinationPixel destination_pixel(const GatherMap& map, int64_t m) {
+  const int64_t grid_hw = map.grid_h * map.grid_w;
+  const int64_t img = m / grid_hw, rem = m - img * grid_hw;
+  const int64_t i = rem / map.grid_w, j = rem - i * map.grid_w;
+  const int64_t row = map.dst_row0 + map.dst_row_step * i, col = map.dst_col0 + map.dst_col_step * j;
+  return {img, row * map.dst_w + col};
+}
+
 // Element offset of channel `channel` of row m's destination pixel (channels_last, ld channels
 // per pixel), or -1 past `rows`.
 SKC_HOST_DEVICE int64_t destination_offset(const GatherMap& map, int64_t m, int64_t rows, int64_t ld,
@@ -136,11 +149,8 @@ SKC_HOST_DEVICE int64_t destination_offset(const GatherMap& map, int64_t m, int6
   if (m >= rows) {
     return -1;
   }
-  const int64_t grid_hw = map.grid_h * map.grid_w;
-  const int64_t img = m / grid_hw, rem = m - img * grid_hw;
-  const int64_t i = rem / map.grid_w, j = rem - i * map.grid_w;
-  const int64_t row = map.dst_row0 + map.dst_row_step * i, col = map.dst_col0 + map.dst_col_step * j;
-  return ((img * map.dst_h + row) * map.dst_w + col) * ld + channel;
+  const DestinationPixel d = destination_pixel(map, m);
+  return (d.image * map.dst_h * map.dst_w + d.position) * ld + channel;
 }
 
 // The same for a contiguous NCHW destination with `channels` planes per image: element (row m,
@@ -150,11 +160,8 @@ SKC_HOST_DEVICE int64_t destination_offset_nchw(const GatherMap& map, int64_t m,
   if (m >= rows) {
     return -1;
   }
-  const int64_t grid_hw = map.grid_h * map.grid_w;
-  const int64_t img = m / grid_hw, rem = m - img * grid_hw;
-  const int64_t i = rem / map.grid_w, j = rem - i * map.grid_w;
-  const int64_t row = map.dst_row0 + map.dst_row_step * i, col = map.dst_col0 + map.dst_col_step * j;
-  return (img * channels + channel) * map.dst_h * map.dst_w + row * map.dst_w + col;
+  const DestinationPixel d = destination_pixel(map, m);
+  return (d.image * channels + channel) * map.dst_h * map.dst_w + d.position;
 }
 
 // A pixel of an output grid as (image n, row h, column w), advanced by a fixed step given as the

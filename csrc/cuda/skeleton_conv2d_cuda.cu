@@ -106,12 +106,12 @@ bool use_tiled(const gpu::ConvShape& s) {
   return gpu::tiled_eligible(s);
 }
 
-// t as a channels_last-contiguous tensor whose data starts on a 16-byte boundary (what cp.async
-// needs): t itself when it already is one, else a copy.
-at::Tensor aligned_channels_last(const at::Tensor& t) {
-  at::Tensor c = t.contiguous(kChannelsLast);
-  if (reinterpret_cast<uintptr_t>(c.const_data_ptr()) % 16 != 0) {
-    at::Tensor aligned = empty_in_format(c.sizes(), c.options(), kChannelsLast);
+// t contiguous in `format`, with data starting on an `alignment`-byte boundary (what cp.async of
+// that size needs): t itself when it already is one, else a copy (fresh allocations are aligned).
+at::Tensor aligned_contiguous(const at::Tensor& t, at::MemoryFormat format, uintptr_t alignment) {
+  at::Tensor c = t.contiguous(format);
+  if (reinterpret_cast<uintptr_t>(c.const_data_ptr()) % alignment != 0) {
+    at::Tensor aligned = empty_in_format(c.sizes(), c.options(), format);
     aligned.copy_(c);
     return aligned;
   }
@@ -152,16 +152,16 @@ Family choose_family(const at::Tensor& input, const at::Tensor& weight, const gp
 }
 
 // An activation as the family reads it: the direct kernels read any strides; the NCHW tensor cores
-// contiguous NCHW data; the others channels_last-contiguous data (the tensor cores' 16-byte
-// cp.async also 16-byte aligned).
+// contiguous NCHW data, 4-byte aligned (their 4-byte cp.async); the others channels_last-contiguous
+// data (the tensor cores' 16-byte cp.async also 16-byte aligned).
 at::Tensor as_read_by(Family family, const at::Tensor& t) {
   switch (family) {
     case Family::kDirect:
       return t;
     case Family::kTensorCores:
-      return aligned_channels_last(t);
+      return aligned_contiguous(t, kChannelsLast, 16);
     case Family::kTensorCoresNchw:
-      return t.contiguous();
+      return aligned_contiguous(t, at::MemoryFormat::Contiguous, 4);
     default:
       return t.contiguous(kChannelsLast);
   }

@@ -230,6 +230,53 @@ SKC_HOST_DEVICE void advance_pipeline(int step, int k_steps, LoadStep& load_step
   Arch::cp_async_commit();
 }
 
+// The main loop of every tensor-core body: compute(stage) multiplies K steps 0 .. k_steps - 1 in
+// order, each once load_step has filled its stage. Returns with every copy landed (the groups left
+// are empty), but without a barrier: a body that reuses the stages or reads other threads' shared
+// memory afterwards must synchronise first.
+template <class Arch, typename LoadStep, typename Compute>
+SKC_HOST_DEVICE void run_pipeline(int k_steps, LoadStep& load_step, Compute&& compute) {
+  start_pipeline<Arch>(k_steps, load_step);
+  for (int step = 0; step < k_steps; ++step) {
+    advance_pipeline<Arch>(step, k_steps, load_step);
+    compute(step % kStages);
+  }
+  Arch::template cp_async_wait<0>();
+}
+
+// The block of a weight gradient (b = ((chunk * groups + g) * m_tiles + m_tile) * n_tiles + n_tile):
+// its pixel chunk, group, first row and column, the chunk's pixels and its K steps of `k_step` pixels.
+struct WgradTile {
+  int64_t chunk = 0, pixel_begin = 0;
+  int g = 0, m0 = 0, n0 = 0, pixels = 0, k_steps = 0;
+};
+
+template <typename P>
+SKC_HOST_DEVICE WgradTile wgrad_tile(const P& p, int64_t block, int k_step) {
+  WgradTile t;
+  const int n_tile = static_cast<int>(block % p.n_tiles);
+  int64_t rest = block / p.n_tiles;
+  const int m_tile = static_cast<int>(rest % p.m_tiles);
+  rest /= p.m_tiles;
+  t.g = static_cast<int>(rest % p.groups);
+  t.chunk = rest / p.groups;
+  t.m0 = m_tile * kWM;
+  t.n0 = n_tile * kWN;
+  t.pixel_begin = t.chunk * p.chunk_len;
+  t.pixels = static_cast<int>(t.pixel_begin + p.chunk_len < p.pixels ? p.chunk_len : p.pixels - t.pixel_begin);
+  t.k_steps = (t.pixels + k_step - 1) / k_step;
+  return t;
+}
+
+// Output pixel `pixel` (image-major over out_h x out_w grids) as (image n, row h, column w).
+SKC_HOST_DEVICE void split_pixel(int64_t pixel, int64_t out_h, int64_t out_w, int& n, int& h, int& w) {
+  const int64_t image = out_h * out_w;
+  const int64_t img = pixel / image, rem = pixel - img * image;
+  n = static_cast<int>(img);
+  h = static_cast<int>(rem / out_w);
+  w = static_cast<int>(rem - (rem / out_w) * out_w);
+}
+
 // ---- fragments ------------------------------------------------------------------------------------
 //
 // mma.m16n8k16 (bf16 / fp16) and mma.m16n8k8 (tf32), .row.col, lane = 4 * group + tig: in units of
@@ -412,6 +459,35 @@ SKC_DEVICE void store_wgrad_tile(const WgradParams<T>& p, const float (&acc)[4][
   }
 }
 
+// The K loop of a gather GEMM block, for either A layout: steps of kBK channels of one active tap,
+// tap-major (k_chunks steps per tap). load_a(a_stage, roff, coff, c0) fills the A stage of a step
+// (tap offsets roff / coff, channels c0 .. c0 + kBK), writing every slot the MMA reads, zeros where
+// the gather falls outside the image, past the last row or past the channel count; this loads the
+// weights (B) and runs the warp's MMA into acc. Returns as run_pipeline does.
+template <class Arch, typename T, bool kATransposed, typename LoadA>
+SKC_DEVICE void gather_mainloop(const GatherGemmParams<T>& p, float (&acc)[4][4][4], T* As, int a_stage_size, int lda,
+                                T* Bs, int g, int n0, int tid, LoadA&& load_a) {
+  constexpr int kBK = Tile<T>::kBK, kLdB = Tile<T>::kLdB;
+  int load_tap = 0, load_chunk = 0;  // the next K step to load: active tap, kBK-channel chunk
+  auto load_step = [&](int stage) {
+    const int c0 = load_chunk * kBK;
+    load_a(As + stage * a_stage_size, select5(p.map.src_row_off, load_tap), select5(p.map.src_col_off, load_tap), c0);
+    load_weight_tile<T, Arch>(Bs + stage * (kBN * kLdB), p, g, n0, select5(p.map.tap, load_tap), c0, tid);
+    if (++load_chunk == p.k_chunks) {
+      load_chunk = 0;
+      ++load_tap;
+    }
+  };
+  zero_accumulators(acc);
+  const int warp = tid / 32, lane = tid % 32;
+  int compute_chunk = 0;  // of the step computed next
+  run_pipeline<Arch>(p.map.num_taps * p.k_chunks, load_step, [&](int stage) {
+    gather_step_mma<Arch, T, kATransposed>(acc, As + stage * a_stage_size, lda, Bs + stage * (kBN * kLdB), kLdB,
+                                           (warp / 2) * 64, (warp % 2) * 32, p.k - compute_chunk * kBK, lane);
+    compute_chunk = compute_chunk + 1 == p.k_chunks ? 0 : compute_chunk + 1;
+  });
+}
+
 // ---- the gather GEMM block body ---------------------------------------------------------------------
 //
 // Thread roles (tid = 0..127, warp = tid / 32, lane = tid % 32):
@@ -424,7 +500,7 @@ SKC_DEVICE void store_wgrad_tile(const WgradParams<T>& p, const float (&acc)[4][
 template <typename T, class Arch>
 SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* smem, int tid, int64_t block) {
   using Tl = Tile<T>;
-  constexpr int kVec = Tl::kVec, kBK = Tl::kBK, kLdA = Tl::kLdA, kLdB = Tl::kLdB, kLdC = Tl::kLdC;
+  constexpr int kVec = Tl::kVec, kLdA = Tl::kLdA, kLdC = Tl::kLdC;
   T* const As = reinterpret_cast<T*>(smem);                                        // [kStages][kBM][kLdA]
   T* const Bs = reinterpret_cast<T*>(smem + Tl::kGatherSmemA);                     // [kStages][kBN][kLdB]
   int64_t* const dst_offset = reinterpret_cast<int64_t*>(smem + Tl::kGatherSmemA + Tl::kGatherSmemB);  // [kBM]
@@ -449,18 +525,10 @@ SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* s
   const int src_h = static_cast<int>(map.src_h), src_w = static_cast<int>(map.src_w);
   const T* const src_group = p.src + int64_t{g} * p.k + a_chunk * kVec;
 
-  const int k_steps = map.num_taps * p.k_chunks;
-  int load_tap = 0, load_chunk = 0;  // the next K step to load: active tap, kBK-channel chunk
-
-  // Loads K step (load_tap, load_chunk) into `stage` and advances to the next step. Every 16-byte
-  // slot the MMA reads is written, with zeros where the gather falls outside the image, past the
-  // last row, or past the channel count.
-  auto load_step = [&](int stage) {
-    const int c0 = load_chunk * kBK;
-    const int roff = select5(map.src_row_off, load_tap);
-    const int coff = select5(map.src_col_off, load_tap);
-    const int wtap = select5(map.tap, load_tap);
-    T* const a_dst = As + stage * (kBM * kLdA) + (tid / 4) * kLdA + a_chunk * kVec;
+  float acc[4][4][4];
+  gather_mainloop<Arch, T, false>(p, acc, As, kBM * kLdA, kLdA, Bs, g, n0, tid,
+                                  [&](T* a_stage, int roff, int coff, int c0) {
+    T* const a_dst = a_stage + (tid / 4) * kLdA + a_chunk * kVec;
     const bool chan_ok = c0 + a_chunk * kVec < p.k;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -472,37 +540,12 @@ SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* s
       }
       Arch::cp_async16(a_dst + 32 * i * kLdA, src, ok);
     }
-    load_weight_tile<T, Arch>(Bs + stage * (kBN * kLdB), p, g, n0, wtap, c0, tid);
-    if (++load_chunk == p.k_chunks) {
-      load_chunk = 0;
-      ++load_tap;
-    }
-  };
-
-  float acc[4][4][4];
-  zero_accumulators(acc);
-
+  });
   const int warp = tid / 32, lane = tid % 32;
   const int warp_m = (warp / 2) * 64, warp_n = (warp % 2) * 32;
 
-  start_pipeline<Arch>(k_steps, load_step);
-
-  int compute_chunk = 0;
-  for (int step = 0; step < k_steps; ++step) {
-    advance_pipeline<Arch>(step, k_steps, load_step);
-
-    const int stage = step % kStages;
-    const T* const a_stage = As + stage * (kBM * kLdA);
-    const T* const b_stage = Bs + stage * (kBN * kLdB);
-    gather_step_mma<Arch, T, false>(acc, a_stage, kLdA, b_stage, kLdB, warp_m, warp_n, p.k - compute_chunk * kBK, lane);
-    if (++compute_chunk == p.k_chunks) {
-      compute_chunk = 0;
-    }
-  }
-
-  // Epilogue. All copies landed (the remaining groups are empty) and, after the barrier, no warp
-  // reads the stages any more: stage the tile, with the bias, as T in shared memory over the stages.
-  Arch::template cp_async_wait<0>();
+  // Epilogue. All copies landed and, after the barrier, no warp reads the stages any more: stage the
+  // tile, with the bias, as T in shared memory over the stages.
   Arch::sync_threads();
   const int group_row = lane / 4, pair_col = 2 * (lane % 4);
 #pragma unroll
@@ -550,18 +593,10 @@ SKC_DEVICE void wgrad_block(const WgradParams<T>& p, unsigned char* smem, int ti
   T* const As = reinterpret_cast<T*>(smem);                   // [kStages][kWK pixels][kLdWA]
   T* const Bs = reinterpret_cast<T*>(smem + Tl::kWgradSmemA);  // [kStages][kWK pixels][kLdWB]
 
-  const int n_tile = static_cast<int>(block % p.n_tiles);
-  int64_t rest = block / p.n_tiles;
-  const int m_tile = static_cast<int>(rest % p.m_tiles);
-  rest /= p.m_tiles;
-  const int g = static_cast<int>(rest % p.groups);
-  const int64_t chunk = rest / p.groups;
-  const int m0 = m_tile * kWM, n0 = n_tile * kWN;
+  const WgradTile tile = wgrad_tile(p, block, kWK);
+  const int g = tile.g, m0 = tile.m0, n0 = tile.n0, chunk_pixels = tile.pixels;
+  const int64_t pixel_begin = tile.pixel_begin;
   const int rows_total = kTaps * p.k;
-  const int64_t pixel_begin = chunk * p.chunk_len;
-  const int chunk_pixels =
-      static_cast<int>(pixel_begin + p.chunk_len < p.pixels ? p.chunk_len : p.pixels - pixel_begin);
-  const int k_steps = (chunk_pixels + kWK - 1) / kWK;
 
   // This thread's A' chunk: kVec channels of one tap.
   const int q = tid % Tl::kAChunks;
@@ -586,12 +621,7 @@ SKC_DEVICE void wgrad_block(const WgradParams<T>& p, unsigned char* smem, int ti
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     pix[i] = tid / Tl::kAChunks + kRows * i;
-    const int64_t pixel = pixel_begin + pix[i];
-    const int64_t image = p.out_h * p.out_w;
-    const int64_t img = pixel / image, rem = pixel - img * image;
-    pn[i] = static_cast<int>(img);
-    ph[i] = static_cast<int>(rem / p.out_w);
-    pw[i] = static_cast<int>(rem - (rem / p.out_w) * p.out_w);
+    split_pixel(pixel_begin + pix[i], p.out_h, p.out_w, pn[i], ph[i], pw[i]);
   }
 
   auto load_step = [&](int stage) {
@@ -622,12 +652,7 @@ SKC_DEVICE void wgrad_block(const WgradParams<T>& p, unsigned char* smem, int ti
   const int warp = tid / 32, lane = tid % 32;
   const int warp_m = (warp / 2) * 64, warp_n = (warp % 2) * 32;
 
-  start_pipeline<Arch>(k_steps, load_step);
-
-  for (int step = 0; step < k_steps; ++step) {
-    advance_pipeline<Arch>(step, k_steps, load_step);
-
-    const int stage = step % kStages;
+  run_pipeline<Arch>(tile.k_steps, load_step, [&](int stage) {
     const T* const a_stage = As + stage * (kWK * kLdWA);
     const T* const b_stage = Bs + stage * (kWK * kLdWB);
 #pragma unroll
@@ -641,9 +666,9 @@ SKC_DEVICE void wgrad_block(const WgradParams<T>& p, unsigned char* smem, int ti
         mma_row<Arch, T>(acc[mi], a, b_frag);
       }
     }
-  }
-  Arch::template cp_async_wait<0>();  // only empty groups remain; nothing reads shared memory below
-  store_wgrad_tile<T, Arch>(p, acc, chunk, g, m0, n0, warp_m, warp_n, lane);
+  });
+  // Nothing reads shared memory below.
+  store_wgrad_tile<T, Arch>(p, acc, tile.chunk, g, m0, n0, warp_m, warp_n, lane);
 }
 
 // ---- the device primitives ----------------------------------------------------------------------------

@@ -48,7 +48,8 @@
 //   Epilogue: accumulators + bias (fp32) rounded once to T and staged in shared memory over the A
 //   stages, then written with 16-byte stores, 8 consecutive threads covering 128 contiguous bytes
 //   of one destination pixel; destination offsets (-1 past M) are computed once per row in the
-//   prologue. Output is channels_last; the host copies into NCHW when the caller's format is NCHW.
+//   prologue. Output is channels_last; the host copies into NCHW when the caller's format is NCHW
+//   (except for float32, whose NCHW bodies write NCHW).
 //
 // Weight gradient: one GEMM per group with M = 5 x C_in/g rows (tap, input channel) tap-major,
 // N = C_out/g, K = output pixels: dW[t][c][j] = sum_p x[tap t of p][c] * dy[p][j]. Treating the
@@ -87,8 +88,9 @@
 // Resources (nvcc 13.0, -O3, -Xptxas -v, sm_90): gather GEMM 128 registers for bf16, fp16 and float
 // (capped by __launch_bounds__(128, 4)), 47104 B static shared memory; weight gradient 128 registers,
 // 39936 B; no stack frame, no spills. 128 threads x 128 registers and 46 KB allow 4 blocks (16 warps)
-// per SM. The NCHW float32 bodies: gather GEMM 122 registers, 42496 B; weight gradient 126
-// registers, 48128 B (under 48 KB: still static); no spills. (Loading all four A fragments of a
+// per SM on an H100 (on an A100's 164 KB, 3). The NCHW float32 bodies: gather GEMM 122 registers,
+// 42496 B; weight gradient 128 registers, 48128 B (under 48 KB: still static); no spills, on sm_80
+// as on sm_90. (Loading all four A fragments of a
 // slice before the mma, as an earlier version did, made the float kernels spill: the TF32 rounding
 // needs registers too.) The float kernels' PTX has cvt.rna.tf32.f32, mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 and, in the
 // weight gradient, ld.shared.f32 for the fragments; the 16-bit ones' SASS had HMMA.16816.F32(.BF16),
@@ -265,8 +267,10 @@ T* mutable_data(at::Tensor& t) {
 
 void check_activation(const at::Tensor& t, const char* what, Layout layout) {
   if (layout == Layout::kNchw) {
-    TORCH_CHECK(t.dim() == 4 && t.is_contiguous() && t.scalar_type() == at::kFloat,
-                "skeleton_conv2d (tensor cores, NCHW): expected ", what, " to be a contiguous 4-D float32 tensor");
+    TORCH_CHECK(t.dim() == 4 && t.is_contiguous() && t.scalar_type() == at::kFloat &&
+                    reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 4 == 0,
+                "skeleton_conv2d (tensor cores, NCHW): expected ", what,
+                " to be a contiguous, 4-byte aligned 4-D float32 tensor");
     return;
   }
   TORCH_CHECK(t.dim() == 4 && t.is_contiguous(at::MemoryFormat::ChannelsLast) &&

@@ -11,12 +11,15 @@
 //     of a warp copy 32 consecutive grid points of one channel (coalesced along image rows). The
 //     fragments come from the [k][row] tile with 32-bit shared loads (as the channels_last weight
 //     gradient reads its tiles); the results go from the accumulators straight to NCHW memory,
-//     8 consecutive pixels x 4 channel planes per warp store.
+//     8 grid points x 4 channel planes per warp store (8 consecutive pixels in the forward at
+//     stride 1; a strided input gradient's grid points, and a strided forward's sources, are
+//     `stride` apart, which halves the sector use at stride 2).
 //   - weight gradient: K is pixels, which NCHW stores contiguously, so A' ([tap, channel] x pixels)
 //     and B' (output channel x pixels) are stored K-contiguous and read with plain ldmatrix like
 //     the gather GEMM's channels_last tiles. Each thread owns one pixel of the kWK of a step (lanes
-//     along pixels: coalesced) and 16 A' rows / 8 B' rows, whose (tap, channel) offsets a table in
-//     shared memory holds (computed once per block).
+//     along pixels: coalesced) and 16 A' rows / 8 B' rows. A table in shared memory, computed once
+//     per block, holds each A' row's offset from the pixel's tap-less position, so that a copy costs
+//     a bounds test and one 64-bit add.
 // 16-bit types have no 2-byte cp.async and stay on the channels_last bodies (the host converts).
 // This header, like tensor_core_gemm.cuh, takes every primitive from `Arch` (the emulator runs it).
 #pragma once
@@ -52,7 +55,8 @@ struct NchwTile {
   static_assert(kGatherSmemBytes <= 48 * 1024 && kWgradSmemBytes <= 48 * 1024, "static shared memory");
   static_assert(kGatherSmemA % 16 == 0 && kWgradSmemA % 16 == 0 && kWgradSmemB % 16 == 0, "alignment");
   static_assert(kThreads == kBM, "one A row per thread in the gather GEMM");
-  static_assert(kWM % kRowGroups == 0 && kWN % kRowGroups == 0, "weight-gradient loader map");
+  static_assert(kWM % kRowGroups == 0 && kWN % kRowGroups == 0 && kRowGroups == 8, "weight-gradient loader map");
+  static_assert(kThreads == kWM, "one row-table entry per thread");
   static_assert(kBK == 2 * Tl::kSlice && kWK == 2 * Tl::kSlice, "two TF32 mma slices per K step");
 };
 
@@ -63,9 +67,8 @@ struct NchwTile {
 template <class Arch>
 SKC_DEVICE void gather_gemm_block_nchw(const GatherGemmParams<float>& p, unsigned char* smem, int tid,
                                        int64_t block) {
-  using Tl = Tile<float>;
   using Nt = NchwTile;
-  constexpr int kBK = Nt::kBK, kLdA = Nt::kLdA, kLdB = Tl::kLdB;
+  constexpr int kBK = Nt::kBK, kLdA = Nt::kLdA;
   float* const As = reinterpret_cast<float*>(smem);                                   // [kStages][kBK][kLdA]
   float* const Bs = reinterpret_cast<float*>(smem + Nt::kGatherSmemA);                // [kStages][kBN][kLdB]
   int64_t* const dst_offset = reinterpret_cast<int64_t*>(smem + Nt::kGatherSmemA + Nt::kGatherSmemB);  // [kBM]
@@ -85,51 +88,36 @@ SKC_DEVICE void gather_gemm_block_nchw(const GatherGemmParams<float>& p, unsigne
   const int src_h = static_cast<int>(map.src_h), src_w = static_cast<int>(map.src_w);
   const float* const src_group = p.src + row.image * p.src_ld + int64_t{g} * p.k * src_plane;
 
-  const int k_steps = map.num_taps * p.k_chunks;
-  int load_tap = 0, load_chunk = 0;  // the next K step to load: active tap, kBK-channel chunk
-
   // Every slot the MMA reads is written: zeros outside the image, past the last row or past the
   // channel count (k is a multiple of 4, so a 16-channel step has whole mma slices of zeros at most).
-  auto load_step = [&](int stage) {
-    const int c0 = load_chunk * kBK;
-    const int y = row.y + select5(map.src_row_off, load_tap), x = row.x + select5(map.src_col_off, load_tap);
+  float acc[4][4][4];
+  gather_mainloop<Arch, float, true>(p, acc, As, kBK * kLdA, kLdA, Bs, g, n0, tid,
+                                     [&](float* a_stage, int roff, int coff, int c0) {
+    const int y = row.y + roff, x = row.x + coff;
     const bool inside = row.ok && y >= 0 && y < src_h && x >= 0 && x < src_w;
     const float* const src = src_group + (inside ? (int64_t{c0} * src_h + y) * src_w + x : 0);
-    float* const a_dst = As + stage * (kBK * kLdA) + tid;
+    float* const a_dst = a_stage + tid;
 #pragma unroll
     for (int c = 0; c < kBK; ++c) {
       const bool ok = inside && c0 + c < p.k;
       Arch::cp_async4(a_dst + c * kLdA, ok ? src + c * src_plane : p.src, ok);
     }
-    load_weight_tile<float, Arch>(Bs + stage * (kBN * kLdB), p, g, n0, select5(map.tap, load_tap), c0, tid);
-    if (++load_chunk == p.k_chunks) {
-      load_chunk = 0;
-      ++load_tap;
-    }
-  };
-
-  float acc[4][4][4];
-  zero_accumulators(acc);
+  });
   const int warp = tid / 32, lane = tid % 32;
   const int warp_m = (warp / 2) * 64, warp_n = (warp % 2) * 32;
-
-  start_pipeline<Arch>(k_steps, load_step);
-  int compute_chunk = 0;
-  for (int step = 0; step < k_steps; ++step) {
-    advance_pipeline<Arch>(step, k_steps, load_step);
-    const int stage = step % kStages;
-    gather_step_mma<Arch, float, true>(acc, As + stage * (kBK * kLdA), kLdA, Bs + stage * (kBN * kLdB), kLdB, warp_m,
-                                       warp_n, p.k - compute_chunk * kBK, lane);
-    if (++compute_chunk == p.k_chunks) {
-      compute_chunk = 0;
-    }
-  }
-  Arch::template cp_async_wait<0>();  // only empty groups remain
   Arch::sync_threads();  // dst_offset is read across threads (no main-loop barrier when no tap reaches)
 
   // Epilogue: accumulator (row group, columns 2 tig, +1) -> two planes of the row's pixel. n is a
   // multiple of 4 and the column even, so its pair exists too.
   const int group_row = lane / 4, pair_col = 2 * (lane % 4);
+  int64_t offsets[4][2];  // of this thread's 8 rows, read once
+#pragma unroll
+  for (int mi = 0; mi < 4; ++mi) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      offsets[mi][half] = dst_offset[warp_m + mi * 16 + group_row + 8 * half];
+    }
+  }
 #pragma unroll
   for (int ni = 0; ni < 4; ++ni) {
     const int col = warp_n + ni * 8 + pair_col;
@@ -145,7 +133,7 @@ SKC_DEVICE void gather_gemm_block_nchw(const GatherGemmParams<float>& p, unsigne
     for (int mi = 0; mi < 4; ++mi) {
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
-        const int64_t offset = dst_offset[warp_m + mi * 16 + group_row + 8 * half];
+        const int64_t offset = offsets[mi][half];
         if (offset >= 0) {
           float* const dst = p.dst + offset + col * dst_plane;
           Arch::store_float(dst, acc[mi][ni][2 * half] + bias0);
@@ -161,12 +149,14 @@ SKC_DEVICE void gather_gemm_block_nchw(const GatherGemmParams<float>& p, unsigne
 // p as for wgrad_block, with x and dy contiguous NCHW (x_ld = C_in, dy_ld = C_out); the same
 // partials, block order and chunking, so the host's second pass is shared.
 
-// One A' row of the block: the offset of its channel's plane in an image of x (-1 for a row past
-// 5 * k) and its tap's offsets.
-struct WgradRowNchw {
-  int64_t plane_offset;
+// One A' row of the block: the offset, within an image of x, of the element its tap reads for output
+// pixel (0, 0) (its channel's plane plus the tap's offsets), and the tap's offsets for the bounds
+// test. A row past 5 * k gets a row offset that no pixel brings inside the image.
+struct alignas(16) WgradRowNchw {  // 16-byte aligned: one shared load per entry
+  int64_t delta;
   int row_off, col_off;
 };
+constexpr int kNoRow = -(1 << 30);  // below -(largest y0 = out_row * stride_h, < 2^29): never inside
 static_assert(sizeof(WgradRowNchw) == 16, "row table entries are 16 bytes");
 
 template <class Arch>
@@ -177,17 +167,8 @@ SKC_DEVICE void wgrad_block_nchw(const WgradParams<float>& p, unsigned char* sme
   float* const Bs = reinterpret_cast<float*>(smem + Nt::kWgradSmemA);     // [kStages][kWN][kLdW]
   WgradRowNchw* const rows = reinterpret_cast<WgradRowNchw*>(smem + Nt::kWgradSmemA + Nt::kWgradSmemB);  // [kWM]
 
-  const int n_tile = static_cast<int>(block % p.n_tiles);
-  int64_t rest = block / p.n_tiles;
-  const int m_tile = static_cast<int>(rest % p.m_tiles);
-  rest /= p.m_tiles;
-  const int g = static_cast<int>(rest % p.groups);
-  const int64_t chunk = rest / p.groups;
-  const int m0 = m_tile * kWM, n0 = n_tile * kWN;
-  const int64_t pixel_begin = chunk * p.chunk_len;
-  const int chunk_pixels =
-      static_cast<int>(pixel_begin + p.chunk_len < p.pixels ? p.chunk_len : p.pixels - pixel_begin);
-  const int k_steps = (chunk_pixels + kWK - 1) / kWK;
+  const WgradTile tile = wgrad_tile(p, block, kWK);
+  const int g = tile.g, m0 = tile.m0, n0 = tile.n0, chunk_pixels = tile.pixels;
   const int out_h = static_cast<int>(p.out_h), out_w = static_cast<int>(p.out_w);
   const int in_h = static_cast<int>(p.in_h), in_w = static_cast<int>(p.in_w);
   const int64_t in_plane = p.in_h * p.in_w, out_plane = p.out_h * p.out_w;
@@ -196,23 +177,19 @@ SKC_DEVICE void wgrad_block_nchw(const WgradParams<float>& p, unsigned char* sme
     const int r = m0 + tid;
     const bool valid = r < kTaps * p.k;
     const int tap = valid ? r / p.k : 0;
-    rows[tid] = WgradRowNchw{valid ? (int64_t{g} * p.k + (r - tap * p.k)) * in_plane : -1,
-                             select5(p.row_off, tap), select5(p.col_off, tap)};
+    const int row_off = select5(p.row_off, tap), col_off = select5(p.col_off, tap);
+    rows[tid] = WgradRowNchw{(int64_t{g} * p.k + (r - tap * p.k)) * in_plane + int64_t{row_off} * in_w + col_off,
+                             valid ? row_off : kNoRow, col_off};
   }
   Arch::sync_threads();  // the loaders read other threads' rows
 
   // This thread's pixel lane and row group; its pixel of the next K step to load, as an index within
-  // the chunk and as (image, row, column) of the output grid.
-  const int lane_pixel = tid % kWK, row_group = tid / kWK;
+  // the chunk and as (image, row, column) of the output grid. The two half-warps take row groups 4
+  // apart (80 words: 16 banks), so that their 4-byte copies into rows of 20 words do not collide.
+  const int lane_pixel = tid % kWK, row_group = tid / 32 + 4 * ((tid / kWK) % 2);
   int pix = lane_pixel;
   int pn, ph, pw;
-  {
-    const int64_t pixel = pixel_begin + lane_pixel;
-    const int64_t img = pixel / out_plane, rem = pixel - img * out_plane;
-    pn = static_cast<int>(img);
-    ph = static_cast<int>(rem / p.out_w);
-    pw = static_cast<int>(rem - (rem / p.out_w) * p.out_w);
-  }
+  split_pixel(tile.pixel_begin + lane_pixel, p.out_h, p.out_w, pn, ph, pw);
   const int stride_h = static_cast<int>(p.stride_h), stride_w = static_cast<int>(p.stride_w);
 
   auto load_step = [&](int stage) {
@@ -220,22 +197,23 @@ SKC_DEVICE void wgrad_block_nchw(const WgradParams<float>& p, unsigned char* sme
     float* const a_dst = As + stage * (kWM * kLdW) + row_group * kLdW + lane_pixel;
     float* const b_dst = Bs + stage * (kWN * kLdW) + row_group * kLdW + lane_pixel;
     const int y0 = ph * stride_h, x0 = pw * stride_w;
-    const int64_t x_image = int64_t{pn} * p.x_ld * in_plane;
+    // x at this pixel's tap-less position: a row adds its delta (one 64-bit add per copy).
+    const float* const x_pixel = p.x + (int64_t{pn} * p.x_ld * in_plane + int64_t{y0} * in_w + x0);
 #pragma unroll
     for (int i = 0; i < kWM / kGroups; ++i) {
       const WgradRowNchw r = rows[row_group + kGroups * i];
       const int y = y0 + r.row_off, x = x0 + r.col_off;
-      const bool ok = in_chunk && r.plane_offset >= 0 && y >= 0 && y < in_h && x >= 0 && x < in_w;
-      Arch::cp_async4(a_dst + kGroups * i * kLdW, ok ? p.x + (x_image + r.plane_offset + int64_t{y} * in_w + x) : p.x,
-                      ok);
+      const bool ok = in_chunk && y >= 0 && y < in_h && x >= 0 && x < in_w;
+      Arch::cp_async4(a_dst + kGroups * i * kLdW, ok ? x_pixel + r.delta : p.x, ok);
     }
     // dy[pn][g * n + n0 + column][ph][pw] for the columns row_group + kGroups * i.
-    const int64_t dy_first = (int64_t{pn} * p.dy_ld + int64_t{g} * p.n + n0 + row_group) * out_plane +
-                             int64_t{ph} * out_w + pw;
+    const float* dy_column =
+        p.dy + ((int64_t{pn} * p.dy_ld + int64_t{g} * p.n + n0 + row_group) * out_plane + int64_t{ph} * out_w + pw);
 #pragma unroll
     for (int i = 0; i < kWN / kGroups; ++i) {
       const bool ok = in_chunk && n0 + row_group + kGroups * i < p.n;
-      Arch::cp_async4(b_dst + kGroups * i * kLdW, ok ? p.dy + (dy_first + int64_t{kGroups} * i * out_plane) : p.dy, ok);
+      Arch::cp_async4(b_dst + kGroups * i * kLdW, ok ? dy_column : p.dy, ok);
+      dy_column += kGroups * out_plane;
     }
     pix += kWK;
     advance_pixel(pn, ph, pw, p.step_n, p.step_h, p.step_w, out_h, out_w);
@@ -246,16 +224,13 @@ SKC_DEVICE void wgrad_block_nchw(const WgradParams<float>& p, unsigned char* sme
   const int warp = tid / 32, lane = tid % 32;
   const int warp_m = (warp / 2) * 64, warp_n = (warp % 2) * 32;
 
-  start_pipeline<Arch>(k_steps, load_step);
-  for (int step = 0; step < k_steps; ++step) {
-    advance_pipeline<Arch>(step, k_steps, load_step);
-    const int stage = step % kStages;
+  run_pipeline<Arch>(tile.k_steps, load_step, [&](int stage) {
     // A' [m][k] and B' [n][k]: both K-contiguous, as the channels_last gather GEMM's tiles.
     gather_step_mma<Arch, float, false>(acc, As + stage * (kWM * kLdW), kLdW, Bs + stage * (kWN * kLdW), kLdW, warp_m,
                                         warp_n, kWK, lane);
-  }
-  Arch::template cp_async_wait<0>();  // only empty groups remain; nothing reads shared memory below
-  store_wgrad_tile<float, Arch>(p, acc, chunk, g, m0, n0, warp_m, warp_n, lane);
+  });
+  // Nothing reads shared memory below.
+  store_wgrad_tile<float, Arch>(p, acc, tile.chunk, g, m0, n0, warp_m, warp_n, lane);
 }
 
 }  // namespace tc
