@@ -257,6 +257,65 @@ def test_float32_nchw_runs_in_place_and_matches_channels_last(config, tensor_cor
         assert (a is None and b is None) or torch.equal(a, b), f"{name}: the NCHW kernels and the channels_last ones disagree"
 
 
+# ---- where users put it: CUDA graphs, torch.compile ------------------------------------------------
+
+
+@needs_sm80
+@pytest.mark.parametrize("dtype, memory_format", [(torch.bfloat16, torch.channels_last),
+                                                  (torch.float32, torch.contiguous_format)], ids=["bf16-nhwc", "fp32-nchw"])
+def test_cuda_graph_capture(dtype, memory_format, tensor_cores):
+    # The tensor-core host code allocates (packed weights, partials) and queries the device; under
+    # capture every launch must go to the capturing stream, and a replay on new values must match
+    # eager execution bit for bit.
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(2, 32, 20, 20, generator=gen).to("cuda", dtype).contiguous(memory_format=memory_format)
+    w = torch.randn(48, 32, 5, generator=gen).to("cuda", dtype)
+    b = torch.randn(48, generator=gen).to("cuda", dtype)
+    dy = torch.randn(2, 48, 10, 20, generator=gen).to("cuda", dtype).contiguous(memory_format=memory_format)
+    args = ([2, 1], [1, 1], [1, 1], 1)
+
+    def run():
+        return (FORWARD(x, w, b, *args), *BACKWARD(dy, x, w, *args, [True, True, True]))
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        before = calls()
+        run()
+        assert delta(before) == (1, 1, 1)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = run()
+    x.copy_(torch.randn(x.shape, generator=gen).to("cuda", dtype))
+    dy.copy_(torch.randn(dy.shape, generator=gen).to("cuda", dtype))
+    graph.replay()
+    torch.cuda.synchronize()
+    for name, got, want in zip(("output", "grad_input", "grad_weight", "grad_bias"), captured, run()):
+        assert torch.equal(got, want), f"{name}: graph replay differs from eager"
+
+
+@needs_sm80
+@pytest.mark.parametrize("dtype, memory_format", [(torch.bfloat16, torch.channels_last),
+                                                  (torch.float32, torch.contiguous_format)], ids=["bf16-nhwc", "fp32-nchw"])
+def test_torch_compile_fullgraph(dtype, memory_format, tensor_cores):
+    torch._dynamo.reset()
+    layer = skeleton_cuda.SkeletonConv2d(16, 24, padding=1).to("cuda", dtype)
+    compiled = torch.compile(layer, fullgraph=True)
+    x = torch.randn(2, 16, 12, 10, device="cuda", dtype=dtype).contiguous(memory_format=memory_format)
+    x.requires_grad_()
+    before = calls()
+    out = compiled(x)
+    out.sum().backward()
+    assert delta(before) == (1, 1, 1), "the compiled layer did not run the tensor cores"
+    compiled_grads = [x.grad.clone(), layer.weight.grad.clone()]
+    x.grad, layer.weight.grad = None, None
+    eager = layer(x)
+    eager.sum().backward()
+    assert torch.equal(out, eager)
+    assert torch.equal(compiled_grads[0], x.grad) and torch.equal(compiled_grads[1], layer.weight.grad)
+
+
 # ---- routing and fallback ------------------------------------------------------------------------
 
 
