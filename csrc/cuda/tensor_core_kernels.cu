@@ -144,6 +144,7 @@
 #include <vector>
 
 #include "common.cuh"
+#include "gather_problems.h"
 #include "launch.cuh"
 #include "launchers.cuh"
 #include "tensor_core_gemm.cuh"
@@ -412,17 +413,11 @@ void forward_in(Layout layout, const at::Tensor& x, const at::Tensor& w, const a
   dispatch_types(x.scalar_type(), "skeleton_conv2d", [&](auto tag) {
     using T = typename decltype(tag)::type;
     tc::GatherGemmParams<T> p;
-    p.map = tc::forward_gather_map(s.batch, s.in_h, s.in_w, s.out_h, s.out_w, s.stride_h, s.stride_w, s.pad_h,
-                                   s.pad_w, s.dil_h, s.dil_w);
+    set_problem(p, forward_problem(s));
     p.src = data<T>(x);
     p.dst = mutable_data<T>(y);
     p.weight = data<T>(packed);
     p.bias = b.defined() ? data<T>(b) : nullptr;
-    p.src_ld = s.in_channels;
-    p.dst_ld = s.out_channels;
-    p.k = static_cast<int>(cin_g);
-    p.n = static_cast<int>(cout_g);
-    p.groups = static_cast<int>(s.groups);
     tc::finish_gather_params(p);
     launch_gather(p, layout);
   });
@@ -438,25 +433,14 @@ void input_grad_in(Layout layout, const at::Tensor& dy, const at::Tensor& w, at:
   check_packed(packed);
   dispatch_types(dy.scalar_type(), "skeleton_conv2d_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    // One launch per residue class of the input modulo the stride; together they write every pixel
-    // of dx exactly once (a class no tap reaches gets zeros).
-    for (int64_t rh = 0; rh < s.stride_h; ++rh) {
-      for (int64_t rw = 0; rw < s.stride_w; ++rw) {
-        tc::GatherGemmParams<T> p;
-        p.map = tc::input_grad_gather_map(s.batch, s.in_h, s.in_w, s.out_h, s.out_w, s.stride_h, s.stride_w,
-                                          s.pad_h, s.pad_w, s.dil_h, s.dil_w, rh, rw);
-        p.src = data<T>(dy);
-        p.dst = mutable_data<T>(dx);
-        p.weight = data<T>(packed);
-        p.bias = nullptr;
-        p.src_ld = s.out_channels;
-        p.dst_ld = s.in_channels;
-        p.k = static_cast<int>(cout_g);
-        p.n = static_cast<int>(cin_g);
-        p.groups = static_cast<int>(s.groups);
-        tc::finish_gather_params(p);
-        launch_gather(p, layout);
-      }
+    for (const GatherProblem& problem : input_grad_problems(s)) {  // one per residue class
+      tc::GatherGemmParams<T> p;
+      set_problem(p, problem);
+      p.src = data<T>(dy);
+      p.dst = mutable_data<T>(dx);
+      p.weight = data<T>(packed);
+      tc::finish_gather_params(p);
+      launch_gather(p, layout);
     }
   });
   count_call(1, layout);

@@ -39,6 +39,7 @@
 
 #include "common.cuh"
 #include "gather_map.cuh"
+#include "gather_problems.h"
 #include "launch.cuh"
 #include "launchers.cuh"
 
@@ -381,17 +382,11 @@ void tiled_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b
   const at::Tensor packed = w.reshape({s.groups, cout_g, cin_g, kTaps}).permute({0, 3, 2, 1}).contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "skeleton_conv2d_tiled_forward", [&] {
     TiledGatherParams<scalar_t> p;
-    p.map = forward_gather_map(s.batch, s.in_h, s.in_w, s.out_h, s.out_w, s.stride_h, s.stride_w, s.pad_h, s.pad_w,
-                               s.dil_h, s.dil_w);
+    set_problem(p, forward_problem(s));
     p.src = x.const_data_ptr<scalar_t>();
     p.dst = y.mutable_data_ptr<scalar_t>();
     p.weight = packed.const_data_ptr<scalar_t>();
     p.bias = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
-    p.src_ld = s.in_channels;
-    p.dst_ld = s.out_channels;
-    p.k = static_cast<int>(cin_g);
-    p.n = static_cast<int>(cout_g);
-    p.groups = static_cast<int>(s.groups);
     launch_gather(p);
   });
 }
@@ -401,23 +396,13 @@ void tiled_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx,
   // (C_out, C_in/G, 5) -> [G][5][C_out/G][C_in/G]: the transposed weight
   const at::Tensor packed = w.reshape({s.groups, cout_g, cin_g, kTaps}).permute({0, 3, 1, 2}).contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "skeleton_conv2d_tiled_input_grad", [&] {
-    // One launch per residue class of the input modulo the stride; together they write every pixel
-    // of dx exactly once.
-    for (int64_t rh = 0; rh < s.stride_h; ++rh) {
-      for (int64_t rw = 0; rw < s.stride_w; ++rw) {
-        TiledGatherParams<scalar_t> p;
-        p.map = input_grad_gather_map(s.batch, s.in_h, s.in_w, s.out_h, s.out_w, s.stride_h, s.stride_w, s.pad_h,
-                                      s.pad_w, s.dil_h, s.dil_w, rh, rw);
-        p.src = dy.const_data_ptr<scalar_t>();
-        p.dst = dx.mutable_data_ptr<scalar_t>();
-        p.weight = packed.const_data_ptr<scalar_t>();
-        p.src_ld = s.out_channels;
-        p.dst_ld = s.in_channels;
-        p.k = static_cast<int>(cout_g);
-        p.n = static_cast<int>(cin_g);
-        p.groups = static_cast<int>(s.groups);
-        launch_gather(p);
-      }
+    for (const GatherProblem& problem : input_grad_problems(s)) {  // one per residue class
+      TiledGatherParams<scalar_t> p;
+      set_problem(p, problem);
+      p.src = dy.const_data_ptr<scalar_t>();
+      p.dst = dx.mutable_data_ptr<scalar_t>();
+      p.weight = packed.const_data_ptr<scalar_t>();
+      launch_gather(p);
     }
   });
 }
