@@ -6,8 +6,8 @@ a dilated 2x1 conv: exactly five taps through cuDNN), and ours. Passes: forward,
 (derived as forward+backward minus forward) and forward + backward (autograd, all gradients).
 Precisions: bf16 and fp16 channels_last, bf16 NCHW, and fp32 NCHW with TF32 on (PyTorch's default
 for convolutions). Each row records which of our kernels ran ("skeleton_path": "tensor cores" with
-SKELETON_CUDA_TENSOR_CORES=1 where they apply, "tensor cores, NCHW kernels" where fp32 NCHW layers ran
-the tensor cores without converting to channels_last, else "tiled" (the default for dense layers),
+SKELETON_CUDA_TENSOR_CORES=1 where they apply, "tensor cores, NCHW kernels" where NCHW layers ran the
+tensor cores without converting to channels_last, else "tiled" (the default for dense layers),
 "direct" with SKELETON_CUDA_DIRECT_KERNELS=1, or "depthwise").
 
 Dense suite (N=64): 64@56, 128@28, 256@14, 512@7, stride 2 128@56 and 256@28; (N=128): 64@32,

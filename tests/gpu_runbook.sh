@@ -9,10 +9,10 @@
 #   bash tests/gpu_runbook.sh build racecheck         # racecheck and synccheck, likewise
 #   bash tests/gpu_runbook.sh build bench             # GPU suite, default kernels (tiled for dense layers)
 #   bash tests/gpu_runbook.sh build bench-tc          # GPU suite with the tensor cores on
-#   bash tests/gpu_runbook.sh build bench-tc-nchw-converted  # the same, fp32 NCHW through channels_last
+#   bash tests/gpu_runbook.sh build bench-tc-nchw-converted  # the same, NCHW through channels_last
 #   bash tests/gpu_runbook.sh build bench-direct      # GPU suite with the direct kernels
 #   bash tests/gpu_runbook.sh build ncu e2e           # Nsight Compute evidence, end-to-end training
-#   bash tests/gpu_runbook.sh build ncu-nchw          # Nsight Compute: fp32 NCHW, native and converted
+#   bash tests/gpu_runbook.sh build ncu-nchw          # Nsight Compute: NCHW, native and converted
 # (The tensor-core and direct stages set SKELETON_CUDA_TENSOR_CORES=1 / SKELETON_CUDA_DIRECT_KERNELS=1
 # themselves; do not export either for the whole script.)
 #
@@ -90,8 +90,8 @@ for stage in "$@"; do
       cp benchmarks/results/cuda-tensor-cores.json benchmarks/results/cuda-tensor-cores.png "$OUT/" 2>/dev/null
       ;;
     bench-tc-nchw-converted)
-      # fp32 NCHW layers convert to channels_last and back instead of running the NCHW kernels: the
-      # fp32-nchw rows against bench-tc's say what the NCHW kernels are worth.
+      # NCHW layers convert to channels_last and back instead of running the NCHW kernels: the
+      # bf16-nchw and fp32-nchw rows against bench-tc's say what the NCHW kernels are worth.
       SKELETON_CUDA_TENSOR_CORES_NCHW=0 tensor_cores_on "$PY" benchmarks/run.py \
         --output cuda-tensor-cores-nchw-converted.json >"$OUT/bench-tc-nchw-converted.log" 2>&1
       record bench-tc-nchw-converted $?
@@ -118,14 +118,16 @@ for stage in "$@"; do
       done
       ;;
     ncu-nchw)
-      # fp32 NCHW on the tensor cores: the NCHW kernels, and the conversion path (its transposes
-      # are PyTorch's copy kernels, so every kernel is profiled).
-      for layer in "--channels 256 --size 14" "--channels 64 --size 56"; do
+      # NCHW on the tensor cores: the NCHW kernels, and the conversion path (its transposes are
+      # PyTorch's copy kernels, so every kernel is profiled); fp32 on two layers, bf16 on one.
+      for run in "fp32 --channels 256 --size 14" "fp32 --channels 64 --size 56" "bf16 --channels 64 --size 56"; do
+        dtype=${run%% *}
+        layer=${run#* }
         for native in 1 0; do
-          name="ncu-tc-fp32-nchw-native$native-$(echo "$layer" | tr -c 'a-z0-9\n' '-' | tr -s '-')"
+          name="ncu-tc-$dtype-nchw-native$native-$(echo "$layer" | tr -c 'a-z0-9\n' '-' | tr -s '-')"
           SKELETON_CUDA_TENSOR_CORES=1 SKELETON_CUDA_TENSOR_CORES_NCHW=$native ncu --launch-skip 8 \
             --launch-count 12 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --csv \
-            "$PY" benchmarks/profile_layer.py $layer --dtype fp32 --nchw >"$OUT/$name.csv" 2>&1
+            "$PY" benchmarks/profile_layer.py $layer --dtype "$dtype" --nchw >"$OUT/$name.csv" 2>&1
           record "$name" $?
         done
       done

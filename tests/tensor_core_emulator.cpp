@@ -354,9 +354,21 @@ struct EmuArch {
     dst[0] = v0;
     dst[1] = v1;
   }
-  static void store_float(float* dst, float v) {
-    check_global(dst, 4, 4, true, "NCHW output store");
-    *dst = v;
+  static uint32_t load_global16(const void* src) {
+    check_global(src, 2, 2, false, "16-bit NCHW load");
+    uint16_t v;
+    std::memcpy(&v, src, 2);
+    return v;
+  }
+  static void store_shared16(void* dst, uint32_t bits) {
+    check_smem(dst, 2, 2, "16-bit shared store");
+    const uint16_t v = static_cast<uint16_t>(bits);
+    std::memcpy(dst, &v, 2);
+  }
+  template <typename T>
+  static void store_element(T* dst, float v) {
+    check_global(dst, sizeof(T), sizeof(T), true, "NCHW output store");
+    *dst = from_float<T>(v);
   }
 };
 
@@ -455,11 +467,9 @@ int64_t nchw_index(int64_t i, int64_t h, int64_t w, int64_t c) {
 }
 
 // Runs the three passes of one configuration and compares them with a float64 reference: the
-// channels_last bodies, or (float only, nchw) the NCHW ones of tensor_core_nchw.cuh.
+// channels_last bodies, or (nchw) the NCHW ones of tensor_core_nchw.cuh.
 template <typename T>
 bool run_config(const Config& c, bool eager, bool nchw, std::mt19937& rng, bool verbose) {
-  constexpr bool kFloat = std::is_same<T, float>::value;
-  if (nchw && !kFloat) fail("the NCHW bodies take float only");
   constexpr Kind kind = kind_of<T>();
   const int64_t oh = out_size(c.h, c.ph, c.dh, c.sh), ow = out_size(c.w, c.pw, c.dw, c.sw);
   const int64_t cin_g = c.cin / c.groups, cout_g = c.cout / c.groups;
@@ -510,7 +520,7 @@ bool run_config(const Config& c, bool eager, bool nchw, std::mt19937& rng, bool 
   rt.kind = kind;
   rt.rng.seed(static_cast<unsigned>(rng()));
   const int smem_bytes = std::max({tc::Tile<T>::kGatherSmemBytes, tc::Tile<T>::kWgradSmemBytes,
-                                   tc::NchwTile::kGatherSmemBytes, tc::NchwTile::kWgradSmemBytes});
+                                   tc::NchwTile<T>::kGatherSmemBytes, tc::NchwTile<T>::kWgradSmemBytes});
   std::vector<unsigned char> smem_buffer(smem_bytes + 16);
   rt.smem = smem_buffer.data() + (16 - reinterpret_cast<uintptr_t>(smem_buffer.data()) % 16) % 16;
   rt.smem_size = smem_bytes;
@@ -554,13 +564,11 @@ bool run_config(const Config& c, bool eager, bool nchw, std::mt19937& rng, bool 
   auto run_gather = [&](const tc::GatherGemmParams<T>& p, bool in_nchw) {
     const int64_t blocks = tc::gather_blocks(p.rows, p.groups, p.n);
     for (int64_t b = 0; b < blocks; ++b) {
-      if constexpr (kFloat) {
-        if (in_nchw) {
-          run_block(rt, [&](int tid) { tc::gather_gemm_block_nchw<EmuArch>(p, rt.smem, tid, b); });
-          continue;
-        }
+      if (in_nchw) {
+        run_block(rt, [&](int tid) { tc::gather_gemm_block_nchw<T, EmuArch>(p, rt.smem, tid, b); });
+      } else {
+        run_block(rt, [&](int tid) { tc::gather_gemm_block<T, EmuArch>(p, rt.smem, tid, b); });
       }
-      run_block(rt, [&](int tid) { tc::gather_gemm_block<T, EmuArch>(p, rt.smem, tid, b); });
     }
   };
 
@@ -668,13 +676,11 @@ bool run_config(const Config& c, bool eager, bool nchw, std::mt19937& rng, bool 
     p.partials = reinterpret_cast<float*>(ap.p);
     const int64_t blocks = tc::wgrad_blocks(chunks, c.groups, cin_g, cout_g);
     for (int64_t b = 0; b < blocks; ++b) {
-      if constexpr (kFloat) {
-        if (nchw) {
-          run_block(rt, [&](int tid) { tc::wgrad_block_nchw<EmuArch>(p, rt.smem, tid, b); });
-          continue;
-        }
+      if (nchw) {
+        run_block(rt, [&](int tid) { tc::wgrad_block_nchw<T, EmuArch>(p, rt.smem, tid, b); });
+      } else {
+        run_block(rt, [&](int tid) { tc::wgrad_block<T, EmuArch>(p, rt.smem, tid, b); });
       }
-      run_block(rt, [&](int tid) { tc::wgrad_block<T, EmuArch>(p, rt.smem, tid, b); });
     }
     // Second pass as sum_partials does (fixed order), then [G][5][k][n] -> (C_out, k, 5).
     std::vector<double> dw(c.cout * cin_g * kTaps);
@@ -754,8 +760,8 @@ int main(int argc, char** argv) {
     for (int variant = 0; variant < 3; ++variant) {
       const emu::Kind kind = any_type ? static_cast<emu::Kind>((i + variant) % 3) : emu::Kind::tf32;
       const bool eager = (i + variant) % 2 == 1;  // copies landing at issue, or as late as allowed
-      // float runs both layouts: the channels_last bodies and the NCHW ones.
-      for (int layout = 0; layout < (kind == emu::Kind::tf32 ? 2 : 1); ++layout) {
+      // Both layouts: the channels_last bodies and the NCHW ones.
+      for (int layout = 0; layout < 2; ++layout) {
         const bool nchw = layout == 1;
         std::printf(
             "config %zu: n%lld c%lldx%lld g%lld %lldx%lld s%lld%lld p%lld%lld d%lld%lld bias%d chunk%lld %s %s %s\n", i,
@@ -763,8 +769,8 @@ int main(int argc, char** argv) {
             (long long)c.w, (long long)c.sh, (long long)c.sw, (long long)c.ph, (long long)c.pw, (long long)c.dh,
             (long long)c.dw, int(c.bias), (long long)c.chunk_len, emu::kind_name(kind),
             nchw ? "nchw" : "channels_last", eager ? "copies-at-issue" : "copies-at-wait");
-        const bool ok = kind == emu::Kind::bf16  ? emu::run_config<emu::bf16>(c, eager, false, rng, false)
-                        : kind == emu::Kind::f16 ? emu::run_config<emu::f16>(c, eager, false, rng, false)
+        const bool ok = kind == emu::Kind::bf16  ? emu::run_config<emu::bf16>(c, eager, nchw, rng, false)
+                        : kind == emu::Kind::f16 ? emu::run_config<emu::f16>(c, eager, nchw, rng, false)
                                                  : emu::run_config<float>(c, eager, nchw, rng, false);
         ++runs;
         if (!ok) ++failures;

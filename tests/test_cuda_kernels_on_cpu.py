@@ -101,8 +101,8 @@ def shape_list(x, weight, out_hw, config):
 def run_layer(ops, x, weight, bias, grad_output, config, offset=0, family="tiled"):
     """Output, grad_input and grad_weight as the CUDA backend computes them: depthwise layers, and
     dense / grouped ones on the tiled or tensor-core kernels (family "tensor_core"), on
-    channels_last-contiguous buffers; float32 ones on the NCHW tensor-core kernels (family
-    "tensor_core_nchw") on contiguous NCHW buffers; dense / grouped ones on the direct kernels
+    channels_last-contiguous buffers; on the NCHW tensor-core kernels (family "tensor_core_nchw")
+    on contiguous NCHW buffers; dense / grouped ones on the direct kernels
     (family "dense") on the caller's layout."""
     depthwise = weight.size(1) == 1 and weight.size(0) == config["groups"]
     kind = "depthwise" if depthwise else family
@@ -256,27 +256,31 @@ NCHW_TC_CONFIGS = TC_CONFIGS + [
 
 
 @pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "offset-by-one-element"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
 @pytest.mark.parametrize("config", NCHW_TC_CONFIGS, ids=config_id)
-def test_nchw_tensor_core_launchers_match_float64_oracle(simt, config, offset):
-    """float32 NCHW activations read and written in place (tensor_core_nchw.cuh): 4-byte copies,
-    so a start that is not 16-byte aligned is fine."""
+def test_nchw_tensor_core_launchers_match_float64_oracle(simt, config, dtype, offset):
+    """NCHW activations read and written in place (tensor_core_nchw.cuh): element-wise copies, so a
+    start that is not 16-byte aligned is fine."""
     if not hasattr(simt, "tensor_core_nchw_forward"):
         pytest.skip("no CUDA toolkit headers (cuda_bf16.h): the tensor-core file was not built")
-    x, weight, _ = make_tensors(config, torch.float32)
-    assert simt.tensor_core_eligible(shape_list(x, weight, output_size(config), config), torch.float32)
-    check_layer(simt, config, torch.float32, torch.contiguous_format, offset=offset, family="tensor_core_nchw",
-                precision="tf32")
+    x, weight, _ = make_tensors(config, dtype)
+    if not simt.tensor_core_eligible(shape_list(x, weight, output_size(config), config), dtype):
+        assert dtype != torch.float32 and (config["cin"] // config["groups"]) % 8, "an eligible layer was refused"
+        pytest.skip("channels per group not a multiple of 8: float32 only")
+    check_layer(simt, config, dtype, torch.contiguous_format, offset=offset, family="tensor_core_nchw",
+                precision="tf32" if dtype == torch.float32 else None)
 
 
-def test_nchw_and_channels_last_tensor_cores_agree_bitwise(simt):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_nchw_and_channels_last_tensor_cores_agree_bitwise(simt, dtype):
     """Both layouts feed the same operands to the same sequence of mma, so their results must be
     identical, not merely close: a difference would mean a fragment or a K step read differently."""
     if not hasattr(simt, "tensor_core_nchw_forward"):
         pytest.skip("no CUDA toolkit headers (cuda_bf16.h): the tensor-core file was not built")
     for config in NCHW_TC_CONFIGS[-1:] + TC_CONFIGS[:3]:
-        x, weight, bias = make_tensors(config, torch.float32)
+        x, weight, bias = make_tensors(config, dtype)
         generator = torch.Generator().manual_seed(3)
-        grad_output = torch.randn(config["n"], config["cout"], *output_size(config), generator=generator)
+        grad_output = torch.randn(config["n"], config["cout"], *output_size(config), generator=generator).to(dtype)
         nhwc = run_layer(simt, x, weight, bias, grad_output, config, family="tensor_core")
         nchw = run_layer(simt, x, weight, bias, grad_output, config, family="tensor_core_nchw")
         for name, a, b in zip(("output", "grad_input", "grad_weight"), nhwc, nchw):

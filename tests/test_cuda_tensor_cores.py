@@ -95,6 +95,13 @@ def delta(before):
     return tuple(b - a for a, b in zip(before, calls()))
 
 
+def output_shape(config):
+    """(N, C_out, H_out, W_out) of a layer configuration."""
+    size = [(n + 2 * p - 2 * d - 1) // s + 1 for n, s, p, d in
+            zip((config["h"], config["w"]), config["stride"], config["padding"], config["dilation"])]
+    return (config["n"], config["cout"], *size)
+
+
 def nchw_calls():
     """Of those, the calls that ran the NCHW float32 kernels (tensor_core_nchw.cuh)."""
     return tuple(torch.ops.skeleton_cuda.tensor_core_nchw_calls())
@@ -228,21 +235,24 @@ def test_bitwise_deterministic(dtype, tensor_cores):
             assert torch.equal(a, b_), f"{name} differs between runs"
 
 
-# ---- float32 NCHW: the NCHW kernels, or the conversion to channels_last -------------------------
+# ---- NCHW: the NCHW kernels, or the conversion to channels_last -----------------------------------
 
 
 @needs_sm80
-@pytest.mark.parametrize("config", LARGE[:2] + FLOAT32_CONFIGS[:4], ids=config_id)
-def test_float32_nchw_runs_in_place_and_matches_channels_last(config, tensor_cores, monkeypatch):
-    # NCHW float32 layers run the NCHW kernels (no conversion); SKELETON_CUDA_TENSOR_CORES_NCHW=0
-    # converts to channels_last instead. Both feed the same operands to the same mma sequence, so
-    # their results must be bitwise identical, and both must match the oracle.
-    x, weight, bias = make_tensors(config, torch.float32, "cuda", torch.contiguous_format)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("config", LARGE[:2] + CONFIGS[:4], ids=config_id)
+def test_nchw_runs_in_place_and_matches_channels_last(config, dtype, tensor_cores, monkeypatch):
+    # NCHW layers run the NCHW kernels (no conversion); SKELETON_CUDA_TENSOR_CORES_NCHW=0 converts
+    # to channels_last instead. Both feed the same operands to the same mma sequence, so their
+    # results must be bitwise identical, and both must match the oracle.
+    x, weight, bias = make_tensors(config, dtype, "cuda", torch.contiguous_format)
     results = {}
+    generator = torch.Generator().manual_seed(1)
+    grad_output = torch.randn(*output_shape(config), generator=generator).to("cuda", dtype)
     for native in (True, False):
         monkeypatch.setenv("SKELETON_CUDA_TENSOR_CORES_NCHW", "1" if native else "0")
         before_all, before_nchw = calls(), nchw_calls()
-        out, grad_output, grads = forward_and_grads(skeleton_cuda.skeleton_conv2d, x, weight, bias, config)
+        out, _, grads = forward_and_grads(skeleton_cuda.skeleton_conv2d, x, weight, bias, config, grad_output)
         assert delta(before_all) == (1, 1, 1)
         ran_nchw = tuple(b - a for a, b in zip(before_nchw, nchw_calls()))
         assert ran_nchw == ((1, 1, 1) if native else (0, 0, 0))
@@ -252,7 +262,7 @@ def test_float32_nchw_runs_in_place_and_matches_channels_last(config, tensor_cor
     names = ("output", "grad_input", "grad_weight", "grad_bias")
     for name, actual, ref in zip(names, results[True], [ref_out, *ref_grads]):
         if ref is not None:
-            assert_close_to_oracle(actual, ref, torch.float32, name, "tf32")
+            assert_close_to_oracle(actual, ref, dtype, name, precision(dtype))
     for name, a, b in zip(names, results[True], results[False]):
         assert (a is None and b is None) or torch.equal(a, b), f"{name}: the NCHW kernels and the channels_last ones disagree"
 

@@ -68,8 +68,8 @@ void tensor_core_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tenso
 // (C_out, C_in / groups, 5) in float32, deterministic (fixed pixel chunks, sum_partials).
 at::Tensor tensor_core_weight_grad(const at::Tensor& dy, const at::Tensor& x, const ConvShape& s);
 
-// The same passes for float32 activations in contiguous NCHW memory (y, dx, x, dy all NCHW-
-// contiguous), read and written in place: no conversion to channels_last (tensor_core_nchw.cuh).
+// The same passes for activations in contiguous NCHW memory (y, dx, x, dy all NCHW-contiguous,
+// element-aligned), read and written in place: no conversion to channels_last (tensor_core_nchw.cuh).
 void tensor_core_forward_nchw(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, at::Tensor& y,
                               const ConvShape& s);
 
@@ -81,7 +81,7 @@ at::Tensor tensor_core_weight_grad_nchw(const at::Tensor& dy, const at::Tensor& 
 // weight gradient (exposed as torch.ops.skeleton_cuda.tensor_core_calls for the tests).
 std::vector<int64_t> tensor_core_calls();
 
-// Of those, the calls that ran the NCHW float32 kernels (torch.ops.skeleton_cuda.tensor_core_nchw_calls).
+// Of those, the calls that ran the NCHW kernels (torch.ops.skeleton_cuda.tensor_core_nchw_calls).
 std::vector<int64_t> tensor_core_nchw_calls();
 
 // ---- shared second pass (partial_sums.cu) -----------------------------------------------------

@@ -5,8 +5,8 @@
 //   layer (bf16/fp16 with channels per group % 8
 //   == 0, or fp32 with % 4 == 0 when TF32 is
 //   allowed for convolutions; sm_80+)           -> tensor_core_kernels.cu, implicit GEMMs (opt-in:
-//                                                  not yet validated on a GPU), channels_last; fp32
-//                                                  NCHW inputs in NCHW (tensor_core_nchw.cuh)
+//                                                  not yet validated on a GPU), channels_last; NCHW
+//                                                  inputs in NCHW (tensor_core_nchw.cuh)
 //   every other layer                           -> tiled_kernels.cu, implicit GEMMs on CUDA cores,
 //                                                  channels_last (the default)
 //   layers beyond the tiled kernels' 32-bit
@@ -84,15 +84,16 @@ bool use_tensor_cores(const at::Tensor& input, const gpu::ConvShape& s) {
   return gpu::tensor_core_eligible(s, input.scalar_type(), input.device().index());
 }
 
-// Whether a tensor-core layer runs the NCHW float32 kernels on the caller's NCHW memory rather than
-// converting to channels_last and back (what the 16-bit types do: they have no 2-byte cp.async).
-// SKELETON_CUDA_TENSOR_CORES_NCHW=0 forces the conversion, so that a benchmark can compare the two.
+// Whether a tensor-core layer runs the NCHW kernels on the caller's NCHW memory rather than
+// converting to channels_last and back. SKELETON_CUDA_TENSOR_CORES_NCHW=0 forces the conversion, so
+// that a benchmark can compare the two (the 16-bit NCHW kernels gather with plain loads, having no
+// 2-byte cp.async, so which one wins is for a GPU to say).
 bool tensor_cores_in_nchw(const at::Tensor& input) {
   const char* flag = std::getenv("SKELETON_CUDA_TENSOR_CORES_NCHW");
   if (flag != nullptr && std::strcmp(flag, "0") == 0) {
     return false;
   }
-  return input.scalar_type() == at::kFloat && input.suggest_memory_format() == at::MemoryFormat::Contiguous;
+  return input.suggest_memory_format() == at::MemoryFormat::Contiguous;
 }
 
 // The dense path without tensor cores: the tiled kernels unless the layer exceeds them, or
@@ -152,8 +153,8 @@ Family choose_family(const at::Tensor& input, const at::Tensor& weight, const gp
 }
 
 // An activation as the family reads it: the direct kernels read any strides; the NCHW tensor cores
-// contiguous NCHW data, 4-byte aligned (their 4-byte cp.async); the others channels_last-contiguous
-// data (the tensor cores' 16-byte cp.async also 16-byte aligned).
+// contiguous NCHW data, element-aligned (their element-wise copies); the others channels_last-
+// contiguous data (the tensor cores' 16-byte cp.async also 16-byte aligned).
 at::Tensor as_read_by(Family family, const at::Tensor& t) {
   switch (family) {
     case Family::kDirect:
@@ -161,7 +162,7 @@ at::Tensor as_read_by(Family family, const at::Tensor& t) {
     case Family::kTensorCores:
       return aligned_contiguous(t, kChannelsLast, 16);
     case Family::kTensorCoresNchw:
-      return aligned_contiguous(t, at::MemoryFormat::Contiguous, 4);
+      return aligned_contiguous(t, at::MemoryFormat::Contiguous, static_cast<uintptr_t>(t.element_size()));
     default:
       return t.contiguous(kChannelsLast);
   }
@@ -253,7 +254,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cuda(
 }  // namespace
 
 // Calls that took the tensor-core path (forward, input gradient, weight gradient), and those of them
-// that ran the NCHW float32 kernels: lets tests check that SKELETON_CUDA_TENSOR_CORES=1 (and
+// that ran the NCHW kernels: lets tests check that SKELETON_CUDA_TENSOR_CORES=1 (and
 // SKELETON_CUDA_TENSOR_CORES_NCHW) really route there. Exist only in builds with CUDA kernels.
 // And whether float32 layers may take it (TF32 allowed for convolutions), as the op reads it.
 TORCH_LIBRARY_FRAGMENT(skeleton_cuda, m) {

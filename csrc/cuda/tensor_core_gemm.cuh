@@ -762,7 +762,16 @@ struct DeviceArch {
   static __device__ __forceinline__ void store_float2(float* dst, float v0, float v1) {
     *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);
   }
-  static __device__ __forceinline__ void store_float(float* dst, float v) { *dst = v; }
+  // The NCHW bodies' single elements (tensor_core_nchw.cuh): a 16-bit activation element through the
+  // read-only path, its store into shared memory, and one result element rounded to nearest (even).
+  static __device__ __forceinline__ uint32_t load_global16(const void* src) {
+    return __ldg(reinterpret_cast<const unsigned short*>(src));
+  }
+  static __device__ __forceinline__ void store_shared16(void* dst, uint32_t bits) {
+    *reinterpret_cast<unsigned short*>(dst) = static_cast<unsigned short>(bits);
+  }
+  template <typename T>
+  static __device__ __forceinline__ void store_element(T* dst, float v);
 };
 
 template <>
@@ -810,6 +819,21 @@ __device__ __forceinline__ void DeviceArch::store_pair<__half>(__half* dst, floa
 template <>
 __device__ __forceinline__ void DeviceArch::store_pair<float>(float* dst, float v0, float v1) {
   *reinterpret_cast<float2*>(dst) = make_float2(v0, v1);
+}
+
+template <>
+__device__ __forceinline__ void DeviceArch::store_element<__nv_bfloat16>(__nv_bfloat16* dst, float v) {
+  *dst = __float2bfloat16_rn(v);
+}
+
+template <>
+__device__ __forceinline__ void DeviceArch::store_element<__half>(__half* dst, float v) {
+  *dst = __float2half_rn(v);
+}
+
+template <>
+__device__ __forceinline__ void DeviceArch::store_element<float>(float* dst, float v) {
+  *dst = v;
 }
 
 #endif  // __CUDACC__

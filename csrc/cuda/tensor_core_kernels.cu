@@ -8,9 +8,9 @@
 // ------
 // Everything runs on channels_last-contiguous, 16-byte aligned activations (the host converts), where
 // the channels of one pixel are contiguous: a tap of a pixel is one contiguous vector of channels, so
-// a gathered GEMM row is a handful of 16-byte copies. The exception is float32 in contiguous NCHW,
-// which has its own block bodies (tensor_core_nchw.cuh: 4-byte copies along pixels, the same GEMMs,
-// tiles, pipeline and mma sequence) and so is read and written in place.
+// a gathered GEMM row is a handful of 16-byte copies. The exception is contiguous NCHW activations,
+// which have their own block bodies (tensor_core_nchw.cuh: element-wise copies along pixels, the
+// same GEMMs, tiles, pipeline and mma sequence) and so are read and written in place.
 //
 // Element types: bf16 / fp16 run mma.m16n8k16; float32 runs mma.m16n8k8.tf32 with each operand
 // rounded to TF32 (cvt.rna) as it leaves shared memory, only while PyTorch allows TF32 for
@@ -88,12 +88,12 @@
 // Resources (nvcc 13.0, -O3, -Xptxas -v, sm_90): gather GEMM 128 registers for bf16, fp16 and float
 // (capped by __launch_bounds__(128, 4)), 47104 B static shared memory; weight gradient 128 registers,
 // 39936 B; no stack frame, no spills. 128 threads x 128 registers and 46 KB allow 4 blocks (16 warps)
-// per SM on an H100 (on an A100's 164 KB, 3). The NCHW float32 bodies: gather GEMM 122 registers,
-// 42496 B; weight gradient 128 registers, 48128 B (under 48 KB: still static); no spills, on sm_80
-// as on sm_90. (Loading all four A fragments of a
-// slice before the mma, as an earlier version did, made the float kernels spill: the TF32 rounding
-// needs registers too.) The float kernels' PTX has cvt.rna.tf32.f32, mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 and, in the
-// weight gradient, ld.shared.f32 for the fragments; the 16-bit ones' SASS had HMMA.16816.F32(.BF16),
+// per SM on an H100 (on an A100's 164 KB, 3). The NCHW bodies: gather GEMM 118 registers (float),
+// 128 (16-bit), 42496 B; weight gradient 126 (float) and 127 (16-bit), 48128 B (under 48 KB: still
+// static); no spills (on sm_80 the weight gradient takes 130 and 155). (Loading all four A
+// fragments of a slice before the mma, as an earlier version did, made the float kernels spill: the
+// TF32 rounding needs registers too.) The float kernels' PTX has cvt.rna.tf32.f32,
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 and, in the weight gradient, ld.shared.f32 for the fragments; the 16-bit ones' SASS had HMMA.16816.F32(.BF16),
 // LDSM.16.M88.4 / LDSM.16.MT88.4 and LDGSTS.E.BYPASS.128 in the main loops, no LDL/STL.
 //
 // CHECKED WITHOUT A GPU: compilation and the SASS above; this whole file, host launchers included,
@@ -119,10 +119,10 @@
 //  3. Speed against cuDNN 3x3 (nn.Conv2d) and the tiled kernels, per pass, on layers that fill
 //     the chip; then tune: tile shape (128x128 with 8 warps for wide layers), stages (3 vs 4),
 //     chunk count of the weight gradient, and possibly swizzled instead of padded shared memory.
-//     Known costs to weigh: the weight is re-packed every call (a small permute copy); bf16 / fp16
-//     NCHW callers pay a conversion to channels_last and back (float32 NCHW runs in place: compare
-//     it with SKELETON_CUDA_TENSOR_CORES_NCHW=0, which converts); a stride-s input gradient is s_h * s_w launches
-//     of a fraction of the rows each; the weight-gradient partials take chunks x 5 x C_in x C_out/g
+//     Known costs to weigh: the weight is re-packed every call (a small permute copy); NCHW runs in
+//     place, but the 16-bit NCHW bodies gather with plain loads (compare with
+//     SKELETON_CUDA_TENSOR_CORES_NCHW=0, which converts to channels_last and back); a stride-s
+//     input gradient is s_h * s_w launches of a fraction of the rows each; the weight-gradient partials take chunks x 5 x C_in x C_out/g
 //     x 4 bytes (about 68 MB for a 512 -> 512 layer at batch 256, 7 x 7).
 //  4. Nsight Compute: no shared-memory bank conflicts on ldmatrix / the epilogue (the padding
 //     intends none), achieved occupancy (4 blocks per SM expected), DRAM traffic of the gather
@@ -139,7 +139,6 @@
 
 #include <array>
 #include <atomic>
-#include <type_traits>
 #include <cstdint>
 #include <vector>
 
@@ -194,29 +193,32 @@ __global__ void __launch_bounds__(tc::kThreads) tc_wgrad_kernel(const tc::WgradP
 #endif
 }
 
-// The float32 bodies for contiguous NCHW activations (tensor_core_nchw.cuh), under the same bounds.
-__global__ void __launch_bounds__(tc::kThreads, 4) tc_gather_gemm_nchw_kernel(const tc::GatherGemmParams<float> p) {
+// The bodies for contiguous NCHW activations (tensor_core_nchw.cuh), under the same bounds.
+template <typename T>
+__global__ void __launch_bounds__(tc::kThreads, 4) tc_gather_gemm_nchw_kernel(const tc::GatherGemmParams<T> p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();
 #else
-  __shared__ __align__(16) unsigned char smem[tc::NchwTile::kGatherSmemBytes];
-  tc::gather_gemm_block_nchw<KernelArch>(p, smem, static_cast<int>(threadIdx.x), static_cast<int64_t>(blockIdx.x));
+  __shared__ __align__(16) unsigned char smem[tc::NchwTile<T>::kGatherSmemBytes];
+  tc::gather_gemm_block_nchw<T, KernelArch>(p, smem, static_cast<int>(threadIdx.x),
+                                            static_cast<int64_t>(blockIdx.x));
 #endif
 }
 
-__global__ void __launch_bounds__(tc::kThreads) tc_wgrad_nchw_kernel(const tc::WgradParams<float> p) {
+template <typename T>
+__global__ void __launch_bounds__(tc::kThreads) tc_wgrad_nchw_kernel(const tc::WgradParams<T> p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();
 #else
-  __shared__ __align__(16) unsigned char smem[tc::NchwTile::kWgradSmemBytes];
-  tc::wgrad_block_nchw<KernelArch>(p, smem, static_cast<int>(threadIdx.x), static_cast<int64_t>(blockIdx.x));
+  __shared__ __align__(16) unsigned char smem[tc::NchwTile<T>::kWgradSmemBytes];
+  tc::wgrad_block_nchw<T, KernelArch>(p, smem, static_cast<int>(threadIdx.x), static_cast<int64_t>(blockIdx.x));
 #endif
 }
 
 // ---- host helpers ------------------------------------------------------------------------------------
 
-// The activation layout a launcher reads and writes: channels_last (every type), or contiguous
-// NCHW (float32 only: tensor_core_nchw.cuh).
+// The activation layout a launcher reads and writes: channels_last, or contiguous NCHW
+// (tensor_core_nchw.cuh).
 enum class Layout { kChannelsLast, kNchw };
 
 // Launches of the tensor-core path, by pass: forward, input gradient, weight gradient; all of them,
@@ -267,11 +269,11 @@ T* mutable_data(at::Tensor& t) {
 }
 
 void check_activation(const at::Tensor& t, const char* what, Layout layout) {
-  if (layout == Layout::kNchw) {
-    TORCH_CHECK(t.dim() == 4 && t.is_contiguous() && t.scalar_type() == at::kFloat &&
-                    reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 4 == 0,
+  if (layout == Layout::kNchw) {  // element-wise copies: the element's own alignment
+    TORCH_CHECK(t.dim() == 4 && t.is_contiguous() &&
+                    reinterpret_cast<uintptr_t>(t.const_data_ptr()) % t.element_size() == 0,
                 "skeleton_conv2d (tensor cores, NCHW): expected ", what,
-                " to be a contiguous, 4-byte aligned 4-D float32 tensor");
+                " to be a contiguous, element-aligned 4-D tensor");
     return;
   }
   TORCH_CHECK(t.dim() == 4 && t.is_contiguous(at::MemoryFormat::ChannelsLast) &&
@@ -342,27 +344,21 @@ void launch_gather(const tc::GatherGemmParams<T>& p, Layout layout) {
   }
   const int64_t blocks = tc::gather_blocks(p.rows, p.groups, p.n);
   TORCH_CHECK(blocks <= INT32_MAX, "skeleton_conv2d (tensor cores): too many blocks (", blocks, ")");
-  if constexpr (std::is_same<T, float>::value) {
-    if (layout == Layout::kNchw) {
-      launch(tc_gather_gemm_nchw_kernel, dim3(static_cast<unsigned>(blocks)), dim3(tc::kThreads), p);
-      return;
-    }
+  if (layout == Layout::kNchw) {
+    launch(tc_gather_gemm_nchw_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(tc::kThreads), p);
+  } else {
+    launch(tc_gather_gemm_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(tc::kThreads), p);
   }
-  TORCH_INTERNAL_ASSERT(layout == Layout::kChannelsLast, "skeleton_conv2d (tensor cores): NCHW takes float32 only");
-  launch(tc_gather_gemm_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(tc::kThreads), p);
 }
 
 template <typename T>
 void launch_wgrad(const tc::WgradParams<T>& p, int64_t blocks, Layout layout) {
   TORCH_CHECK(blocks <= INT32_MAX, "skeleton_conv2d (tensor cores): too many blocks (", blocks, ")");
-  if constexpr (std::is_same<T, float>::value) {
-    if (layout == Layout::kNchw) {
-      launch(tc_wgrad_nchw_kernel, dim3(static_cast<unsigned>(blocks)), dim3(tc::kThreads), p);
-      return;
-    }
+  if (layout == Layout::kNchw) {
+    launch(tc_wgrad_nchw_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(tc::kThreads), p);
+  } else {
+    launch(tc_wgrad_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(tc::kThreads), p);
   }
-  TORCH_INTERNAL_ASSERT(layout == Layout::kChannelsLast, "skeleton_conv2d (tensor cores): NCHW takes float32 only");
-  launch(tc_wgrad_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(tc::kThreads), p);
 }
 
 }  // namespace

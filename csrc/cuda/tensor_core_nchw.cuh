@@ -1,16 +1,18 @@
-// Tensor-core block bodies for float32 (TF32) activations in contiguous NCHW memory, so that NCHW
-// callers (fp32 NCHW is PyTorch's default and one of the benchmark suites) pay no conversion to
-// channels_last and back: that conversion reads and writes every activation twice more than the
-// convolution itself, which for a 64-channel 56 x 56 layer would cost more than the 5-tap GEMM.
+// Tensor-core block bodies for activations in contiguous NCHW memory (bf16, fp16, and float32 as
+// TF32), so that NCHW callers (fp32 NCHW is PyTorch's default and one of the benchmark suites) pay no
+// conversion to channels_last and back: that conversion reads and writes every activation twice
+// more than the convolution itself, which for a 64-channel 56 x 56 layer would cost more than the
+// 5-tap GEMM (an estimate from the tensor sizes).
 //
 // Same GEMMs, tiles, warp layout, pipeline and weight packing as the channels_last bodies
 // (tensor_core_gemm.cuh); only the activation side changes, because in NCHW a pixel's channels are
 // a plane apart and a channel's pixels are contiguous:
-//   - gather GEMM (forward, input gradient): A is stored [k][row] (rows = pixels contiguous), filled
-//     by 4-byte cp.async: thread tid owns tile row tid and copies its kBK channels, so the 32 lanes
-//     of a warp copy 32 consecutive grid points of one channel (coalesced along image rows). The
-//     fragments come from the [k][row] tile with 32-bit shared loads (as the channels_last weight
-//     gradient reads its tiles); the results go from the accumulators straight to NCHW memory,
+//   - gather GEMM (forward, input gradient): A is stored [k][row] (rows = pixels contiguous): thread
+//     tid owns tile row tid and copies its kBK channels, so the 32 lanes of a warp copy 32
+//     consecutive grid points of one channel (coalesced along image rows). The fragments come from
+//     the [k][row] tile as the channels_last weight gradient reads its tiles (ldmatrix.trans for
+//     16-bit types, 32-bit shared loads for float); the results go from the accumulators straight
+//     to NCHW memory,
 //     8 grid points x 4 channel planes per warp store (8 consecutive pixels in the forward at
 //     stride 1; a strided input gradient's grid points, and a strided forward's sources, are
 //     `stride` apart, which halves the sector use at stride 2).
@@ -20,7 +22,10 @@
 //     along pixels: coalesced) and 16 A' rows / 8 B' rows. A table in shared memory, computed once
 //     per block, holds each A' row's offset from the pixel's tap-less position, so that a copy costs
 //     a bounds test and one 64-bit add.
-// 16-bit types have no 2-byte cp.async and stay on the channels_last bodies (the host converts).
+// Single elements are copied: float with 4-byte cp.async, like the rest of the pipeline; 16-bit types,
+// for which cp.async has no 2-byte size, with plain loads into registers, a batch of them issued
+// before their shared-memory stores so that their latencies overlap (StagedCopies). Those stores
+// land in the stage of a later K step, which the pipeline's barriers already order.
 // This header, like tensor_core_gemm.cuh, takes every primitive from `Arch` (the emulator runs it).
 #pragma once
 
@@ -32,45 +37,84 @@ namespace skeleton_cuda {
 namespace gpu {
 namespace tc {
 
-// Shared-memory geometry of the NCHW float bodies. Gather GEMM: A [kStages][kBK][kLdA] (pitch 136
-// floats = 8 banks modulo 32, so the 32-bit fragment loads hit 32 distinct banks), B as in Tile<float>,
-// destination offsets. Weight gradient: A' [kStages][kWM][kLdW] and B' [kStages][kWN][kLdW] with the
-// 80-byte pitch of the channels_last A and B tiles (conflict-free ldmatrix), and the row table.
+// Shared-memory geometry of the NCHW bodies, the same in bytes for every type (a K step is 64 bytes
+// of channels, or of pixels). Gather GEMM: A [kStages][kBK][kLdA] (pitch kBM + 8 elements: 272 bytes
+// for 16-bit types, conflict-free for ldmatrix.trans, and 136 words for float, 8 banks modulo 32 for
+// the 32-bit fragment loads), B as in Tile<T>, destination offsets. Weight gradient: A'
+// [kStages][kWM][kLdW] and B' [kStages][kWN][kLdW] with the 80-byte pitch of the channels_last A
+// and B tiles (conflict-free ldmatrix), and the row table.
+template <typename T>
 struct NchwTile {
-  using Tl = Tile<float>;
-  static constexpr int kBK = Tl::kBK;  // 16 channels
+  using Tl = Tile<T>;
+  static constexpr int kElem = static_cast<int>(sizeof(T));
+  static constexpr int kBK = Tl::kBK;  // 32 16-bit channels or 16 floats
   static constexpr int kLdA = kBM + 8;
-  static constexpr int kGatherSmemA = kStages * kBK * kLdA * 4;
+  static constexpr int kGatherSmemA = kStages * kBK * kLdA * kElem;
   static constexpr int kGatherSmemB = Tl::kGatherSmemB;
   static constexpr int kGatherSmemBytes = kGatherSmemA + kGatherSmemB + kBM * 8;
 
-  static constexpr int kWK = Tl::kWK;  // 16 pixels
-  static constexpr int kLdW = kWK + 4;
-  static constexpr int kWgradSmemA = kStages * kWM * kLdW * 4;
-  static constexpr int kWgradSmemB = kStages * kWN * kLdW * 4;
+  static constexpr int kWK = Tl::kWK;  // 32 or 16 pixels
+  static constexpr int kLdW = kWK + Tl::kVec;
+  static constexpr int kWgradSmemA = kStages * kWM * kLdW * kElem;
+  static constexpr int kWgradSmemB = kStages * kWN * kLdW * kElem;
   static constexpr int kWgradSmemBytes = kWgradSmemA + kWgradSmemB + kWM * 16;  // + the row table
-  // Loader map of the weight gradient: kWK pixel lanes, kThreads / kWK row groups.
+  // Loader map of the weight gradient: kWK pixel lanes, kThreads / kWK row groups (4 or 8).
   static constexpr int kRowGroups = kThreads / kWK;
 
   static_assert(kGatherSmemBytes <= 48 * 1024 && kWgradSmemBytes <= 48 * 1024, "static shared memory");
   static_assert(kGatherSmemA % 16 == 0 && kWgradSmemA % 16 == 0 && kWgradSmemB % 16 == 0, "alignment");
+  static_assert(kLdW * kElem == 80 && kLdA * kElem % 16 == 0, "pitches");
   static_assert(kThreads == kBM, "one A row per thread in the gather GEMM");
-  static_assert(kWM % kRowGroups == 0 && kWN % kRowGroups == 0 && kRowGroups == 8, "weight-gradient loader map");
+  static_assert(kWM % kRowGroups == 0 && kWN % kRowGroups == 0 && kWK * kElem == 64, "weight-gradient loader map");
   static_assert(kThreads == kWM, "one row-table entry per thread");
-  static_assert(kBK == 2 * Tl::kSlice && kWK == 2 * Tl::kSlice, "two TF32 mma slices per K step");
+  static_assert(kBK == 2 * Tl::kSlice && kWK == 2 * Tl::kSlice, "two mma slices per K step");
 };
+
+// Copies of N single elements of an NCHW activation into shared memory, element i going to
+// dst0 + i * dst_step, zero where the source is not ok (`fallback`: any valid address). float:
+// 4-byte cp.async, in the step's commit group. 16-bit types: copy() loads into a register and
+// store() writes them all, so that a batch of loads is in flight at once.
+template <typename T, class Arch, int N>
+struct StagedCopies {
+  uint32_t bits[sizeof(T) == 2 ? N : 1];
+
+  SKC_DEVICE void copy(int i, T* dst0, int dst_step, const T* src, bool ok, const T* fallback) {
+    if constexpr (sizeof(T) == 4) {
+      Arch::cp_async4(dst0 + i * dst_step, ok ? src : fallback, ok);
+    } else {
+      (void)dst0;
+      (void)dst_step;
+      (void)fallback;
+      bits[i] = ok ? Arch::load_global16(src) : 0u;
+    }
+  }
+  SKC_DEVICE void store(T* dst0, int dst_step) {
+    if constexpr (sizeof(T) == 2) {
+#pragma unroll
+      for (int i = 0; i < N; ++i) {
+        Arch::store_shared16(dst0 + i * dst_step, bits[i]);
+      }
+    } else {
+      (void)dst0;
+      (void)dst_step;
+    }
+  }
+};
+
+// Loads in flight per StagedCopies batch of the 16-bit types: enough to overlap their latencies,
+// few enough to stay within the gather GEMM's 128 registers next to its 64 accumulators.
+constexpr int kCopyBatch = 16;
 
 // ---- the gather GEMM (forward, input gradient) -----------------------------------------------------
 //
 // p as for gather_gemm_block, with src and dst contiguous NCHW: src_ld and dst_ld are the channel
 // counts of the source and destination images.
-template <class Arch>
-SKC_DEVICE void gather_gemm_block_nchw(const GatherGemmParams<float>& p, unsigned char* smem, int tid,
-                                       int64_t block) {
-  using Nt = NchwTile;
+template <typename T, class Arch>
+SKC_DEVICE void gather_gemm_block_nchw(const GatherGemmParams<T>& p, unsigned char* smem, int tid, int64_t block) {
+  using Nt = NchwTile<T>;
   constexpr int kBK = Nt::kBK, kLdA = Nt::kLdA;
-  float* const As = reinterpret_cast<float*>(smem);                                   // [kStages][kBK][kLdA]
-  float* const Bs = reinterpret_cast<float*>(smem + Nt::kGatherSmemA);                // [kStages][kBN][kLdB]
+  T* const As = reinterpret_cast<T*>(smem);                                       // [kStages][kBK][kLdA]
+  T* const Bs = reinterpret_cast<T*>(smem + Nt::kGatherSmemA);                    // [kStages][kBN][kLdB]
   int64_t* const dst_offset = reinterpret_cast<int64_t*>(smem + Nt::kGatherSmemA + Nt::kGatherSmemB);  // [kBM]
 
   const GatherTile tile = gather_tile(block, p.n_tiles, p.groups, kBM, kBN);
@@ -86,21 +130,28 @@ SKC_DEVICE void gather_gemm_block_nchw(const GatherGemmParams<float>& p, unsigne
   // This thread's A row: its source image's first plane of the group, and its tap-less position.
   const GatherRow row = gather_row(map, m0 + tid, p.rows);
   const int src_h = static_cast<int>(map.src_h), src_w = static_cast<int>(map.src_w);
-  const float* const src_group = p.src + row.image * p.src_ld + int64_t{g} * p.k * src_plane;
+  const T* const src_group = p.src + row.image * p.src_ld + int64_t{g} * p.k * src_plane;
 
   // Every slot the MMA reads is written: zeros outside the image, past the last row or past the
-  // channel count (k is a multiple of 4, so a 16-channel step has whole mma slices of zeros at most).
+  // channel count (a multiple of the 16-byte weight copies, so a step has whole mma slices of zeros
+  // at most).
   float acc[4][4][4];
-  gather_mainloop<Arch, float, true>(p, acc, As, kBK * kLdA, kLdA, Bs, g, n0, tid,
-                                     [&](float* a_stage, int roff, int coff, int c0) {
+  gather_mainloop<Arch, T, true>(p, acc, As, kBK * kLdA, kLdA, Bs, g, n0, tid, [&](T* a_stage, int roff, int coff,
+                                                                                   int c0) {
     const int y = row.y + roff, x = row.x + coff;
     const bool inside = row.ok && y >= 0 && y < src_h && x >= 0 && x < src_w;
-    const float* const src = src_group + (inside ? (int64_t{c0} * src_h + y) * src_w + x : 0);
-    float* const a_dst = a_stage + tid;
+    const T* const src = src_group + (inside ? (int64_t{c0} * src_h + y) * src_w + x : 0);
+    constexpr int kBatch = sizeof(T) == 4 ? kBK : kCopyBatch;
 #pragma unroll
-    for (int c = 0; c < kBK; ++c) {
-      const bool ok = inside && c0 + c < p.k;
-      Arch::cp_async4(a_dst + c * kLdA, ok ? src + c * src_plane : p.src, ok);
+    for (int c0_batch = 0; c0_batch < kBK; c0_batch += kBatch) {
+      T* const a_dst = a_stage + c0_batch * kLdA + tid;
+      StagedCopies<T, Arch, kBatch> copies;
+#pragma unroll
+      for (int c = 0; c < kBatch; ++c) {
+        const bool ok = inside && c0 + c0_batch + c < p.k;
+        copies.copy(c, a_dst, kLdA, src + (c0_batch + c) * src_plane, ok, p.src);
+      }
+      copies.store(a_dst, kLdA);
     }
   });
   const int warp = tid / 32, lane = tid % 32;
@@ -126,8 +177,8 @@ SKC_DEVICE void gather_gemm_block_nchw(const GatherGemmParams<float>& p, unsigne
     }
     float bias0 = 0.0f, bias1 = 0.0f;
     if (p.bias != nullptr) {
-      bias0 = p.bias[int64_t{g} * p.n + n0 + col];
-      bias1 = p.bias[int64_t{g} * p.n + n0 + col + 1];
+      bias0 = Arch::to_float(p.bias[int64_t{g} * p.n + n0 + col]);
+      bias1 = Arch::to_float(p.bias[int64_t{g} * p.n + n0 + col + 1]);
     }
 #pragma unroll
     for (int mi = 0; mi < 4; ++mi) {
@@ -135,9 +186,9 @@ SKC_DEVICE void gather_gemm_block_nchw(const GatherGemmParams<float>& p, unsigne
       for (int half = 0; half < 2; ++half) {
         const int64_t offset = offsets[mi][half];
         if (offset >= 0) {
-          float* const dst = p.dst + offset + col * dst_plane;
-          Arch::store_float(dst, acc[mi][ni][2 * half] + bias0);
-          Arch::store_float(dst + dst_plane, acc[mi][ni][2 * half + 1] + bias1);
+          T* const dst = p.dst + offset + col * dst_plane;
+          Arch::template store_element<T>(dst, acc[mi][ni][2 * half] + bias0);
+          Arch::template store_element<T>(dst + dst_plane, acc[mi][ni][2 * half + 1] + bias1);
         }
       }
     }
@@ -159,12 +210,12 @@ struct alignas(16) WgradRowNchw {  // 16-byte aligned: one shared load per entry
 constexpr int kNoRow = -(1 << 30);  // below -(largest y0 = out_row * stride_h, < 2^29): never inside
 static_assert(sizeof(WgradRowNchw) == 16, "row table entries are 16 bytes");
 
-template <class Arch>
-SKC_DEVICE void wgrad_block_nchw(const WgradParams<float>& p, unsigned char* smem, int tid, int64_t block) {
-  using Nt = NchwTile;
+template <typename T, class Arch>
+SKC_DEVICE void wgrad_block_nchw(const WgradParams<T>& p, unsigned char* smem, int tid, int64_t block) {
+  using Nt = NchwTile<T>;
   constexpr int kWK = Nt::kWK, kLdW = Nt::kLdW, kGroups = Nt::kRowGroups;
-  float* const As = reinterpret_cast<float*>(smem);                       // [kStages][kWM][kLdW]
-  float* const Bs = reinterpret_cast<float*>(smem + Nt::kWgradSmemA);     // [kStages][kWN][kLdW]
+  T* const As = reinterpret_cast<T*>(smem);                       // [kStages][kWM][kLdW]
+  T* const Bs = reinterpret_cast<T*>(smem + Nt::kWgradSmemA);     // [kStages][kWN][kLdW]
   WgradRowNchw* const rows = reinterpret_cast<WgradRowNchw*>(smem + Nt::kWgradSmemA + Nt::kWgradSmemB);  // [kWM]
 
   const WgradTile tile = wgrad_tile(p, block, kWK);
@@ -184,9 +235,11 @@ SKC_DEVICE void wgrad_block_nchw(const WgradParams<float>& p, unsigned char* sme
   Arch::sync_threads();  // the loaders read other threads' rows
 
   // This thread's pixel lane and row group; its pixel of the next K step to load, as an index within
-  // the chunk and as (image, row, column) of the output grid. The two half-warps take row groups 4
-  // apart (80 words: 16 banks), so that their 4-byte copies into rows of 20 words do not collide.
-  const int lane_pixel = tid % kWK, row_group = tid / 32 + 4 * ((tid / kWK) % 2);
+  // the chunk and as (image, row, column) of the output grid. A 16-bit warp covers one row's 32
+  // pixels; a float warp two rows of 16, its half-warps on row groups 4 apart (80 words: 16 banks),
+  // so that their 4-byte copies into rows of 20 words do not collide.
+  const int lane_pixel = tid % kWK;
+  const int row_group = kWK == 32 ? tid / 32 : tid / 32 + 4 * ((tid / kWK) % 2);
   int pix = lane_pixel;
   int pn, ph, pw;
   split_pixel(tile.pixel_begin + lane_pixel, p.out_h, p.out_w, pn, ph, pw);
@@ -194,27 +247,36 @@ SKC_DEVICE void wgrad_block_nchw(const WgradParams<float>& p, unsigned char* sme
 
   auto load_step = [&](int stage) {
     const bool in_chunk = pix < chunk_pixels;
-    float* const a_dst = As + stage * (kWM * kLdW) + row_group * kLdW + lane_pixel;
-    float* const b_dst = Bs + stage * (kWN * kLdW) + row_group * kLdW + lane_pixel;
+    T* const a_dst = As + stage * (kWM * kLdW) + row_group * kLdW + lane_pixel;
+    T* const b_dst = Bs + stage * (kWN * kLdW) + row_group * kLdW + lane_pixel;
     const int y0 = ph * stride_h, x0 = pw * stride_w;
     // x at this pixel's tap-less position: a row adds its delta (one 64-bit add per copy).
-    const float* const x_pixel = p.x + (int64_t{pn} * p.x_ld * in_plane + int64_t{y0} * in_w + x0);
+    const T* const x_pixel = p.x + (int64_t{pn} * p.x_ld * in_plane + int64_t{y0} * in_w + x0);
+    constexpr int kRowsA = kWM / kGroups, kBatchA = sizeof(T) == 4 ? kRowsA : kCopyBatch;
 #pragma unroll
-    for (int i = 0; i < kWM / kGroups; ++i) {
-      const WgradRowNchw r = rows[row_group + kGroups * i];
-      const int y = y0 + r.row_off, x = x0 + r.col_off;
-      const bool ok = in_chunk && y >= 0 && y < in_h && x >= 0 && x < in_w;
-      Arch::cp_async4(a_dst + kGroups * i * kLdW, ok ? x_pixel + r.delta : p.x, ok);
+    for (int i0 = 0; i0 < kRowsA; i0 += kBatchA) {
+      StagedCopies<T, Arch, kBatchA> copies;
+#pragma unroll
+      for (int i = 0; i < kBatchA; ++i) {
+        const WgradRowNchw r = rows[row_group + kGroups * (i0 + i)];
+        const int y = y0 + r.row_off, x = x0 + r.col_off;
+        const bool ok = in_chunk && y >= 0 && y < in_h && x >= 0 && x < in_w;
+        copies.copy(i, a_dst + kGroups * i0 * kLdW, kGroups * kLdW, x_pixel + r.delta, ok, p.x);
+      }
+      copies.store(a_dst + kGroups * i0 * kLdW, kGroups * kLdW);
     }
     // dy[pn][g * n + n0 + column][ph][pw] for the columns row_group + kGroups * i.
-    const float* dy_column =
+    const T* dy_column =
         p.dy + ((int64_t{pn} * p.dy_ld + int64_t{g} * p.n + n0 + row_group) * out_plane + int64_t{ph} * out_w + pw);
+    constexpr int kColumnsB = kWN / kGroups;
+    StagedCopies<T, Arch, kColumnsB> copies;
 #pragma unroll
-    for (int i = 0; i < kWN / kGroups; ++i) {
+    for (int i = 0; i < kColumnsB; ++i) {
       const bool ok = in_chunk && n0 + row_group + kGroups * i < p.n;
-      Arch::cp_async4(b_dst + kGroups * i * kLdW, ok ? dy_column : p.dy, ok);
+      copies.copy(i, b_dst, kGroups * kLdW, dy_column, ok, p.dy);
       dy_column += kGroups * out_plane;
     }
+    copies.store(b_dst, kGroups * kLdW);
     pix += kWK;
     advance_pixel(pn, ph, pw, p.step_n, p.step_h, p.step_w, out_h, out_w);
   };
@@ -226,11 +288,11 @@ SKC_DEVICE void wgrad_block_nchw(const WgradParams<float>& p, unsigned char* sme
 
   run_pipeline<Arch>(tile.k_steps, load_step, [&](int stage) {
     // A' [m][k] and B' [n][k]: both K-contiguous, as the channels_last gather GEMM's tiles.
-    gather_step_mma<Arch, float, false>(acc, As + stage * (kWM * kLdW), kLdW, Bs + stage * (kWN * kLdW), kLdW, warp_m,
-                                        warp_n, kWK, lane);
+    gather_step_mma<Arch, T, false>(acc, As + stage * (kWM * kLdW), kLdW, Bs + stage * (kWN * kLdW), kLdW, warp_m,
+                                    warp_n, kWK, lane);
   });
   // Nothing reads shared memory below.
-  store_wgrad_tile<float, Arch>(p, acc, tile.chunk, g, m0, n0, warp_m, warp_n, lane);
+  store_wgrad_tile<T, Arch>(p, acc, tile.chunk, g, m0, n0, warp_m, warp_n, lane);
 }
 
 }  // namespace tc

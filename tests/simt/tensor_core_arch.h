@@ -94,7 +94,25 @@ struct TensorCoreArch {
     dst[0] = v0;
     dst[1] = v1;
   }
-  static void store_float(float* dst, float v) { *dst = v; }
+  static uint32_t load_global16(const void* src) {
+    uint16_t v;
+    std::memcpy(&v, src, 2);
+    return v;
+  }
+  static void store_shared16(void* dst, uint32_t bits) {
+    const uint16_t v = static_cast<uint16_t>(bits);
+    std::memcpy(dst, &v, 2);
+  }
+  template <typename T>
+  static void store_element(T* dst, float v) {
+    if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+      *dst = __float2bfloat16_rn(v);
+    } else if constexpr (std::is_same<T, __half>::value) {
+      *dst = __float2half_rn(v);
+    } else {
+      *dst = v;
+    }
+  }
 
  private:
   template <typename T>
