@@ -9,7 +9,8 @@
 #   bash tests/gpu_runbook.sh build racecheck         # racecheck and synccheck, likewise
 #   bash tests/gpu_runbook.sh build bench             # GPU suite, default kernels (tiled for dense layers)
 #   bash tests/gpu_runbook.sh build bench-tc          # GPU suite with the tensor cores on
-#   bash tests/gpu_runbook.sh build bench-tc-nchw-converted  # the same, NCHW through channels_last
+#   bash tests/gpu_runbook.sh build bench-tc-nchw-converted  # the same, every NCHW layer converted
+#   bash tests/gpu_runbook.sh build bench-tc-nchw-native     # the same, every NCHW layer in place
 #   bash tests/gpu_runbook.sh build bench-direct      # GPU suite with the direct kernels
 #   bash tests/gpu_runbook.sh build ncu e2e           # Nsight Compute evidence, end-to-end training
 #   bash tests/gpu_runbook.sh build ncu-nchw          # Nsight Compute: NCHW, native and converted
@@ -90,12 +91,20 @@ for stage in "$@"; do
       cp benchmarks/results/cuda-tensor-cores.json benchmarks/results/cuda-tensor-cores.png "$OUT/" 2>/dev/null
       ;;
     bench-tc-nchw-converted)
-      # NCHW layers convert to channels_last and back instead of running the NCHW kernels: the
-      # bf16-nchw and fp32-nchw rows against bench-tc's say what the NCHW kernels are worth.
+      # Every NCHW layer converts to channels_last and back (by default fp32 runs the NCHW kernels):
+      # the fp32-nchw rows against bench-tc's say what the NCHW kernels are worth for float32.
       SKELETON_CUDA_TENSOR_CORES_NCHW=0 tensor_cores_on "$PY" benchmarks/run.py \
         --output cuda-tensor-cores-nchw-converted.json >"$OUT/bench-tc-nchw-converted.log" 2>&1
       record bench-tc-nchw-converted $?
       cp benchmarks/results/cuda-tensor-cores-nchw-converted.json "$OUT/" 2>/dev/null
+      ;;
+    bench-tc-nchw-native)
+      # Every NCHW layer runs the NCHW kernels (by default bf16 / fp16 convert): the bf16-nchw rows
+      # against bench-tc's say whether the 16-bit NCHW kernels should become the default.
+      SKELETON_CUDA_TENSOR_CORES_NCHW=1 tensor_cores_on "$PY" benchmarks/run.py \
+        --output cuda-tensor-cores-nchw-native.json >"$OUT/bench-tc-nchw-native.log" 2>&1
+      record bench-tc-nchw-native $?
+      cp benchmarks/results/cuda-tensor-cores-nchw-native.json "$OUT/" 2>/dev/null
       ;;
     bench-direct)
       SKELETON_CUDA_DIRECT_KERNELS=1 "$PY" benchmarks/run.py --output cuda-direct.json >"$OUT/bench-direct.log" 2>&1
@@ -139,7 +148,7 @@ for stage in "$@"; do
       ;;
     *)
       echo "unknown stage '$stage' (build, tensor-cores, cuda-cores, memcheck, racecheck, bench, bench-tc," \
-        "bench-tc-nchw-converted, bench-direct, ncu, ncu-nchw, e2e)" >&2
+        "bench-tc-nchw-converted, bench-tc-nchw-native, bench-direct, ncu, ncu-nchw, e2e)" >&2
       exit 2
       ;;
   esac

@@ -103,7 +103,7 @@ def output_shape(config):
 
 
 def nchw_calls():
-    """Of those, the calls that ran the NCHW float32 kernels (tensor_core_nchw.cuh)."""
+    """Of those, the calls that ran the NCHW kernels (tensor_core_nchw.cuh)."""
     return tuple(torch.ops.skeleton_cuda.tensor_core_nchw_calls())
 
 
@@ -265,6 +265,19 @@ def test_nchw_runs_in_place_and_matches_channels_last(config, dtype, tensor_core
             assert_close_to_oracle(actual, ref, dtype, name, precision(dtype))
     for name, a, b in zip(names, results[True], results[False]):
         assert (a is None and b is None) or torch.equal(a, b), f"{name}: the NCHW kernels and the channels_last ones disagree"
+
+
+@needs_sm80
+def test_nchw_default_route(tensor_cores, monkeypatch):
+    # Without SKELETON_CUDA_TENSOR_CORES_NCHW, float32 NCHW layers run the NCHW kernels and 16-bit
+    # ones convert (their NCHW kernels are opt-in until a GPU benchmark says they pay).
+    monkeypatch.delenv("SKELETON_CUDA_TENSOR_CORES_NCHW", raising=False)
+    config = CONFIGS[0]
+    for dtype, expected in ((torch.float32, (1, 1, 1)), (torch.bfloat16, (0, 0, 0)), (torch.float16, (0, 0, 0))):
+        before_all, before_nchw = calls(), nchw_calls()
+        run_op_and_check(config, dtype, torch.contiguous_format)
+        assert delta(before_all) == (1, 1, 1)
+        assert tuple(b - a for a, b in zip(before_nchw, nchw_calls())) == expected, dtype
 
 
 # ---- where users put it: CUDA graphs, torch.compile ------------------------------------------------

@@ -85,15 +85,23 @@ bool use_tensor_cores(const at::Tensor& input, const gpu::ConvShape& s) {
 }
 
 // Whether a tensor-core layer runs the NCHW kernels on the caller's NCHW memory rather than
-// converting to channels_last and back. SKELETON_CUDA_TENSOR_CORES_NCHW=0 forces the conversion, so
-// that a benchmark can compare the two (the 16-bit NCHW kernels gather with plain loads, having no
-// 2-byte cp.async, so which one wins is for a GPU to say).
+// converting to channels_last and back. By default float32 does (its NCHW kernels copy with
+// cp.async like the channels_last ones) and the 16-bit types do not: having no 2-byte cp.async,
+// their NCHW kernels gather with plain loads that each warp waits for before its MMA, so whether
+// they beat the conversion is for a GPU to say. SKELETON_CUDA_TENSOR_CORES_NCHW=1 sends every type
+// to the NCHW kernels, =0 none, so that a benchmark can compare (read at every call).
 bool tensor_cores_in_nchw(const at::Tensor& input) {
+  if (input.suggest_memory_format() != at::MemoryFormat::Contiguous) {
+    return false;
+  }
   const char* flag = std::getenv("SKELETON_CUDA_TENSOR_CORES_NCHW");
   if (flag != nullptr && std::strcmp(flag, "0") == 0) {
     return false;
   }
-  return input.suggest_memory_format() == at::MemoryFormat::Contiguous;
+  if (flag != nullptr && std::strcmp(flag, "1") == 0) {
+    return true;
+  }
+  return input.scalar_type() == at::kFloat;
 }
 
 // The dense path without tensor cores: the tiled kernels unless the layer exceeds them, or

@@ -14,8 +14,9 @@
 //     16-bit types, 32-bit shared loads for float); the results go from the accumulators straight
 //     to NCHW memory,
 //     8 grid points x 4 channel planes per warp store (8 consecutive pixels in the forward at
-//     stride 1; a strided input gradient's grid points, and a strided forward's sources, are
-//     `stride` apart, which halves the sector use at stride 2).
+//     stride 1: whole 32-byte sectors for float, half sectors for 16-bit types; a strided input
+//     gradient's grid points, and a strided forward's sources, are `stride` apart, which halves the
+//     sector use again at stride 2).
 //   - weight gradient: K is pixels, which NCHW stores contiguously, so A' ([tap, channel] x pixels)
 //     and B' (output channel x pixels) are stored K-contiguous and read with plain ldmatrix like
 //     the gather GEMM's channels_last tiles. Each thread owns one pixel of the kWK of a step (lanes
@@ -25,7 +26,9 @@
 // Single elements are copied: float with 4-byte cp.async, like the rest of the pipeline; 16-bit types,
 // for which cp.async has no 2-byte size, with plain loads into registers, a batch of them issued
 // before their shared-memory stores so that their latencies overlap (StagedCopies). Those stores
-// land in the stage of a later K step, which the pipeline's barriers already order.
+// land in the stage of a later K step, which the pipeline's barriers already order, but each warp
+// waits for its loads before its MMA: only the other warps hide that latency. That is why the host
+// sends 16-bit NCHW layers here only when SKELETON_CUDA_TENSOR_CORES_NCHW=1 (skeleton_conv2d_cuda.cu).
 // This header, like tensor_core_gemm.cuh, takes every primitive from `Arch` (the emulator runs it).
 #pragma once
 
