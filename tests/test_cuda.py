@@ -325,6 +325,27 @@ def test_pack_and_scalar_depthwise_paths_agree():
     torch.testing.assert_close(packed[2], scalar[2], rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_index_paths_agree(stride, monkeypatch):
+    # The depthwise kernels divide indices by multiply-high and shift below 2^31 elements and by
+    # 64-bit division beyond (SKELETON_CUDA_WIDE_INDEX=1 forces the latter): the same quotients,
+    # so the same bits in every result.
+    gen = torch.Generator().manual_seed(4)
+    c = 24
+    x = torch.randn(2, c, 17, 19, generator=gen).to(CUDA).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(c, 1, 5, generator=gen).to(CUDA)
+    bias = torch.randn(c, generator=gen).to(CUDA)
+    args = ([stride, stride], [1, 2], [1, 2], c)
+    results = {}
+    for index in ("0", "1"):
+        monkeypatch.setenv("SKELETON_CUDA_WIDE_INDEX", index)
+        y = FORWARD(x, weight, bias, *args)
+        dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(5)).to(CUDA)
+        results[index] = (y, *BACKWARD(dy, x, weight, *args, [True, True, True]))
+    for name, narrow, wide in zip(("output", "grad_input", "grad_weight", "grad_bias"), results["0"], results["1"]):
+        assert torch.equal(narrow, wide), name
+
+
 def test_wrong_device_is_an_error():
     x = torch.randn(1, 4, 8, 8, device=CUDA)
     w = torch.randn(4, 4, 5)

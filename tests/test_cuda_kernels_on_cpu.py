@@ -174,12 +174,26 @@ def test_direct_kernels_match_float64_oracle(simt, config, dtype):
                 family="dense")
 
 
+@pytest.mark.parametrize("index", ["narrow", "wide"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_depthwise_pack_and_scalar_paths(simt, dtype):
+def test_depthwise_pack_and_scalar_paths(simt, dtype, index, monkeypatch):
     # 16 channels split into 16-byte packs; a misaligned start (offset 1) takes the scalar kernels.
-    config = dict(n=2, cin=16, cout=16, h=9, w=10, stride=(2, 1), padding=(1, 1), dilation=(1, 2), groups=16, bias=True)
-    for offset in (0, 1):
-        check_layer(simt, config, dtype, torch.channels_last, offset=offset)
+    # Both index paths: multiply-high division (layers below 2^31 elements) and the 64-bit one,
+    # which SKELETON_CUDA_WIDE_INDEX=1 forces on this small layer.
+    monkeypatch.setenv("SKELETON_CUDA_WIDE_INDEX", "1" if index == "wide" else "0")
+    for config in (
+        dict(n=2, cin=16, cout=16, h=9, w=10, stride=(2, 1), padding=(1, 1), dilation=(1, 2), groups=16, bias=True),
+        dict(n=3, cin=24, cout=24, h=11, w=7, stride=(3, 2), padding=(2, 0), dilation=(2, 3), groups=24, bias=False),
+    ):
+        for offset in (0, 1):
+            check_layer(simt, config, dtype, torch.channels_last, offset=offset)
+
+
+def test_fast_division_is_exact(simt):
+    # The depthwise kernels' multiply-high division (csrc/cuda/index_division.cuh) against plain
+    # division: every divisor 1..4096 with edge dividends, powers of two and their neighbours up to
+    # 2^31 - 1, and random pairs; the op returns the number of wrong quotients.
+    assert simt.fast_division_mismatches(200000) == 0
 
 
 @pytest.mark.parametrize(

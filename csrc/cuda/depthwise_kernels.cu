@@ -8,16 +8,21 @@
 // lanes) accumulate per-chunk partial sums that a second pass adds in a fixed order.
 //
 // Pack loads need the channel count to be a multiple of V and 16-byte aligned pointers; anything
-// else runs the same kernels with V = 1.
+// else runs the same kernels with V = 1. Index division goes through a Div (index_division.cuh):
+// multiply-high and shift for layers below 2^31 elements, 64-bit division beyond.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 
 #include "common.cuh"
+#include "index_division.cuh"
 #include "launch.cuh"
 #include "launchers.cuh"
 
@@ -25,18 +30,41 @@ namespace skeleton_cuda {
 namespace gpu {
 namespace {
 
+// The divisors of the depthwise kernels' index math, as Div (WideDiv or NarrowDiv).
+template <class Div>
+struct DepthwiseDivisors {
+  Div packs, out_w, out_h, in_w, in_h, stride_h, stride_w;
+};
+
+template <class Div>
+DepthwiseDivisors<Div> depthwise_divisors(const ConvShape& s, int64_t packs) {
+  return {Div(packs), Div(s.out_w), Div(s.out_h), Div(s.in_w), Div(s.in_h), Div(s.stride_h), Div(s.stride_w)};
+}
+
+// Pixel p of an (N, H, W) grid as (n, h, w).
+template <class Div>
+C10_HOST_DEVICE void split_grid_pixel(int64_t p, const Div& w_div, const Div& h_div, int64_t W, int64_t H, int64_t& n,
+                                      int64_t& h, int64_t& w) {
+  const int64_t row = w_div.div(p);  // n * H + h
+  w = p - row * W;
+  n = h_div.div(row);
+  h = row - n * H;
+}
+
 // y[n, oh, ow, c] = bias[c] + sum_t w5[t][c] * x[n, oh * stride - pad + row_t * dil, ..., c].
-template <typename T, int V>
+template <typename T, int V, class Div>
 __global__ void depthwise_forward_kernel(const T* __restrict__ x, const T* __restrict__ w5,
-                                         const T* __restrict__ bias, T* __restrict__ y, ConvShape s) {
+                                         const T* __restrict__ bias, T* __restrict__ y, ConvShape s,
+                                         DepthwiseDivisors<Div> d) {
   using acc_t = at::opmath_type<T>;
   const int64_t C = s.in_channels, packs = C / V;
   const int64_t total = s.batch * s.out_h * s.out_w * packs;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
        i += int64_t{blockDim.x} * gridDim.x) {
-    const int64_t c = (i % packs) * V;
-    const int64_t pixel = i / packs;  // (n * H_out + oh) * W_out + ow
-    const int64_t ow = pixel % s.out_w, oh = (pixel / s.out_w) % s.out_h, n = pixel / (s.out_w * s.out_h);
+    const int64_t pixel = d.packs.div(i);  // (n * H_out + oh) * W_out + ow
+    const int64_t c = (i - pixel * packs) * V;
+    int64_t n, oh, ow;
+    split_grid_pixel(pixel, d.out_w, d.out_h, s.out_w, s.out_h, n, oh, ow);
 
     acc_t acc[V];
 #pragma unroll
@@ -69,17 +97,18 @@ __global__ void depthwise_forward_kernel(const T* __restrict__ x, const T* __res
 // dx[n, ih, iw, c] = sum_t w5[t][c] * dy[n, oh, ow, c] over the taps t whose output pixel
 //   oh = (ih + pad - row_t * dil) / stride (exact, 0 <= oh < H_out; columns likewise)
 // reads (ih, iw): the gather over the mirrored cross.
-template <typename T, int V>
+template <typename T, int V, class Div>
 __global__ void depthwise_input_grad_kernel(const T* __restrict__ dy, const T* __restrict__ w5,
-                                            T* __restrict__ dx, ConvShape s) {
+                                            T* __restrict__ dx, ConvShape s, DepthwiseDivisors<Div> d) {
   using acc_t = at::opmath_type<T>;
   const int64_t C = s.in_channels, packs = C / V;
   const int64_t total = s.batch * s.in_h * s.in_w * packs;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
        i += int64_t{blockDim.x} * gridDim.x) {
-    const int64_t c = (i % packs) * V;
-    const int64_t pixel = i / packs;  // (n * H + ih) * W + iw
-    const int64_t iw = pixel % s.in_w, ih = (pixel / s.in_w) % s.in_h, n = pixel / (s.in_w * s.in_h);
+    const int64_t pixel = d.packs.div(i);  // (n * H + ih) * W + iw
+    const int64_t c = (i - pixel * packs) * V;
+    int64_t n, ih, iw;
+    split_grid_pixel(pixel, d.in_w, d.in_h, s.in_w, s.in_h, n, ih, iw);
 
     acc_t acc[V] = {};
     const T* dyn = dy + n * s.out_h * s.out_w * C + c;
@@ -87,9 +116,12 @@ __global__ void depthwise_input_grad_kernel(const T* __restrict__ dy, const T* _
     for (int t = 0; t < kTaps; ++t) {
       const int64_t row = ih + s.pad_h - tap_row(t) * s.dil_h;  // = oh * stride_h if tap t hits
       const int64_t col = iw + s.pad_w - tap_col(t) * s.dil_w;
-      if (row >= 0 && col >= 0 && row % s.stride_h == 0 && col % s.stride_w == 0 &&
-          row / s.stride_h < s.out_h && col / s.stride_w < s.out_w) {
-        const Pack<T, V> gv = load_pack<V>(dyn + ((row / s.stride_h) * s.out_w + col / s.stride_w) * C);
+      if (row < 0 || col < 0) {
+        continue;
+      }
+      const int64_t oh = d.stride_h.div(row), ow = d.stride_w.div(col);  // row, col < 2^31 when narrow
+      if (oh * s.stride_h == row && ow * s.stride_w == col && oh < s.out_h && ow < s.out_w) {
+        const Pack<T, V> gv = load_pack<V>(dyn + (oh * s.out_w + ow) * C);
         const Pack<T, V> wv = load_pack<V>(w5 + t * C + c);
 #pragma unroll
         for (int j = 0; j < V; ++j) {
@@ -112,10 +144,10 @@ __global__ void depthwise_input_grad_kernel(const T* __restrict__ dy, const T* _
 // chunk [chunk * chunk_len, (chunk + 1) * chunk_len) of the N * H_out * W_out pixels. Lane ty sums
 // pixels begin + ty, begin + ty + blockDim.y, ...; the lanes are then added in order 0, 1, ...
 // through shared memory. No atomics: the same bits every run.
-template <typename T, int V>
+template <typename T, int V, class Div>
 __global__ void depthwise_weight_grad_partials_kernel(const T* __restrict__ x, const T* __restrict__ dy,
                                                       at::opmath_type<T>* __restrict__ partials,
-                                                      ConvShape s, int64_t chunk_len) {
+                                                      ConvShape s, int64_t chunk_len, DepthwiseDivisors<Div> d) {
   using acc_t = at::opmath_type<T>;
   __shared__ acc_t staging[kBlock * V];
   const int64_t C = s.in_channels, packs = C / V;
@@ -129,7 +161,8 @@ __global__ void depthwise_weight_grad_partials_kernel(const T* __restrict__ x, c
   acc_t acc[kTaps][V] = {};
   if (active) {
     for (int64_t q = begin + threadIdx.y; q < end; q += blockDim.y) {
-      const int64_t ow = q % s.out_w, oh = (q / s.out_w) % s.out_h, n = q / (s.out_w * s.out_h);
+      int64_t n, oh, ow;
+      split_grid_pixel(q, d.out_w, d.out_h, s.out_w, s.out_h, n, oh, ow);
       const Pack<T, V> gv = load_pack<V>(dy + q * C + c);
       acc_t g[V];
 #pragma unroll
@@ -189,6 +222,24 @@ int pack_width(int64_t channels, std::initializer_list<const void*> pointers) {
   return V;
 }
 
+// Calls f(divisors) with NarrowDiv divisors where every dividend and divisor of the layer's index
+// math stays below 2^31, else WideDiv ones. SKELETON_CUDA_WIDE_INDEX=1 takes the 64-bit path on any
+// layer (read at every call), so that tests can check it on small tensors.
+template <typename F>
+void with_divisors(const ConvShape& s, int64_t packs, F f) {
+  const int64_t largest_dividend = std::max({s.batch * s.in_h * s.in_w * s.in_channels,
+                                             s.batch * s.out_h * s.out_w * s.in_channels, s.in_h + s.pad_h,
+                                             s.in_w + s.pad_w});
+  const int64_t largest_divisor = std::max({packs, s.in_h, s.in_w, s.out_h, s.out_w, s.stride_h, s.stride_w});
+  const char* flag = std::getenv("SKELETON_CUDA_WIDE_INDEX");
+  const bool force_wide = flag != nullptr && std::strcmp(flag, "1") == 0;
+  if (!force_wide && narrow_division_exact(largest_dividend, largest_divisor)) {
+    f(depthwise_divisors<NarrowDiv>(s, packs));
+  } else {
+    f(depthwise_divisors<WideDiv>(s, packs));
+  }
+}
+
 // The (C, 1, 5) weight as [5][C], so that a pack of channels of one tap is contiguous.
 at::Tensor taps_by_channel(const at::Tensor& w, int64_t channels) {
   return w.reshape({channels, kTaps}).t().contiguous();
@@ -210,8 +261,10 @@ at::Tensor launch_weight_grad(const at::Tensor& dy, const at::Tensor& x, const a
   chunks = ceil_div(pixels, chunk_len);  // no empty chunk
   at::Tensor partials = at::empty({chunks, kTaps * C}, acc_options);
   const dim3 grid(static_cast<unsigned>(columns), static_cast<unsigned>(chunks));
-  launch(depthwise_weight_grad_partials_kernel<T, V>, grid, dim3(tx, ty), x.const_data_ptr<T>(), dy.const_data_ptr<T>(),
-         partials.mutable_data_ptr<at::opmath_type<T>>(), s, chunk_len);
+  with_divisors(s, packs, [&](auto d) {
+    launch(depthwise_weight_grad_partials_kernel<T, V, decltype(d.packs)>, grid, dim3(tx, ty), x.const_data_ptr<T>(),
+           dy.const_data_ptr<T>(), partials.mutable_data_ptr<at::opmath_type<T>>(), s, chunk_len, d);
+  });
   // [5][C] -> (C, 1, 5)
   return sum_partials(partials).view({kTaps, C}).t().contiguous().view({C, 1, kTaps});
 }
@@ -225,13 +278,17 @@ void depthwise_forward(const at::Tensor& x, const at::Tensor& w, const at::Tenso
     using T = scalar_t;
     const T* b = bias.defined() ? bias.const_data_ptr<T>() : nullptr;
     constexpr int V = kPackBytes / sizeof(T);
-    if (pack_width<T>(s.in_channels, {x.const_data_ptr(), w5.const_data_ptr(), y.const_data_ptr()}) == V) {
-      launch(depthwise_forward_kernel<T, V>, grid_size(y.numel() / V), kBlock, x.const_data_ptr<T>(),
-             w5.const_data_ptr<T>(), b, y.mutable_data_ptr<T>(), s);
-    } else {
-      launch(depthwise_forward_kernel<T, 1>, grid_size(y.numel()), kBlock, x.const_data_ptr<T>(),
-             w5.const_data_ptr<T>(), b, y.mutable_data_ptr<T>(), s);
-    }
+    const bool packed = pack_width<T>(s.in_channels, {x.const_data_ptr(), w5.const_data_ptr(), y.const_data_ptr()}) == V;
+    with_divisors(s, packed ? s.in_channels / V : s.in_channels, [&](auto d) {
+      using Div = decltype(d.packs);
+      if (packed) {
+        launch(depthwise_forward_kernel<T, V, Div>, grid_size(y.numel() / V), kBlock, x.const_data_ptr<T>(),
+               w5.const_data_ptr<T>(), b, y.mutable_data_ptr<T>(), s, d);
+      } else {
+        launch(depthwise_forward_kernel<T, 1, Div>, grid_size(y.numel()), kBlock, x.const_data_ptr<T>(),
+               w5.const_data_ptr<T>(), b, y.mutable_data_ptr<T>(), s, d);
+      }
+    });
   });
 }
 
@@ -240,13 +297,18 @@ void depthwise_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor&
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "skeleton_conv2d_depthwise_input_grad", [&] {
     using T = scalar_t;
     constexpr int V = kPackBytes / sizeof(T);
-    if (pack_width<T>(s.in_channels, {dy.const_data_ptr(), w5.const_data_ptr(), dx.const_data_ptr()}) == V) {
-      launch(depthwise_input_grad_kernel<T, V>, grid_size(dx.numel() / V), kBlock, dy.const_data_ptr<T>(),
-             w5.const_data_ptr<T>(), dx.mutable_data_ptr<T>(), s);
-    } else {
-      launch(depthwise_input_grad_kernel<T, 1>, grid_size(dx.numel()), kBlock, dy.const_data_ptr<T>(),
-             w5.const_data_ptr<T>(), dx.mutable_data_ptr<T>(), s);
-    }
+    const bool packed =
+        pack_width<T>(s.in_channels, {dy.const_data_ptr(), w5.const_data_ptr(), dx.const_data_ptr()}) == V;
+    with_divisors(s, packed ? s.in_channels / V : s.in_channels, [&](auto d) {
+      using Div = decltype(d.packs);
+      if (packed) {
+        launch(depthwise_input_grad_kernel<T, V, Div>, grid_size(dx.numel() / V), kBlock, dy.const_data_ptr<T>(),
+               w5.const_data_ptr<T>(), dx.mutable_data_ptr<T>(), s, d);
+      } else {
+        launch(depthwise_input_grad_kernel<T, 1, Div>, grid_size(dx.numel()), kBlock, dy.const_data_ptr<T>(),
+               w5.const_data_ptr<T>(), dx.mutable_data_ptr<T>(), s, d);
+      }
+    });
   });
 }
 

@@ -11,6 +11,7 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <optional>
 #include <vector>
 
@@ -60,6 +61,41 @@ bool tensor_core_eligible_op(c10::IntArrayRef shape, at::ScalarType dtype) {
 }
 #endif
 
+// FastDivmod (index_division.cuh) against plain division: edge cases and `random_pairs` random
+// (dividend, divisor) pairs below 2^31; returns how many quotients were wrong.
+int64_t fast_division_mismatches(int64_t random_pairs) {
+  int64_t wrong = 0;
+  auto check = [&](uint32_t n, uint32_t d) { wrong += FastDivmod(d).div(n) != n / d; };
+  const uint32_t kMax = 0x7fffffffu;
+  std::vector<uint32_t> dividends = {0, 1, 2, 3, kMax, kMax - 1};
+  for (int b = 1; b < 31; ++b) {
+    for (int64_t delta = -2; delta <= 2; ++delta) {
+      dividends.push_back(static_cast<uint32_t>((int64_t{1} << b) + delta));
+    }
+  }
+  for (uint32_t d = 1; d <= 4096; ++d) {
+    for (uint32_t n : dividends) check(n, d);
+    for (uint32_t k = 1; k < 4; ++k) check(std::min<uint64_t>(uint64_t{d} * k * 1000 - 1, kMax), d);
+  }
+  for (uint32_t n : dividends) {
+    for (uint32_t d : dividends) {
+      if (d >= 1) check(n, d);
+    }
+  }
+  uint64_t state = 0x9e3779b97f4a7c15ull;
+  auto next = [&]() {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return static_cast<uint32_t>(state) & kMax;
+  };
+  for (int64_t i = 0; i < random_pairs; ++i) {
+    const uint32_t d = next() >> (next() % 31);
+    check(next(), d == 0 ? 1 : d);
+  }
+  return wrong;
+}
+
 // Kernels with the bugs the runtime must report, for its own test.
 __global__ void barrier_not_reached_by_all(int* out) {
   if (threadIdx.x == 0) {
@@ -90,6 +126,7 @@ void runtime_self_test(c10::string_view which) {
 
 TORCH_LIBRARY(skeleton_simt, m) {
   m.def("runtime_self_test(str which) -> ()", &runtime_self_test);
+  m.def("fast_division_mismatches(int random_pairs) -> int", &fast_division_mismatches);
   m.def("dense_forward(Tensor x, Tensor w, Tensor? bias, Tensor(a!) y, int[] shape) -> ()", &forward_op<dense_forward>);
   m.def("dense_input_grad(Tensor dy, Tensor w, Tensor(a!) dx, int[] shape) -> ()", &input_grad_op<dense_input_grad>);
   m.def("dense_weight_grad(Tensor dy, Tensor x, int[] shape) -> Tensor", &weight_grad_op<dense_weight_grad>);

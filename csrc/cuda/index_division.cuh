@@ -1,0 +1,65 @@
+// Division of kernel indices by a layer's sizes, for the memory-bound kernels whose per-element
+// index math would otherwise cost more than their memory traffic: on a GPU a 64-bit division by a
+// run-time divisor is a subroutine of dozens of instructions, and the depthwise kernels did up to
+// twenty of them per 16-byte result (five taps x two strides x quotient and remainder).
+//   WideDiv:   plain 64-bit division, for layers whose tensors reach 2^31 elements;
+//   NarrowDiv: FastDivmod, a multiply-high and a shift (Granlund and Montgomery's method), for every
+//              dividend below 2^31, i.e. every layer whose tensors stay below 2^31 elements.
+// Both run on the host too (the CPU runtime of tests/simt compiles these kernels as C++).
+#pragma once
+
+#include <c10/macros/Macros.h>
+
+#include <cstdint>
+
+namespace skeleton_cuda {
+namespace gpu {
+
+C10_HOST_DEVICE inline uint32_t mulhi_u32(uint32_t a, uint32_t b) {
+#if defined(__CUDA_ARCH__)
+  return __umulhi(a, b);
+#else
+  return static_cast<uint32_t>((uint64_t{a} * b) >> 32);
+#endif
+}
+
+// n / d for 1 <= d < 2^31 and 0 <= n < 2^31: with s = ceil(log2 d) and
+// m = floor(2^32 (2^s - d) / d) + 1, n / d = (mulhi(n, m) + n) >> s; the sum stays below 2^32
+// because n < 2^31 and mulhi(n, m) <= n.
+struct FastDivmod {
+  uint32_t divisor = 1, multiplier = 1, shift = 0;
+
+  FastDivmod() = default;
+  explicit FastDivmod(uint32_t d) : divisor(d) {
+    while ((uint64_t{1} << shift) < d) {
+      ++shift;
+    }
+    multiplier = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << shift) - d)) / d + 1);
+  }
+  C10_HOST_DEVICE uint32_t div(uint32_t n) const { return (mulhi_u32(n, multiplier) + n) >> shift; }
+};
+
+struct WideDiv {
+  int64_t divisor = 1;
+
+  WideDiv() = default;
+  explicit WideDiv(int64_t d) : divisor(d) {}
+  C10_HOST_DEVICE int64_t div(int64_t n) const { return n / divisor; }
+};
+
+struct NarrowDiv {
+  FastDivmod fast;
+
+  NarrowDiv() = default;
+  explicit NarrowDiv(int64_t d) : fast(static_cast<uint32_t>(d)) {}
+  C10_HOST_DEVICE int64_t div(int64_t n) const { return fast.div(static_cast<uint32_t>(n)); }
+};
+
+// Dividends and divisors of a layer all stay below 2^31: NarrowDiv is exact for it.
+inline bool narrow_division_exact(int64_t largest_dividend, int64_t largest_divisor) {
+  constexpr int64_t kLimit = int64_t{1} << 31;
+  return largest_dividend < kLimit && largest_divisor < kLimit;
+}
+
+}  // namespace gpu
+}  // namespace skeleton_cuda
