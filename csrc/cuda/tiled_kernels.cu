@@ -148,12 +148,13 @@ __global__ void __launch_bounds__(kTiledThreads) tiled_gather_gemm_kernel(const 
   const T* const src_group = p.src + int64_t{g} * p.k;
   const T* const w_group = p.weight + int64_t{g} * kTaps * p.k * p.n + n0 + b_col;
 
-  // K step `step` (active tap, 8-channel chunk) into registers; zero outside the image, past the
-  // last row, past the channel count and past the column count.
+  // The next K step (active tap a, 8-channel chunk) into registers, then advance to the one after
+  // (steps are loaded in order: a cursor, not a division per step); zero outside the image, past
+  // the last row, past the channel count and past the column count.
   acc_t a_next[2], b_next[2];
-  auto load = [&](int step) {
-    const int a = step / p.k_chunks;
-    const int c0 = (step - a * p.k_chunks) * kTileK;
+  int a = 0, chunk = 0;  // the cursor
+  auto load = [&]() {
+    const int c0 = chunk * kTileK;
     const int roff = select5(map.src_row_off, a), coff = select5(map.src_col_off, a);
     const int wtap = select5(map.tap, a);
 #pragma unroll
@@ -168,6 +169,10 @@ __global__ void __launch_bounds__(kTiledThreads) tiled_gather_gemm_kernel(const 
       const int c = c0 + b_k + 4 * i;
       b_next[i] = b_col_ok && c < p.k ? static_cast<acc_t>(w_group[(int64_t{wtap} * p.k + c) * p.n]) : acc_t(0);
     }
+    if (++chunk == p.k_chunks) {
+      chunk = 0;
+      ++a;
+    }
   };
   auto store = [&](int buffer) {
 #pragma unroll
@@ -181,14 +186,14 @@ __global__ void __launch_bounds__(kTiledThreads) tiled_gather_gemm_kernel(const 
   const int tm = tid / 16, tn = tid % 16;
   const int k_steps = map.num_taps * p.k_chunks;
   if (k_steps > 0) {
-    load(0);
+    load();
     store(0);
   }
   __syncthreads();  // the destination offsets, and step 0's tiles
   for (int step = 0; step < k_steps; ++step) {
     const bool more = step + 1 < k_steps;
     if (more) {
-      load(step + 1);
+      load();
     }
     multiply_tile(acc, a_tiles[step % 2], b_tiles[step % 2], tm, tn);
     if (more) {
