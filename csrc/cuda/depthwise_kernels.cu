@@ -17,8 +17,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <initializer_list>
 
 #include "common.cuh"
@@ -43,7 +41,7 @@ DepthwiseDivisors<Div> depthwise_divisors(const ConvShape& s, int64_t packs) {
 
 // Pixel p of an (N, H, W) grid as (n, h, w).
 template <class Div>
-C10_HOST_DEVICE void split_grid_pixel(int64_t p, const Div& w_div, const Div& h_div, int64_t W, int64_t H, int64_t& n,
+SKC_HOST_DEVICE void split_grid_pixel(int64_t p, const Div& w_div, const Div& h_div, int64_t W, int64_t H, int64_t& n,
                                       int64_t& h, int64_t& w) {
   const int64_t row = w_div.div(p);  // n * H + h
   w = p - row * W;
@@ -223,17 +221,14 @@ int pack_width(int64_t channels, std::initializer_list<const void*> pointers) {
 }
 
 // Calls f(divisors) with NarrowDiv divisors where every dividend and divisor of the layer's index
-// math stays below 2^31, else WideDiv ones. SKELETON_CUDA_WIDE_INDEX=1 takes the 64-bit path on any
-// layer (read at every call), so that tests can check it on small tensors.
+// math stays below 2^31, else (or with SKELETON_CUDA_WIDE_INDEX=1) WideDiv ones.
 template <typename F>
 void with_divisors(const ConvShape& s, int64_t packs, F f) {
   const int64_t largest_dividend = std::max({s.batch * s.in_h * s.in_w * s.in_channels,
                                              s.batch * s.out_h * s.out_w * s.in_channels, s.in_h + s.pad_h,
                                              s.in_w + s.pad_w});
   const int64_t largest_divisor = std::max({packs, s.in_h, s.in_w, s.out_h, s.out_w, s.stride_h, s.stride_w});
-  const char* flag = std::getenv("SKELETON_CUDA_WIDE_INDEX");
-  const bool force_wide = flag != nullptr && std::strcmp(flag, "1") == 0;
-  if (!force_wide && narrow_division_exact(largest_dividend, largest_divisor)) {
+  if (narrow_division_exact(largest_dividend, largest_divisor)) {
     f(depthwise_divisors<NarrowDiv>(s, packs));
   } else {
     f(depthwise_divisors<WideDiv>(s, packs));

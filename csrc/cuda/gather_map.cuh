@@ -6,20 +6,18 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
 
 #include "../tap_map.h"
 #include "../taps.h"
-
-#if defined(__CUDACC__)
-#define SKC_DEVICE __device__ __forceinline__
-#define SKC_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define SKC_DEVICE inline
-#define SKC_HOST_DEVICE inline
-#endif
+#include "host_device.h"
+#include "index_division.cuh"
 
 namespace skeleton_cuda {
 namespace gpu {
+
+// Grid points of a gather GEMM must stay below this (FastDivmod's range).
+constexpr int64_t kMaxGridPoints = int64_t{1} << 31;
 
 SKC_HOST_DEVICE int64_t ceil_div64(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -31,6 +29,11 @@ SKC_HOST_DEVICE int64_t ceil_div64(int64_t a, int64_t b) { return (a + b - 1) / 
 // class of the input modulo the stride, with only the taps that reach it.
 struct GatherMap {
   int64_t batch = 0, grid_h = 0, grid_w = 0;
+  // Division of grid points by grid_w and grid_h * grid_w by multiply-high and shift: the kernels
+  // that take a GatherMap (tiled, tensor cores) take layers of fewer than 2^31 grid points only
+  // (their eligibility), the direct kernels the rest. A block decodes its rows once, but with 64-bit
+  // division that prologue cost about as many instructions as the main loop of a 64-channel layer.
+  FastDivmod grid_w_div, grid_hw_div;
   int64_t dst_h = 0, dst_w = 0, dst_row0 = 0, dst_col0 = 0, dst_row_step = 1, dst_col_step = 1;
   int64_t src_h = 0, src_w = 0, src_row_step = 1, src_col_step = 1;
   int num_taps = 0;
@@ -55,6 +58,13 @@ inline GatherMap to_gather_map(const TapMap& m) {
   map.src_w = m.src_w;
   map.src_row_step = m.src_row_step;
   map.src_col_step = m.src_col_step;
+  if (m.batch * m.grid_h * m.grid_w >= kMaxGridPoints) {
+    throw std::length_error("skeleton_conv2d: a gather GEMM of 2^31 grid points or more (the direct kernels take it)");
+  }
+  if (m.grid_h > 0 && m.grid_w > 0) {  // an empty grid launches nothing: no divisor of zero
+    map.grid_w_div = FastDivmod(static_cast<uint32_t>(m.grid_w));
+    map.grid_hw_div = FastDivmod(static_cast<uint32_t>(m.grid_h * m.grid_w));
+  }
   map.num_taps = m.num_taps;
   for (int a = 0; a < kTaps; ++a) {
     map.tap[a] = m.tap[a];
@@ -98,13 +108,30 @@ struct GatherTile {
   int g = 0, n0 = 0;
 };
 
+// Grids are launched with at most 2^31 - 1 blocks (the launchers check), so the decode divides in
+// 32 bits.
 SKC_HOST_DEVICE GatherTile gather_tile(int64_t block, int n_tiles, int groups, int tile_m, int tile_n) {
   GatherTile t;
-  const int64_t rest = block / n_tiles;
-  t.n0 = static_cast<int>(block - rest * n_tiles) * tile_n;
-  t.g = static_cast<int>(rest % groups);
-  t.m0 = (rest / groups) * tile_m;
+  const uint32_t b = static_cast<uint32_t>(block);
+  const uint32_t rest = b / static_cast<uint32_t>(n_tiles);
+  t.n0 = static_cast<int>(b - rest * static_cast<uint32_t>(n_tiles)) * tile_n;
+  const uint32_t m_tile = rest / static_cast<uint32_t>(groups);
+  t.g = static_cast<int>(rest - m_tile * static_cast<uint32_t>(groups));
+  t.m0 = int64_t{m_tile} * tile_m;
   return t;
+}
+
+// Grid point m as (image, row i, column j) of its grid.
+struct GridPoint {
+  int64_t img, i, j;
+};
+
+SKC_HOST_DEVICE GridPoint split_grid_point(const GatherMap& map, int64_t m) {
+  const uint32_t mm = static_cast<uint32_t>(m);  // below 2^31 (kMaxGridPoints)
+  const uint32_t img = map.grid_hw_div.div(mm);
+  const uint32_t rem = mm - img * map.grid_hw_div.divisor;
+  const uint32_t i = map.grid_w_div.div(rem);
+  return GridPoint{img, i, rem - i * map.grid_w_div.divisor};
 }
 
 // Row m of a gather GEMM (a grid point), as a loader needs it: the base of its source image (in
@@ -119,13 +146,10 @@ struct GatherRow {
 SKC_HOST_DEVICE GatherRow gather_row(const GatherMap& map, int64_t m, int64_t rows) {
   GatherRow r;
   r.ok = m < rows;
-  const int64_t grid_hw = map.grid_h * map.grid_w;
-  const int64_t mm = r.ok ? m : 0;
-  const int64_t img = mm / grid_hw, rem = mm - img * grid_hw;
-  const int64_t i = rem / map.grid_w, j = rem - i * map.grid_w;
-  r.image = img * map.src_h * map.src_w;
-  r.y = static_cast<int>(i * map.src_row_step);
-  r.x = static_cast<int>(j * map.src_col_step);
+  const GridPoint p = split_grid_point(map, r.ok ? m : 0);
+  r.image = p.img * map.src_h * map.src_w;
+  r.y = static_cast<int>(p.i * map.src_row_step);
+  r.x = static_cast<int>(p.j * map.src_col_step);
   return r;
 }
 
@@ -135,11 +159,9 @@ struct DestinationPixel {
 };
 
 SKC_HOST_DEVICE DestinationPixel destination_pixel(const GatherMap& map, int64_t m) {
-  const int64_t grid_hw = map.grid_h * map.grid_w;
-  const int64_t img = m / grid_hw, rem = m - img * grid_hw;
-  const int64_t i = rem / map.grid_w, j = rem - i * map.grid_w;
-  const int64_t row = map.dst_row0 + map.dst_row_step * i, col = map.dst_col0 + map.dst_col_step * j;
-  return {img, row * map.dst_w + col};
+  const GridPoint p = split_grid_point(map, m);
+  const int64_t row = map.dst_row0 + map.dst_row_step * p.i, col = map.dst_col0 + map.dst_col_step * p.j;
+  return {p.img, row * map.dst_w + col};
 }
 
 // Element offset of channel `channel` of row m's destination pixel (channels_last, ld channels

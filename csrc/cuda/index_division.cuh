@@ -8,14 +8,16 @@
 // Both run on the host too (the CPU runtime of tests/simt compiles these kernels as C++).
 #pragma once
 
-#include <c10/macros/Macros.h>
-
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "host_device.h"
 
 namespace skeleton_cuda {
 namespace gpu {
 
-C10_HOST_DEVICE inline uint32_t mulhi_u32(uint32_t a, uint32_t b) {
+SKC_HOST_DEVICE uint32_t mulhi_u32(uint32_t a, uint32_t b) {
 #if defined(__CUDA_ARCH__)
   return __umulhi(a, b);
 #else
@@ -36,7 +38,7 @@ struct FastDivmod {
     }
     multiplier = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << shift) - d)) / d + 1);
   }
-  C10_HOST_DEVICE uint32_t div(uint32_t n) const { return (mulhi_u32(n, multiplier) + n) >> shift; }
+  SKC_HOST_DEVICE uint32_t div(uint32_t n) const { return (mulhi_u32(n, multiplier) + n) >> shift; }
 };
 
 struct WideDiv {
@@ -44,7 +46,7 @@ struct WideDiv {
 
   WideDiv() = default;
   explicit WideDiv(int64_t d) : divisor(d) {}
-  C10_HOST_DEVICE int64_t div(int64_t n) const { return n / divisor; }
+  SKC_HOST_DEVICE int64_t div(int64_t n) const { return n / divisor; }
 };
 
 struct NarrowDiv {
@@ -52,13 +54,21 @@ struct NarrowDiv {
 
   NarrowDiv() = default;
   explicit NarrowDiv(int64_t d) : fast(static_cast<uint32_t>(d)) {}
-  C10_HOST_DEVICE int64_t div(int64_t n) const { return fast.div(static_cast<uint32_t>(n)); }
+  SKC_HOST_DEVICE int64_t div(int64_t n) const { return fast.div(static_cast<uint32_t>(n)); }
 };
 
-// Dividends and divisors of a layer all stay below 2^31: NarrowDiv is exact for it.
+// Whether the 64-bit path must be taken even where NarrowDiv would be exact: the environment
+// variable SKELETON_CUDA_WIDE_INDEX=1 (read at every call) lets tests run it on small layers.
+inline bool wide_index_forced() {
+  const char* flag = std::getenv("SKELETON_CUDA_WIDE_INDEX");
+  return flag != nullptr && std::strcmp(flag, "1") == 0;
+}
+
+// Dividends and divisors of a layer all stay below 2^31, so NarrowDiv is exact for it (and the
+// 64-bit path is not forced).
 inline bool narrow_division_exact(int64_t largest_dividend, int64_t largest_divisor) {
   constexpr int64_t kLimit = int64_t{1} << 31;
-  return largest_dividend < kLimit && largest_divisor < kLimit;
+  return largest_dividend < kLimit && largest_divisor < kLimit && !wide_index_forced();
 }
 
 }  // namespace gpu

@@ -251,15 +251,19 @@ struct WgradTile {
   int g = 0, m0 = 0, n0 = 0, pixels = 0, k_steps = 0;
 };
 
+// Grids have at most 2^31 - 1 blocks (the launcher checks): the decode divides in 32 bits.
 template <typename P>
 SKC_HOST_DEVICE WgradTile wgrad_tile(const P& p, int64_t block, int k_step) {
   WgradTile t;
-  const int n_tile = static_cast<int>(block % p.n_tiles);
-  int64_t rest = block / p.n_tiles;
-  const int m_tile = static_cast<int>(rest % p.m_tiles);
-  rest /= p.m_tiles;
-  t.g = static_cast<int>(rest % p.groups);
-  t.chunk = rest / p.groups;
+  uint32_t rest = static_cast<uint32_t>(block);
+  const uint32_t n_tiles = static_cast<uint32_t>(p.n_tiles), m_tiles = static_cast<uint32_t>(p.m_tiles);
+  const uint32_t groups = static_cast<uint32_t>(p.groups);
+  const int n_tile = static_cast<int>(rest % n_tiles);
+  rest /= n_tiles;
+  const int m_tile = static_cast<int>(rest % m_tiles);
+  rest /= m_tiles;
+  t.g = static_cast<int>(rest % groups);
+  t.chunk = rest / groups;
   t.m0 = m_tile * kWM;
   t.n0 = n_tile * kWN;
   t.pixel_begin = t.chunk * p.chunk_len;

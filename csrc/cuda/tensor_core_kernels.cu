@@ -382,7 +382,8 @@ bool tensor_core_eligible(const ConvShape& s, at::ScalarType dtype, c10::DeviceI
     }
   }
   const int64_t in_pixels = s.batch * s.in_h * s.in_w, out_pixels = s.batch * s.out_h * s.out_w;
-  if (tc::gather_blocks(out_pixels, s.groups, cout_g) > INT32_MAX ||
+  if (out_pixels >= kMaxGridPoints || in_pixels >= kMaxGridPoints ||  // gather_map.cuh's division
+      tc::gather_blocks(out_pixels, s.groups, cout_g) > INT32_MAX ||
       tc::gather_blocks(in_pixels, s.groups, cin_g) > INT32_MAX) {
     return false;
   }

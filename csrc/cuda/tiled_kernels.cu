@@ -366,7 +366,8 @@ bool tiled_eligible(const ConvShape& s) {
     }
   }
   const int64_t in_pixels = s.batch * s.in_h * s.in_w, out_pixels = s.batch * s.out_h * s.out_w;
-  if (gather_blocks_tiled(out_pixels, s.groups, cout_g) > INT32_MAX ||
+  if (out_pixels >= kMaxGridPoints || in_pixels >= kMaxGridPoints ||  // gather_map.cuh's division
+      gather_blocks_tiled(out_pixels, s.groups, cout_g) > INT32_MAX ||
       gather_blocks_tiled(in_pixels, s.groups, cin_g) > INT32_MAX) {
     return false;
   }
