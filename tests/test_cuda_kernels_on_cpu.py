@@ -302,12 +302,13 @@ def test_nchw_and_channels_last_tensor_cores_agree_bitwise(simt, dtype):
 
 
 def test_tensor_cores_refuse_layers_of_2_31_grid_points(simt):
-    # The gather GEMMs divide grid points in 32 bits (gather_map.cuh): a layer of 2^31 output or
-    # input pixels goes elsewhere. Only the shape is asked about; nothing is allocated.
+    # The gather GEMMs and weight gradients divide pixels in 32 bits (gather_map.cuh:
+    # kMaxGridPoints = 2^31 - 2^20): a layer with more pixels goes elsewhere. Only the shape is
+    # asked about; nothing is allocated.
     if not hasattr(simt, "tensor_core_eligible"):
         pytest.skip("no CUDA toolkit headers (cuda_bf16.h): the tensor-core file was not built")
     # [batch, C_in, H, W, C_out, H_out, W_out, groups, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w]
-    below = [2**15 - 1, 64, 256, 256, 64, 256, 256, 1, 1, 1, 1, 1, 1, 1]  # just under 2^31 pixels
-    at = [2**15, 64, 256, 256, 64, 256, 256, 1, 1, 1, 1, 1, 1, 1]  # 2^31 pixels
+    below = [2**15 - 17, 64, 256, 256, 64, 256, 256, 1, 1, 1, 1, 1, 1, 1]  # 2^31 - 2^20 - 2^16 pixels
+    at = [2**15 - 16, 64, 256, 256, 64, 256, 256, 1, 1, 1, 1, 1, 1, 1]  # 2^31 - 2^20 pixels
     assert simt.tensor_core_eligible(below, torch.bfloat16)
     assert not simt.tensor_core_eligible(at, torch.bfloat16)

@@ -16,8 +16,9 @@
 namespace skeleton_cuda {
 namespace gpu {
 
-// Grid points of a gather GEMM must stay below this (FastDivmod's range).
-constexpr int64_t kMaxGridPoints = int64_t{1} << 31;
+// Grid points (pixels) of a gather GEMM or weight gradient must stay below this: FastDivmod's range
+// (2^31), less a margin for the rows a last block decodes past the end.
+constexpr int64_t kMaxGridPoints = (int64_t{1} << 31) - (int64_t{1} << 20);
 
 SKC_HOST_DEVICE int64_t ceil_div64(int64_t a, int64_t b) { return (a + b - 1) / b; }
 

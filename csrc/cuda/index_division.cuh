@@ -41,6 +41,29 @@ struct FastDivmod {
   SKC_HOST_DEVICE uint32_t div(uint32_t n) const { return (mulhi_u32(n, multiplier) + n) >> shift; }
 };
 
+// Pixel p of N grids of h x w (image-major) as (image, row, column), by FastDivmod: every pixel
+// index must stay below 2^31 (the gather and weight-gradient kernels' eligibility guarantees it).
+struct PixelSplitter {
+  FastDivmod w_div, hw_div;
+
+  PixelSplitter() = default;
+  PixelSplitter(int64_t h, int64_t w) {
+    if (h > 0 && w > 0) {  // an empty grid is never split
+      w_div = FastDivmod(static_cast<uint32_t>(w));
+      hw_div = FastDivmod(static_cast<uint32_t>(h * w));
+    }
+  }
+  SKC_HOST_DEVICE void split(int64_t pixel, int& n, int& row, int& col) const {
+    const uint32_t p = static_cast<uint32_t>(pixel);
+    const uint32_t img = hw_div.div(p);
+    const uint32_t rem = p - img * hw_div.divisor;
+    const uint32_t r = w_div.div(rem);
+    n = static_cast<int>(img);
+    row = static_cast<int>(r);
+    col = static_cast<int>(rem - r * w_div.divisor);
+  }
+};
+
 struct WideDiv {
   int64_t divisor = 1;
 

@@ -151,6 +151,7 @@ struct WgradParams {
   // Tile<T>::kWK pixels as digits of the mixed radix (image, row, column) of the output grid, so
   // that a loader advances its pixel by one K step with two carries instead of divisions.
   int step_n = 0, step_h = 0, step_w = 0;
+  PixelSplitter out_pixels;  // a loader's first pixel as (image, row, column)
 };
 
 // ---- host-side construction (plain C++, shared with the emulator) ---------------------------------
@@ -176,6 +177,7 @@ inline void finish_wgrad_params(WgradParams<T>& p, int64_t batch, int64_t pad_h,
     p.col_off[t] = static_cast<int>(kTapCol[t] * dil_w - pad_w);
   }
   p.pixels = batch * p.out_h * p.out_w;
+  p.out_pixels = PixelSplitter(p.out_h, p.out_w);
   p.m_tiles = static_cast<int>(ceil_div64(int64_t{kTaps} * p.k, kWM));
   p.n_tiles = static_cast<int>(ceil_div64(p.n, kWN));
   const int64_t image = p.out_h * p.out_w;
@@ -272,14 +274,6 @@ SKC_HOST_DEVICE WgradTile wgrad_tile(const P& p, int64_t block, int k_step) {
   return t;
 }
 
-// Output pixel `pixel` (image-major over out_h x out_w grids) as (image n, row h, column w).
-SKC_HOST_DEVICE void split_pixel(int64_t pixel, int64_t out_h, int64_t out_w, int& n, int& h, int& w) {
-  const int64_t image = out_h * out_w;
-  const int64_t img = pixel / image, rem = pixel - img * image;
-  n = static_cast<int>(img);
-  h = static_cast<int>(rem / out_w);
-  w = static_cast<int>(rem - (rem / out_w) * out_w);
-}
 
 // ---- fragments ------------------------------------------------------------------------------------
 //
@@ -625,7 +619,7 @@ SKC_DEVICE void wgrad_block(const WgradParams<T>& p, unsigned char* smem, int ti
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     pix[i] = tid / Tl::kAChunks + kRows * i;
-    split_pixel(pixel_begin + pix[i], p.out_h, p.out_w, pn[i], ph[i], pw[i]);
+    p.out_pixels.split(pixel_begin + pix[i], pn[i], ph[i], pw[i]);
   }
 
   auto load_step = [&](int stage) {

@@ -245,7 +245,7 @@ SKC_DEVICE void wgrad_block_nchw(const WgradParams<T>& p, unsigned char* smem, i
   const int row_group = kWK == 32 ? tid / 32 : tid / 32 + 4 * ((tid / kWK) % 2);
   int pix = lane_pixel;
   int pn, ph, pw;
-  split_pixel(tile.pixel_begin + lane_pixel, p.out_h, p.out_w, pn, ph, pw);
+  p.out_pixels.split(tile.pixel_begin + lane_pixel, pn, ph, pw);
   const int stride_h = static_cast<int>(p.stride_h), stride_w = static_cast<int>(p.stride_w);
 
   auto load_step = [&](int stage) {

@@ -78,6 +78,7 @@ struct TiledWgradParams {
   int64_t pixels = 0, chunk_len = 0;  // chunk_len: a multiple of kTileK, below 2^30
   int k = 0, n = 0, groups = 1, m_tiles = 0, n_tiles = 0;
   int step_n = 0, step_h = 0, step_w = 0;  // kTileK pixels as (image, row, column) digits
+  PixelSplitter out_pixels;                 // a loader's first pixel as (image, row, column)
 };
 
 template <typename acc_t>
@@ -230,10 +231,12 @@ __global__ void __launch_bounds__(kTiledThreads) tiled_wgrad_kernel(const TiledW
   __shared__ __align__(kTileAlign) TileB<acc_t> b_tiles[2];
 
   const int tid = static_cast<int>(threadIdx.x);
-  const int n_tile = static_cast<int>(blockIdx.x % p.n_tiles);
-  const int64_t rest = blockIdx.x / p.n_tiles;
-  const int m_tile = static_cast<int>(rest % p.m_tiles);
-  const int g = static_cast<int>(rest / p.m_tiles);
+  // 32-bit decode: blockIdx.x < 2^31.
+  const uint32_t n_tiles = static_cast<uint32_t>(p.n_tiles), m_tiles = static_cast<uint32_t>(p.m_tiles);
+  const int n_tile = static_cast<int>(blockIdx.x % n_tiles);
+  const uint32_t rest = blockIdx.x / n_tiles;
+  const int m_tile = static_cast<int>(rest % m_tiles);
+  const int g = static_cast<int>(rest / m_tiles);
   const int64_t chunk = blockIdx.y;
   const int m0 = m_tile * kTileM, n0 = n_tile * kTileN;
   const int rows_total = kTaps * p.k;
@@ -256,12 +259,7 @@ __global__ void __launch_bounds__(kTiledThreads) tiled_wgrad_kernel(const TiledW
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     pix[i] = tid / kTileM + 4 * i;
-    const int64_t pixel = pixel_begin + pix[i];
-    const int64_t image = int64_t{p.out_h} * p.out_w;
-    const int64_t img = pixel / image, rem = pixel - img * image;
-    pn[i] = static_cast<int>(img);
-    ph[i] = static_cast<int>(rem / p.out_w);
-    pw[i] = static_cast<int>(rem % p.out_w);
+    p.out_pixels.split(pixel_begin + pix[i], pn[i], ph[i], pw[i]);
   }
 
   acc_t a_next[2], b_next[2];
@@ -451,6 +449,7 @@ at::Tensor tiled_weight_grad(const at::Tensor& dy, const at::Tensor& x, const Co
     p.step_n = static_cast<int>(kTileK / image);
     p.step_h = static_cast<int>((kTileK % image) / s.out_w);
     p.step_w = static_cast<int>((kTileK % image) % s.out_w);
+    p.out_pixels = PixelSplitter(s.out_h, s.out_w);
     const dim3 grid(static_cast<unsigned>(int64_t{p.groups} * p.m_tiles * p.n_tiles), static_cast<unsigned>(c.chunks));
     launch(tiled_wgrad_kernel<scalar_t>, grid, dim3(kTiledThreads), p);
   });
