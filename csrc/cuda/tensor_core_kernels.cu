@@ -88,9 +88,10 @@
 // Resources (nvcc 13.0, -O3, -Xptxas -v, sm_90): gather GEMM 128 registers for bf16, fp16 and float
 // (capped by __launch_bounds__(128, 4)), 47104 B static shared memory; weight gradient 128 registers,
 // 39936 B; no stack frame, no spills. 128 threads x 128 registers and 46 KB allow 4 blocks (16 warps)
-// per SM on an H100 (on an A100's 164 KB, 3). The NCHW bodies: gather GEMM 118 registers (float),
-// 128 (16-bit), 42496 B; weight gradient 126 (float) and 127 (16-bit), 48128 B (under 48 KB: still
-// static); no spills (on sm_80 the weight gradient takes 130 and 155). (Loading all four A
+// per SM on an H100 (on an A100's 164 KB, 3). The NCHW bodies: gather GEMM 119 registers (float),
+// 128 (16-bit), 42496 B; weight gradient 124 (float) and 128 (16-bit), 48128 B (under 48 KB: still
+// static); no spills (on sm_80 the NCHW weight gradient took 130 and 155). No kernel here calls the
+// 64-bit division subroutine: rows and pixels are split by FastDivmod (index_division.cuh). (Loading all four A
 // fragments of a slice before the mma, as an earlier version did, made the float kernels spill: the
 // TF32 rounding needs registers too.) The float kernels' PTX has cvt.rna.tf32.f32,
 // mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 and, in the weight gradient, ld.shared.f32 for the fragments; the 16-bit ones' SASS had HMMA.16816.F32(.BF16),
