@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <vector>
 
 #include "common.cuh"
@@ -53,6 +54,22 @@ inline std::vector<GatherProblem> input_grad_problems(const ConvShape& s) {
     }
   }
   return problems;
+}
+
+// What both families need of a layer's sizes: they keep coordinates, channel counts and tap offsets
+// in 32-bit registers (addresses are 64-bit), so every one stays well below 2^31, and they split
+// pixels by FastDivmod (gather_map.cuh), so the input and output pixel counts stay below
+// kMaxGridPoints. Layers beyond go to the direct kernels. Each family adds its own grid limits.
+inline bool gather_coordinates_fit(const ConvShape& s) {
+  constexpr int64_t kSmall = int64_t{1} << 28;
+  const int64_t cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
+  for (const int64_t v : {s.batch, s.in_h, s.in_w, s.out_h, s.out_w, s.stride_h, s.stride_w, s.pad_h, s.pad_w,
+                          s.dil_h, s.dil_w, cin_g, cout_g, s.groups}) {
+    if (v >= kSmall) {
+      return false;
+    }
+  }
+  return s.batch * s.in_h * s.in_w < kMaxGridPoints && s.batch * s.out_h * s.out_w < kMaxGridPoints;
 }
 
 // Copies a problem into a family's parameter struct (each has these fields).

@@ -373,18 +373,11 @@ bool tensor_core_eligible(const ConvShape& s, at::ScalarType dtype, c10::DeviceI
   if (cin_g <= 0 || cout_g <= 0 || cin_g % vec != 0 || cout_g % vec != 0) {
     return false;  // 16-byte copies of whole channel groups (this also excludes depthwise layers)
   }
-  // The kernels keep coordinates, channel counts and tap offsets in 32-bit registers (addresses
-  // are 64-bit): bound every one of them well below 2^31.
-  constexpr int64_t kSmall = int64_t{1} << 28;
-  for (const int64_t v : {s.batch, s.in_h, s.in_w, s.out_h, s.out_w, s.stride_h, s.stride_w, s.pad_h, s.pad_w,
-                          s.dil_h, s.dil_w, cin_g, cout_g, s.groups}) {
-    if (v >= kSmall) {
-      return false;
-    }
+  if (!gather_coordinates_fit(s)) {
+    return false;
   }
   const int64_t in_pixels = s.batch * s.in_h * s.in_w, out_pixels = s.batch * s.out_h * s.out_w;
-  if (out_pixels >= kMaxGridPoints || in_pixels >= kMaxGridPoints ||  // gather_map.cuh's division
-      tc::gather_blocks(out_pixels, s.groups, cout_g) > INT32_MAX ||
+  if (tc::gather_blocks(out_pixels, s.groups, cout_g) > INT32_MAX ||
       tc::gather_blocks(in_pixels, s.groups, cin_g) > INT32_MAX) {
     return false;
   }

@@ -115,6 +115,32 @@ __device__ __forceinline__ void multiply_tile(acc_t (&acc)[4][4], const TileA<ac
   }
 }
 
+// The main loop of both tiled kernels: K steps 0 .. k_steps - 1, each loaded into registers by
+// load() (which advances to the next step), stored into shared-memory buffer step % 2 by
+// store(buffer) and multiplied by multiply(buffer). The next step's global loads are issued before
+// this step's multiply, and stored after it into the buffer multiplied in the previous step (free
+// since that step's barrier): one barrier per step. Everything written to shared memory before the
+// call is visible after its first barrier.
+template <typename Load, typename Store, typename Multiply>
+__device__ __forceinline__ void run_double_buffered(int k_steps, Load& load, Store& store, Multiply&& multiply) {
+  if (k_steps > 0) {
+    load();
+    store(0);
+  }
+  __syncthreads();
+  for (int step = 0; step < k_steps; ++step) {
+    const bool more = step + 1 < k_steps;
+    if (more) {
+      load();
+    }
+    multiply(step % 2);
+    if (more) {
+      store((step + 1) % 2);
+    }
+    __syncthreads();
+  }
+}
+
 // Block (m_tile * groups + g) * n_tiles + n_tile: rows [m_tile * 64, +64) of group g, columns
 // [n_tile * 64, +64). Thread roles: destination offsets of the 64 rows (threads 0-63); A loader:
 // channel tid % 8 of rows tid / 8 and tid / 8 + 32; B loader: column tid % 64 of K rows tid / 64 and
@@ -186,22 +212,9 @@ __global__ void __launch_bounds__(kTiledThreads) tiled_gather_gemm_kernel(const 
   acc_t acc[4][4] = {};
   const int tm = tid / 16, tn = tid % 16;
   const int k_steps = map.num_taps * p.k_chunks;
-  if (k_steps > 0) {
-    load();
-    store(0);
-  }
-  __syncthreads();  // the destination offsets, and step 0's tiles
-  for (int step = 0; step < k_steps; ++step) {
-    const bool more = step + 1 < k_steps;
-    if (more) {
-      load();
-    }
-    multiply_tile(acc, a_tiles[step % 2], b_tiles[step % 2], tm, tn);
-    if (more) {
-      store((step + 1) % 2);  // the buffer multiplied in the previous step: free since its barrier
-    }
-    __syncthreads();
-  }
+  // (Its first barrier also publishes the destination offsets.)
+  run_double_buffered(k_steps, load, store,
+                      [&](int buffer) { multiply_tile(acc, a_tiles[buffer], b_tiles[buffer], tm, tn); });
 
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -285,22 +298,8 @@ __global__ void __launch_bounds__(kTiledThreads) tiled_wgrad_kernel(const TiledW
 
   acc_t acc[4][4] = {};
   const int tm = tid / 16, tn = tid % 16;
-  if (k_steps > 0) {
-    load();
-    store(0);
-  }
-  __syncthreads();
-  for (int step = 0; step < k_steps; ++step) {
-    const bool more = step + 1 < k_steps;
-    if (more) {
-      load();
-    }
-    multiply_tile(acc, a_tiles[step % 2], b_tiles[step % 2], tm, tn);
-    if (more) {
-      store((step + 1) % 2);
-    }
-    __syncthreads();
-  }
+  run_double_buffered(k_steps, load, store,
+                      [&](int buffer) { multiply_tile(acc, a_tiles[buffer], b_tiles[buffer], tm, tn); });
 
   acc_t* const out = p.partials + (chunk * p.groups + g) * int64_t{rows_total} * p.n;
 #pragma unroll
@@ -318,9 +317,6 @@ __global__ void __launch_bounds__(kTiledThreads) tiled_wgrad_kernel(const TiledW
     }
   }
 }
-
-// The kernels keep coordinates, channel counts and tap offsets in 32-bit registers.
-constexpr int64_t kSmall = int64_t{1} << 28;
 
 int64_t gather_blocks_tiled(int64_t rows, int64_t groups, int64_t n) {
   return ceil_div(rows, kTileM) * groups * ceil_div(n, kTileN);
@@ -357,15 +353,11 @@ void launch_gather(TiledGatherParams<T>& p) {
 
 bool tiled_eligible(const ConvShape& s) {
   const int64_t cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
-  for (const int64_t v : {s.batch, s.in_h, s.in_w, s.out_h, s.out_w, s.stride_h, s.stride_w, s.pad_h, s.pad_w,
-                          s.dil_h, s.dil_w, cin_g, cout_g, s.groups}) {
-    if (v >= kSmall) {
-      return false;
-    }
+  if (!gather_coordinates_fit(s)) {
+    return false;
   }
   const int64_t in_pixels = s.batch * s.in_h * s.in_w, out_pixels = s.batch * s.out_h * s.out_w;
-  if (out_pixels >= kMaxGridPoints || in_pixels >= kMaxGridPoints ||  // gather_map.cuh's division
-      gather_blocks_tiled(out_pixels, s.groups, cout_g) > INT32_MAX ||
+  if (gather_blocks_tiled(out_pixels, s.groups, cout_g) > INT32_MAX ||
       gather_blocks_tiled(in_pixels, s.groups, cin_g) > INT32_MAX) {
     return false;
   }
