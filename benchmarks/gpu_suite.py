@@ -58,6 +58,17 @@ def tensor_core_calls():
     return list(ops.tensor_core_calls()) + list(ops.tensor_core_nchw_calls())
 
 
+def gather_launches():
+    """Gather-GEMM launches of the tensor-core path so far with 128-row and with 64-row tiles."""
+    return list(torch.ops.skeleton_cuda.tensor_core_gather_launches())
+
+
+def row_tiles(launches_128, launches_64):
+    """The gather GEMMs' row tiles a layer ran with, from its launches of each: "128", "64", both
+    ("128+64": its passes differ in size), or "" (no tensor-core gather GEMM ran)."""
+    return "+".join(rows for rows, count in (("128", launches_128), ("64", launches_64)) if count > 0)
+
+
 def measure_peaks(device):
     """Dense bf16 matmul rate and device-to-device copy bandwidth of this GPU, measured now."""
     a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
@@ -104,16 +115,17 @@ def time_layer(n, channels, size, stride, groups, dtype, memory_format, device, 
             fn(x).backward(gy)
         return run
 
-    before = tensor_core_calls()
+    before, before_rows = tensor_core_calls(), gather_launches()
     fwd = time_interleaved({k: forward(f) for k, f in impls.items()}, device, rounds, inner=5)
     both = time_interleaved({k: forward_backward(f) for k, f in impls.items()}, device, rounds, inner=3)
     took = [b > a for a, b in zip(before, tensor_core_calls())]
+    launches = [b - a for a, b in zip(before_rows, gather_launches())]
     out_size = gy.shape[-1]
     taps = {"cudnn3x3": 9, "masked3x3": 9, "decomposition": 5, "skeleton": 5}
     macs_per_tap = n * out_size * out_size * channels * (channels // groups)
     element = torch.finfo(dtype).bits // 8
     moved = (x.numel() + gy.numel()) * element  # input read and output written once
-    row = {"skeleton_path": skeleton_path(groups, channels, took[:3], took[3:])}
+    row = {"skeleton_path": skeleton_path(groups, channels, took[:3], took[3:]), "gather_rows": row_tiles(*launches)}
     for impl in IMPLS:
         row[f"fwd_{impl}_ms"] = round(fwd[impl], 4)
         row[f"bwd_{impl}_ms"] = round(max(both[impl] - fwd[impl], 0.0), 4)

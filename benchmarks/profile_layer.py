@@ -39,6 +39,7 @@ def main():
     w = (torch.randn(args.channels, args.channels // args.groups, 5, device="cuda", dtype=dtype) * 0.05).requires_grad_()
     ops = torch.ops.skeleton_cuda
     before = list(ops.tensor_core_calls()) + list(ops.tensor_core_nchw_calls())
+    before_rows = list(ops.tensor_core_gather_launches())
     for _ in range(args.iterations):
         y = skeleton_cuda.skeleton_conv2d(x, w, None, args.stride, 1, 1, args.groups)
         y.backward(torch.ones_like(y))
@@ -49,6 +50,9 @@ def main():
     path = "tensor cores" if all(passes) else cuda_cores if not any(passes) else f"mixed {passes}"
     if any(nchw_passes):
         path += f" (NCHW kernels in {nchw_passes} calls per pass)"
+    rows = [b - a for a, b in zip(before_rows, ops.tensor_core_gather_launches())]
+    if any(rows):
+        path += f"; gather GEMM launches with 128 / 64-row tiles: {rows[0]} / {rows[1]}"
     print(f"{args.iterations} x forward + backward of {tuple(x.shape)} {args.dtype} on {path}")
 
 

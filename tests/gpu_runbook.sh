@@ -11,6 +11,7 @@
 #   bash tests/gpu_runbook.sh build bench-tc          # GPU suite with the tensor cores on
 #   bash tests/gpu_runbook.sh build bench-tc-nchw-converted  # the same, every NCHW layer converted
 #   bash tests/gpu_runbook.sh build bench-tc-nchw-native     # the same, every NCHW layer in place
+#   bash tests/gpu_runbook.sh build bench-tc-rows128 bench-tc-rows64  # the same, one gather row tile forced
 #   bash tests/gpu_runbook.sh build bench-direct      # GPU suite with the direct kernels
 #   bash tests/gpu_runbook.sh build ncu e2e           # Nsight Compute evidence, end-to-end training
 #   bash tests/gpu_runbook.sh build ncu-nchw          # Nsight Compute: NCHW, native and converted
@@ -106,6 +107,16 @@ for stage in "$@"; do
       record bench-tc-nchw-native $?
       cp benchmarks/results/cuda-tensor-cores-nchw-native.json "$OUT/" 2>/dev/null
       ;;
+    bench-tc-rows128 | bench-tc-rows64)
+      # One gather-GEMM row tile for every layer (by default each layer gets 128 or 64 rows from its
+      # block count, tensor_core_kernels.cu: gather_rows_for): per layer, the faster of the two
+      # against bench-tc's choice says where the threshold (kBlocksPerSmFor128Rows) belongs.
+      rows=${stage#bench-tc-rows}
+      SKELETON_CUDA_GATHER_ROWS=$rows tensor_cores_on "$PY" benchmarks/run.py \
+        --output "cuda-tensor-cores-rows$rows.json" >"$OUT/$stage.log" 2>&1
+      record "$stage" $?
+      cp "benchmarks/results/cuda-tensor-cores-rows$rows.json" "$OUT/" 2>/dev/null
+      ;;
     bench-direct)
       SKELETON_CUDA_DIRECT_KERNELS=1 "$PY" benchmarks/run.py --output cuda-direct.json >"$OUT/bench-direct.log" 2>&1
       record bench-direct $?
@@ -148,7 +159,7 @@ for stage in "$@"; do
       ;;
     *)
       echo "unknown stage '$stage' (build, tensor-cores, cuda-cores, memcheck, racecheck, bench, bench-tc," \
-        "bench-tc-nchw-converted, bench-tc-nchw-native, bench-direct, ncu, ncu-nchw, e2e)" >&2
+        "bench-tc-nchw-converted, bench-tc-nchw-native, bench-tc-rows128, bench-tc-rows64, bench-direct, ncu, ncu-nchw, e2e)" >&2
       exit 2
       ;;
   esac

@@ -519,8 +519,9 @@ bool run_config(const Config& c, bool eager, bool nchw, std::mt19937& rng, bool 
   rt.eager_copies = eager;
   rt.kind = kind;
   rt.rng.seed(static_cast<unsigned>(rng()));
-  const int smem_bytes = std::max({tc::Tile<T>::kGatherSmemBytes, tc::Tile<T>::kWgradSmemBytes,
-                                   tc::NchwTile<T>::kGatherSmemBytes, tc::NchwTile<T>::kWgradSmemBytes});
+  const int smem_bytes = std::max({tc::GatherSmem<T, 128>::kBytes, tc::GatherSmem<T, 64>::kBytes,
+                                   tc::Tile<T>::kWgradSmemBytes, tc::NchwGatherSmem<T, 128>::kBytes,
+                                   tc::NchwGatherSmem<T, 64>::kBytes, tc::NchwWgradSmem<T>::kBytes});
   std::vector<unsigned char> smem_buffer(smem_bytes + 16);
   rt.smem = smem_buffer.data() + (16 - reinterpret_cast<uintptr_t>(smem_buffer.data()) % 16) % 16;
   rt.smem_size = smem_bytes;
@@ -560,15 +561,36 @@ bool run_config(const Config& c, bool eager, bool nchw, std::mt19937& rng, bool 
   const double round_rel = kind == Kind::bf16 ? 1.0 / 256 : kind == Kind::f16 ? 1.0 / 2048 : 1e-5;
   constexpr size_t B = sizeof(T);
 
-  // All blocks of a gather GEMM, on the body of the layout.
-  auto run_gather = [&](const tc::GatherGemmParams<T>& p, bool in_nchw) {
-    const int64_t blocks = tc::gather_blocks(p.rows, p.groups, p.n);
+  // All blocks of a gather GEMM with row tiles of BM, on the body of the layout.
+  auto run_gather_rows = [&](auto bm, const tc::GatherGemmParams<T>& p, bool in_nchw) {
+    constexpr int BM = decltype(bm)::value;
+    const int64_t blocks = tc::gather_blocks(p.rows, p.groups, p.n, BM);
     for (int64_t b = 0; b < blocks; ++b) {
       if (in_nchw) {
-        run_block(rt, [&](int tid) { tc::gather_gemm_block_nchw<T, EmuArch>(p, rt.smem, tid, b); });
+        run_block(rt, [&](int tid) { tc::gather_gemm_block_nchw<T, BM, EmuArch>(p, rt.smem, tid, b); });
       } else {
-        run_block(rt, [&](int tid) { tc::gather_gemm_block<T, EmuArch>(p, rt.smem, tid, b); });
+        run_block(rt, [&](int tid) { tc::gather_gemm_block<T, BM, EmuArch>(p, rt.smem, tid, b); });
       }
+    }
+  };
+  auto run_gather = [&](const tc::GatherGemmParams<T>& p, bool in_nchw, int tile_rows) {
+    if (tile_rows == 128) {
+      run_gather_rows(std::integral_constant<int, 128>{}, p, in_nchw);
+    } else {
+      run_gather_rows(std::integral_constant<int, 64>{}, p, in_nchw);
+    }
+  };
+  // Both row tiles must give the same bits (every output sums the same K steps in the same order):
+  // `launch_all(tile_rows)` runs a pass into `out` (`bytes`), re-poisoned before each tile.
+  auto with_both_row_tiles = [&](unsigned char* out, size_t bytes, const char* what, const auto& launch_all) {
+    std::memset(out, 0xff, bytes);
+    launch_all(64);
+    const std::vector<unsigned char> rows64(out, out + bytes);
+    std::memset(out, 0xff, bytes);
+    launch_all(128);
+    if (std::memcmp(rows64.data(), out, bytes) != 0) {
+      std::printf("  %-12s 64-row and 128-row tiles differ\n", what);
+      ok = false;
     }
   };
 
@@ -600,7 +622,7 @@ bool run_config(const Config& c, bool eager, bool nchw, std::mt19937& rng, bool 
     p.n = static_cast<int>(cout_g);
     p.groups = static_cast<int>(c.groups);
     tc::finish_gather_params(p);
-    run_gather(p, nchw);
+    with_both_row_tiles(ay.p, ref_y.size() * B, "output", [&](int tile_rows) { run_gather(p, nchw, tile_rows); });
     const T* y = reinterpret_cast<const T*>(ay.p);
     compare("output", ref_y, [&](size_t i) { return double(to_float(y[nchw ? nchw_index(i, oh, ow, c.cout) : i])); },
             round_rel);
@@ -622,6 +644,7 @@ bool run_config(const Config& c, bool eager, bool nchw, std::mt19937& rng, bool 
     reg(ady.p, dy.size() * B, false, "grad_output");
     reg(aw.p, packed.size() * B, false, "packed weight");
     reg(adx.p, ref_dx.size() * B, true, "grad_input");
+    with_both_row_tiles(adx.p, ref_dx.size() * B, "grad_input", [&](int tile_rows) {
     for (int64_t rh = 0; rh < c.sh; ++rh)
       for (int64_t rw = 0; rw < c.sw; ++rw) {
         tc::GatherGemmParams<T> p;
@@ -637,8 +660,9 @@ bool run_config(const Config& c, bool eager, bool nchw, std::mt19937& rng, bool 
         p.groups = static_cast<int>(c.groups);
         tc::finish_gather_params(p);
         if (p.rows == 0) continue;
-        run_gather(p, nchw);
+        run_gather(p, nchw, tile_rows);
       }
+    });
     const T* dx = reinterpret_cast<const T*>(adx.p);
     compare("grad_input", ref_dx, [&](size_t i) { return double(to_float(dx[nchw ? nchw_index(i, c.h, c.w, c.cin) : i])); },
             round_rel);

@@ -76,5 +76,7 @@ def test_gpu_rows_name_the_kernels_that_ran(monkeypatch):
     assert gpu_suite.skeleton_path(1, 64, [True] * 3, [True, False, True]) == "mixed"
     assert gpu_suite.skeleton_path(1, 64, [True, False, True]) == "mixed"
     assert gpu_suite.skeleton_path(1, 64, [False] * 3) == "tiled"
+    assert gpu_suite.row_tiles(3, 0) == "128" and gpu_suite.row_tiles(0, 2) == "64"
+    assert gpu_suite.row_tiles(1, 5) == "128+64" and gpu_suite.row_tiles(0, 0) == ""
     monkeypatch.setenv("SKELETON_CUDA_DIRECT_KERNELS", "1")
     assert gpu_suite.skeleton_path(1, 64, [False] * 3) == "direct"

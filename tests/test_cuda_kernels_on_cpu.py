@@ -247,9 +247,21 @@ def test_runtime_reports_kernel_bugs(simt, case, message):
 TC_CONFIGS = tensor_core_configs(seed=41, count=8) + tensor_core_configs(seed=42, count=4, unit=4)
 
 
+@pytest.fixture(params=["128", "64"], ids=["rows128", "rows64"])
+def gather_rows(request, monkeypatch):
+    """Forces the gather GEMMs' row tile (SKELETON_CUDA_GATHER_ROWS): these small layers would
+    all take 64-row tiles on their own."""
+    monkeypatch.setenv("SKELETON_CUDA_GATHER_ROWS", request.param)
+    return int(request.param)
+
+
+def gather_launches(simt):
+    return dict(zip((128, 64), simt.tensor_core_gather_launches()))
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
 @pytest.mark.parametrize("config", TC_CONFIGS, ids=config_id)
-def test_tensor_core_launchers_match_float64_oracle(simt, config, dtype):
+def test_tensor_core_launchers_match_float64_oracle(simt, config, dtype, gather_rows):
     if not hasattr(simt, "tensor_core_forward"):
         pytest.skip("no CUDA toolkit headers (cuda_bf16.h): the tensor-core file was not built")
     x, weight, _ = make_tensors(config, dtype)
@@ -257,8 +269,13 @@ def test_tensor_core_launchers_match_float64_oracle(simt, config, dtype):
     if not simt.tensor_core_eligible(shape, dtype):
         assert dtype != torch.float32 and (config["cin"] // config["groups"]) % 8, "an eligible layer was refused"
         pytest.skip("channels per group not a multiple of 8: float32 only")
+    before = gather_launches(simt)
     check_layer(simt, config, dtype, torch.channels_last, family="tensor_core",
                 precision="tf32" if dtype == torch.float32 else None)
+    after = gather_launches(simt)
+    assert after[gather_rows] > before[gather_rows] and all(
+        after[rows] == before[rows] for rows in after if rows != gather_rows
+    ), "the forced row tile did not run"
 
 
 
@@ -272,7 +289,7 @@ NCHW_TC_CONFIGS = TC_CONFIGS + [
 @pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "offset-by-one-element"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
 @pytest.mark.parametrize("config", NCHW_TC_CONFIGS, ids=config_id)
-def test_nchw_tensor_core_launchers_match_float64_oracle(simt, config, dtype, offset):
+def test_nchw_tensor_core_launchers_match_float64_oracle(simt, config, dtype, offset, gather_rows):
     """NCHW activations read and written in place (tensor_core_nchw.cuh): element-wise copies, so a
     start that is not 16-byte aligned is fine."""
     if not hasattr(simt, "tensor_core_nchw_forward"):
@@ -299,6 +316,47 @@ def test_nchw_and_channels_last_tensor_cores_agree_bitwise(simt, dtype):
         nchw = run_layer(simt, x, weight, bias, grad_output, config, family="tensor_core_nchw")
         for name, a, b in zip(("output", "grad_input", "grad_weight"), nhwc, nchw):
             assert torch.equal(a, b), f"{name} differs between the layouts ({config_id(config)})"
+
+
+@pytest.mark.parametrize("family", ["tensor_core", "tensor_core_nchw"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_row_tiles_agree_bitwise(simt, dtype, family, monkeypatch):
+    """Every output of a gather GEMM sums the same K steps in the same order with 128-row and with
+    64-row tiles, so which one a layer gets can never change a result bit."""
+    if not hasattr(simt, "tensor_core_forward"):
+        pytest.skip("no CUDA toolkit headers (cuda_bf16.h): the tensor-core file was not built")
+    for config in NCHW_TC_CONFIGS[-1:] + TC_CONFIGS[:3]:
+        x, weight, bias = make_tensors(config, dtype)
+        generator = torch.Generator().manual_seed(3)
+        grad_output = torch.randn(config["n"], config["cout"], *output_size(config), generator=generator).to(dtype)
+        results = {}
+        for rows in ("128", "64"):
+            monkeypatch.setenv("SKELETON_CUDA_GATHER_ROWS", rows)
+            results[rows] = run_layer(simt, x, weight, bias, grad_output, config, family=family)
+        for name, a, b in zip(("output", "grad_input", "grad_weight"), results["128"], results["64"]):
+            assert torch.equal(a, b), f"{name} differs between the row tiles ({config_id(config)})"
+
+
+def test_row_tile_choice(simt, monkeypatch):
+    """128-row tiles while they give every SM at least 8 blocks (two rounds of the 4 resident ones),
+    64-row tiles below; SKELETON_CUDA_GATHER_ROWS forces either, and other values are ignored."""
+    if not hasattr(simt, "tensor_core_gather_rows"):
+        pytest.skip("no CUDA toolkit headers (cuda_bf16.h): the tensor-core file was not built")
+    monkeypatch.delenv("SKELETON_CUDA_GATHER_ROWS", raising=False)
+    sms = 132
+    # rows x n per group -> blocks of 128 rows: ceil(rows / 128) * groups * ceil(n / 64)
+    assert simt.tensor_core_gather_rows(8 * sms * 128, 1, 64, sms) == 128  # exactly 8 blocks per SM
+    assert simt.tensor_core_gather_rows(8 * sms * 128 - 128, 1, 64, sms) == 64  # one block fewer
+    assert simt.tensor_core_gather_rows(4 * sms * 128, 2, 64, sms) == 128  # groups multiply the blocks
+    assert simt.tensor_core_gather_rows(4 * sms * 128, 1, 128, sms) == 128  # so do column tiles
+    assert simt.tensor_core_gather_rows(64 * 56 * 56, 1, 64, sms) == 128  # 64 ch @ 56 x 56, batch 64
+    assert simt.tensor_core_gather_rows(64 * 7 * 7, 1, 512, sms) == 64  # 512 ch @ 7 x 7, batch 64
+    assert simt.tensor_core_gather_rows(64 * 7 * 7, 1, 512, 16) == 128  # ... on a GPU with 16 SMs
+    for forced, expected in (("64", 64), ("128", 128), ("96", 64), ("", 64)):
+        monkeypatch.setenv("SKELETON_CUDA_GATHER_ROWS", forced)
+        assert simt.tensor_core_gather_rows(64 * 7 * 7, 1, 512, sms) == expected
+    monkeypatch.setenv("SKELETON_CUDA_GATHER_ROWS", "64")
+    assert simt.tensor_core_gather_rows(64 * 56 * 56, 1, 64, sms) == 64
 
 
 def test_tensor_cores_refuse_layers_of_2_31_grid_points(simt):

@@ -107,6 +107,15 @@ def nchw_calls():
     return tuple(torch.ops.skeleton_cuda.tensor_core_nchw_calls())
 
 
+ROWS_ENV = "SKELETON_CUDA_GATHER_ROWS"
+ROW_TILES = ["128", "64"]
+
+
+def gather_launches():
+    """Gather-GEMM launches so far with (128-row, 64-row) tiles."""
+    return tuple(torch.ops.skeleton_cuda.tensor_core_gather_launches())
+
+
 CONFIGS = tensor_core_configs(seed=11, count=32)
 FLOAT32_CONFIGS = tensor_core_configs(seed=12, count=12, unit=4)
 LARGE = [
@@ -138,9 +147,11 @@ def run_op_and_check(config, dtype, memory_format, noncontiguous=False):
 @needs_sm80
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)
-def test_matches_float64_oracle(config, dtype, tensor_cores):
-    memory_format = FORMATS[CONFIGS.index(config) % 2]
-    run_op_and_check(config, dtype, memory_format, noncontiguous=CONFIGS.index(config) % 5 == 4)
+def test_matches_float64_oracle(config, dtype, tensor_cores, monkeypatch):
+    # Memory format and gather row tile alternate over the configurations: all four pairs occur.
+    index = CONFIGS.index(config)
+    monkeypatch.setenv(ROWS_ENV, ROW_TILES[(index // 2) % 2])
+    run_op_and_check(config, dtype, FORMATS[index % 2], noncontiguous=index % 5 == 4)
 
 
 @needs_sm80
@@ -152,11 +163,56 @@ def test_float32_channels_in_fours(config, tensor_cores):
 
 
 @needs_sm80
+@pytest.mark.parametrize("rows", ROW_TILES, ids=["rows128", "rows64"])
 @pytest.mark.parametrize("memory_format", FORMATS, ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("config", LARGE, ids=config_id)
-def test_larger_layers(config, dtype, memory_format, tensor_cores):
+def test_larger_layers(config, dtype, memory_format, rows, tensor_cores, monkeypatch):
+    monkeypatch.setenv(ROWS_ENV, rows)
+    before = gather_launches()
     run_op_and_check(config, dtype, memory_format)
+    ran = tuple(b - a for a, b in zip(before, gather_launches()))
+    assert ran[ROW_TILES.index(rows)] > 0 and sum(ran) == ran[ROW_TILES.index(rows)], "the forced row tile did not run"
+
+
+# ---- the gather GEMMs' row tiles (128 or 64 rows, chosen per layer) --------------------------------
+
+
+@needs_sm80
+@pytest.mark.parametrize("memory_format", FORMATS, ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_row_tiles_agree_bitwise(dtype, memory_format, tensor_cores, monkeypatch):
+    # Each output sums the same K steps in the same order with either row tile: the choice, which
+    # depends on the GPU's SM count, must never change a result bit.
+    monkeypatch.setenv("SKELETON_CUDA_TENSOR_CORES_NCHW", "1")  # NCHW: the NCHW kernels for every type
+    for config in LARGE[:2] + CONFIGS[:2]:
+        x, weight, bias = make_tensors(config, dtype, "cuda", memory_format)
+        generator = torch.Generator().manual_seed(1)
+        grad_output = torch.randn(*output_shape(config), generator=generator).to("cuda", dtype)
+        grad_output = grad_output.contiguous(memory_format=memory_format)
+        results = {}
+        for rows in ROW_TILES:
+            monkeypatch.setenv(ROWS_ENV, rows)
+            out, _, grads = forward_and_grads(skeleton_cuda.skeleton_conv2d, x, weight, bias, config, grad_output)
+            results[rows] = [out, *grads]
+        names = ("output", "grad_input", "grad_weight", "grad_bias")
+        for name, a, b in zip(names, *results.values()):
+            assert (a is None and b is None) or torch.equal(a, b), f"{name} differs between the row tiles"
+
+
+@needs_sm80
+def test_row_tile_default(tensor_cores, monkeypatch):
+    # Unforced, a gather GEMM takes 128-row tiles when that gives every SM at least 8 blocks, and
+    # 64-row tiles below (tensor_core_kernels.cu: gather_rows_for).
+    monkeypatch.delenv(ROWS_ENV, raising=False)
+    sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    batch = -(-8 * sms * 128 // (56 * 56))  # 64 channels @ 56 x 56: one column tile, 8 blocks per SM
+    x = torch.randn(batch, 64, 56, 56, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(64, 64, 5, device="cuda", dtype=torch.bfloat16)
+    for images, expected in ((batch, (1, 0)), (1, (0, 1))):
+        before = gather_launches()
+        FORWARD(x[:images], w, None, [1, 1], [1, 1], [1, 1], 1)
+        assert tuple(b - a for a, b in zip(before, gather_launches())) == expected, f"batch {images}"
 
 
 @needs_sm80

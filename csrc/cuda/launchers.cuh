@@ -84,6 +84,10 @@ std::vector<int64_t> tensor_core_calls();
 // Of those, the calls that ran the NCHW kernels (torch.ops.skeleton_cuda.tensor_core_nchw_calls).
 std::vector<int64_t> tensor_core_nchw_calls();
 
+// Gather-GEMM kernel launches (forward, and each residue class of an input gradient) with 128-row
+// and with 64-row tiles (torch.ops.skeleton_cuda.tensor_core_gather_launches).
+std::vector<int64_t> tensor_core_gather_launches();
+
 // ---- shared second pass (partial_sums.cu) -----------------------------------------------------
 
 // Sums a contiguous (S, M) float32 / float64 tensor of per-block partial sums over S, in order

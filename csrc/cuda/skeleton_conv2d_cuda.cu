@@ -268,6 +268,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cuda(
 TORCH_LIBRARY_FRAGMENT(skeleton_cuda, m) {
   m.def("tensor_core_calls() -> int[]", &gpu::tensor_core_calls);
   m.def("tensor_core_nchw_calls() -> int[]", &gpu::tensor_core_nchw_calls);
+  m.def("tensor_core_gather_launches() -> int[]", &gpu::tensor_core_gather_launches);
   m.def("conv_allows_tf32() -> bool", &gpu::conv_allows_tf32);
 }
 

@@ -43,12 +43,27 @@ using gpu::select5;
 constexpr int kThreads = 128;  // 4 warps per block, for both kernels
 constexpr int kStages = 3;     // cp.async pipeline depth
 
-// Gather GEMM (forward and input gradient): C[kBM x kBN] += A[kBM x kBK] * B[kBK x kBN] per step.
+// Gather GEMM (forward and input gradient): C[BM x kBN] += A[BM x kBK] * B[kBK x kBN] per step.
 // Rows are grid points (pixels), columns produced channels, K runs over (active tap, reduced channel).
 // Weight gradient: C[kWM x kWN] += A'[kWM x kWK] * B'[kWK x kWN] per step, with rows (tap, input
 // channel), columns output channels and K running over pixels.
-constexpr int kBM = 128, kBN = 64;
+constexpr int kBN = 64;
 constexpr int kWM = 128, kWN = 64;
+
+// The row tile BM of a gather GEMM, chosen per layer on the host (tensor_core_kernels.cu:
+// gather_rows_for): 128 rows, or 64 for grids too small to give every SM several 128-row blocks.
+// Both run 4 warps in 2 x 2 over the tile, each warp kWarpRows x 32 (kMi m16 tiles by 4 n8 tiles).
+// Each output element sums the same K steps in the same order with either tile, so the choice never
+// changes a result bit (the tests check it).
+template <int BM>
+struct GatherRows {
+  static_assert(BM == 128 || BM == 64, "128- or 64-row tiles");
+  static constexpr int kRows = BM;
+  static constexpr int kWarpRows = BM / 2;
+  static constexpr int kMi = kWarpRows / 16;     // m16 tiles per warp: 4 or 2
+  static constexpr int kLoaderRows = BM / 32;    // channels_last A rows per thread (4 threads per row)
+  static constexpr int kThreadsPerRow = 128 / BM;  // NCHW A loaders per row (each a share of kBK)
+};
 
 // What depends on the element type T: 16-bit types (bf16, fp16: mma.m16n8k16) or float (TF32:
 // mma.m16n8k8). Every tile row holds the same number of BYTES for both, so a 16-bit K step of 32
@@ -61,7 +76,7 @@ struct Tile {
   static_assert(sizeof(T) == 2 || sizeof(T) == 4, "16-bit types or float");
   static constexpr int kVec = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte copy
   static constexpr int kSlice = 2 * kVec;  // K depth of one mma: 16 (m16n8k16) or 8 (m16n8k8.tf32)
-  // Gather GEMM: K steps of 64 bytes of one tap's channels; A [kBM][kBK] and B [kBN][kBK] (both
+  // Gather GEMM: K steps of 64 bytes of one tap's channels; A [BM][kBK] and B [kBN][kBK] (both
   // K-contiguous), padded by 16 bytes per row so that the 8 rows of every ldmatrix 8x8 matrix fall
   // in distinct bank quads (80-byte pitch).
   static constexpr int kBK = 4 * kVec;
@@ -83,21 +98,31 @@ struct Tile {
   static constexpr int kBChunks = kWN / kVec;
   static constexpr int kRowsPerPass = kThreads / kAChunks;
 
-  // Shared memory of one block, in bytes (static, under the 48 KB that needs no opt-in).
-  static constexpr int kGatherSmemA = kStages * kBM * kLdA * static_cast<int>(sizeof(T));
+  // Shared memory of one weight-gradient block, in bytes (static, under the 48 KB that needs no
+  // opt-in); the gather GEMM's depends on its row tile too (GatherSmem).
   static constexpr int kGatherSmemB = kStages * kBN * kLdB * static_cast<int>(sizeof(T));
-  static constexpr int kGatherSmemBytes = kGatherSmemA + kGatherSmemB + kBM * 8;  // + destination offsets
   static constexpr int kWgradSmemA = kStages * kWK * kLdWA * static_cast<int>(sizeof(T));
   static constexpr int kWgradSmemBytes = kWgradSmemA + kStages * kWK * kLdWB * static_cast<int>(sizeof(T));
 
-  static_assert(kGatherSmemBytes <= 48 * 1024 && kWgradSmemBytes <= 48 * 1024, "static shared memory");
-  static_assert(kBM * kLdC * static_cast<int>(sizeof(T)) <= kGatherSmemA + kGatherSmemB,
-                "the epilogue tile reuses the A and B stages");
-  static_assert(kGatherSmemA % 16 == 0 && (kGatherSmemA + kGatherSmemB) % 16 == 0, "alignment");
-  static_assert(kThreads == kBM, "one destination row per thread in the gather GEMM prologue");
-  static_assert(kBK / kVec == 4 && kBN == kThreads / 2, "gather loader map: 4 A rows and 2 B rows per thread");
+  static_assert(kWgradSmemBytes <= 48 * 1024, "static shared memory");
+  static_assert(kGatherSmemB % 16 == 0, "alignment");
+  static_assert(kBK / kVec == 4 && kBN == kThreads / 2, "gather loader map: 4 threads per A row, 2 B rows per thread");
   static_assert(kRowsPerPass * 4 == kWK && kAChunks == 2 * kBChunks, "weight-gradient loader map");
   static_assert(kBK % kSlice == 0 && kWK % kSlice == 0, "whole mma steps");
+};
+
+// Shared memory of a channels_last gather-GEMM block with BM-row tiles: A stages, B stages, and
+// the destination offsets of the rows; the epilogue stages the result tile over A and B.
+template <typename T, int BM>
+struct GatherSmem {
+  using Tl = Tile<T>;
+  static constexpr int kA = kStages * BM * Tl::kLdA * static_cast<int>(sizeof(T));
+  static constexpr int kB = Tl::kGatherSmemB;
+  static constexpr int kBytes = kA + kB + BM * 8;
+  static_assert(kBytes <= 48 * 1024, "static shared memory");
+  static_assert(BM * Tl::kLdC * static_cast<int>(sizeof(T)) <= kA + kB, "the epilogue tile reuses the A and B stages");
+  static_assert(kA % 16 == 0, "alignment");
+  static_assert(BM <= kThreads, "one destination row per thread in the gather GEMM prologue");
 };
 
 // The element count that channel counts must be multiples of (one 16-byte copy).
@@ -112,7 +137,7 @@ constexpr int kChunkQuantum = 32;
 // dst[dst pixel][g * n + j] = bias[g * n + j] + sum over active taps a and c < k of
 //                             src[source pixel of tap a][g * k + c] * weight[g][tap[a]][c][j]
 // src and dst are channels_last-contiguous (pixel-major) with src_ld and dst_ld channels per pixel;
-// weight is packed [groups][5][n][k] (K-contiguous, like A). Block b covers rows [m_tile * kBM, +kBM) of group g and
+// weight is packed [groups][5][n][k] (K-contiguous, like A). Block b covers rows [m_tile * BM, +BM) of group g and
 // columns [n_tile * kBN, +kBN), with b = (m_tile * groups + g) * n_tiles + n_tile.
 template <typename T>
 struct GatherGemmParams {
@@ -164,8 +189,9 @@ inline void finish_gather_params(GatherGemmParams<T>& p) {
   p.n_tiles = static_cast<int>(ceil_div64(p.n, kBN));
 }
 
-inline int64_t gather_blocks(int64_t rows, int64_t groups, int64_t n) {
-  return ceil_div64(rows, kBM) * groups * ceil_div64(n, kBN);
+// Blocks of a gather GEMM with row tiles of `tile_rows` (128 or 64).
+inline int64_t gather_blocks(int64_t rows, int64_t groups, int64_t n, int tile_rows) {
+  return ceil_div64(rows, tile_rows) * groups * ceil_div64(n, kBN);
 }
 
 // Fills the tap offsets, tile counts and the pixel step of a weight gradient.
@@ -193,10 +219,11 @@ inline int64_t wgrad_blocks(int64_t chunks, int64_t groups, int64_t k, int64_t n
 
 // ---- small helpers for the block bodies -----------------------------------------------------------
 
-// A warp's 4 x 4 mma tiles of 4 fp32 accumulators each, zeroed.
-SKC_HOST_DEVICE void zero_accumulators(float (&acc)[4][4][4]) {
+// A warp's MI x 4 mma tiles of 4 fp32 accumulators each, zeroed.
+template <int MI>
+SKC_HOST_DEVICE void zero_accumulators(float (&acc)[MI][4][4]) {
 #pragma unroll
-  for (int mi = 0; mi < 4; ++mi)
+  for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
     for (int ni = 0; ni < 4; ++ni)
 #pragma unroll
@@ -406,11 +433,11 @@ SKC_DEVICE void load_weight_tile(T* b_stage, const GatherGemmParams<T>& p, int g
   }
 }
 
-// The MMA of one gather-GEMM K step: the warp's 64 x 32 tile over the kBK channels of the step, of
-// which `k_left` exist (an mma slice past them holds only zeros and is skipped; warp-uniform). B is
-// [column][k]; A is [row][k], or [k][row] when kATransposed (tensor_core_nchw.cuh).
-template <class Arch, typename T, bool kATransposed>
-SKC_DEVICE void gather_step_mma(float (&acc)[4][4][4], const T* a_stage, int lda, const T* b_stage, int ldb,
+// The MMA of one gather-GEMM K step: the warp's (16 MI) x 32 tile over the kBK channels of the step,
+// of which `k_left` exist (an mma slice past them holds only zeros and is skipped; warp-uniform). B
+// is [column][k]; A is [row][k], or [k][row] when kATransposed (tensor_core_nchw.cuh).
+template <class Arch, typename T, bool kATransposed, int MI>
+SKC_DEVICE void gather_step_mma(float (&acc)[MI][4][4], const T* a_stage, int lda, const T* b_stage, int ldb,
                                 int warp_m, int warp_n, int k_left, int lane) {
 #pragma unroll
   for (int k0 = 0; k0 < Tile<T>::kBK; k0 += Tile<T>::kSlice) {
@@ -418,7 +445,7 @@ SKC_DEVICE void gather_step_mma(float (&acc)[4][4][4], const T* a_stage, int lda
       uint32_t b_frag[4][2];
       load_b_fragments<Arch>(b_frag, b_stage, ldb, warp_n, k0, lane);
 #pragma unroll
-      for (int mi = 0; mi < 4; ++mi) {
+      for (int mi = 0; mi < MI; ++mi) {
         uint32_t a[4];
         if constexpr (kATransposed) {
           load_a_fragment_transposed<Arch>(a, a_stage, lda, warp_m + mi * 16, k0, lane);
@@ -461,10 +488,11 @@ SKC_DEVICE void store_wgrad_tile(const WgradParams<T>& p, const float (&acc)[4][
 // tap-major (k_chunks steps per tap). load_a(a_stage, roff, coff, c0) fills the A stage of a step
 // (tap offsets roff / coff, channels c0 .. c0 + kBK), writing every slot the MMA reads, zeros where
 // the gather falls outside the image, past the last row or past the channel count; this loads the
-// weights (B) and runs the warp's MMA into acc. Returns as run_pipeline does.
-template <class Arch, typename T, bool kATransposed, typename LoadA>
-SKC_DEVICE void gather_mainloop(const GatherGemmParams<T>& p, float (&acc)[4][4][4], T* As, int a_stage_size, int lda,
-                                T* Bs, int g, int n0, int tid, LoadA&& load_a) {
+// weights (B) and runs the warp's MMA into acc (warp w: rows (w / 2) * 16 MI, columns (w % 2) * 32).
+// Returns as run_pipeline does.
+template <class Arch, typename T, bool kATransposed, int MI, typename LoadA>
+SKC_DEVICE void gather_mainloop(const GatherGemmParams<T>& p, float (&acc)[MI][4][4], T* As, int a_stage_size,
+                                int lda, T* Bs, int g, int n0, int tid, LoadA&& load_a) {
   constexpr int kBK = Tile<T>::kBK, kLdB = Tile<T>::kLdB;
   int load_tap = 0, load_chunk = 0;  // the next K step to load: active tap, kBK-channel chunk
   auto load_step = [&](int stage) {
@@ -481,55 +509,60 @@ SKC_DEVICE void gather_mainloop(const GatherGemmParams<T>& p, float (&acc)[4][4]
   int compute_chunk = 0;  // of the step computed next
   run_pipeline<Arch>(p.map.num_taps * p.k_chunks, load_step, [&](int stage) {
     gather_step_mma<Arch, T, kATransposed>(acc, As + stage * a_stage_size, lda, Bs + stage * (kBN * kLdB), kLdB,
-                                           (warp / 2) * 64, (warp % 2) * 32, p.k - compute_chunk * kBK, lane);
+                                           (warp / 2) * (16 * MI), (warp % 2) * 32, p.k - compute_chunk * kBK, lane);
     compute_chunk = compute_chunk + 1 == p.k_chunks ? 0 : compute_chunk + 1;
   });
 }
 
 // ---- the gather GEMM block body ---------------------------------------------------------------------
 //
-// Thread roles (tid = 0..127, warp = tid / 32, lane = tid % 32):
-//   destination row      : row tid of the tile (its destination offset goes to shared memory)
-//   A loader (gather)    : rows tid / 4 + 32 * i (i = 0..3), 16-byte chunk tid % 4 of the kBK channels
+// Thread roles (tid = 0..127, warp = tid / 32, lane = tid % 32), for BM-row tiles (GatherRows<BM>):
+//   destination row      : row tid < BM of the tile (its destination offset goes to shared memory)
+//   A loader (gather)    : rows tid / 4 + 32 * i (i < BM / 32), 16-byte chunk tid % 4 of the kBK channels
 //   B loader (weights)   : columns tid / 4 + 32 * i (i = 0..1), the same chunk of their kBK channels
-//   MMA                  : warp tile 64 x 32 at rows 64 * (warp / 2), columns 32 * (warp % 2):
-//                          4 x 4 mma per K slice (2 slices per step), 64 fp32 accumulators per thread
+//   MMA                  : warp tile (BM / 2) x 32 at rows (BM / 2) * (warp / 2), columns 32 * (warp % 2):
+//                          (BM / 32) x 4 mma per K slice (2 slices per step), BM / 2 fp32 accumulators
+//                          per thread
 //   epilogue             : tile staged through shared memory, 16-byte coalesced stores per pixel
-template <typename T, class Arch>
+template <typename T, int BM, class Arch>
 SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* smem, int tid, int64_t block) {
   using Tl = Tile<T>;
-  constexpr int kVec = Tl::kVec, kLdA = Tl::kLdA, kLdC = Tl::kLdC;
-  T* const As = reinterpret_cast<T*>(smem);                                        // [kStages][kBM][kLdA]
-  T* const Bs = reinterpret_cast<T*>(smem + Tl::kGatherSmemA);                     // [kStages][kBN][kLdB]
-  int64_t* const dst_offset = reinterpret_cast<int64_t*>(smem + Tl::kGatherSmemA + Tl::kGatherSmemB);  // [kBM]
-  T* const Cs = As;                                              // [kBM][kLdC], epilogue (over A and B)
+  using Rows = GatherRows<BM>;
+  using Smem = GatherSmem<T, BM>;
+  constexpr int kVec = Tl::kVec, kLdA = Tl::kLdA, kLdC = Tl::kLdC, kMi = Rows::kMi;
+  T* const As = reinterpret_cast<T*>(smem);                                 // [kStages][BM][kLdA]
+  T* const Bs = reinterpret_cast<T*>(smem + Smem::kA);                      // [kStages][kBN][kLdB]
+  int64_t* const dst_offset = reinterpret_cast<int64_t*>(smem + Smem::kA + Smem::kB);  // [BM]
+  T* const Cs = As;                                              // [BM][kLdC], epilogue (over A and B)
 
-  const GatherTile tile = gather_tile(block, p.n_tiles, p.groups, kBM, kBN);
+  const GatherTile tile = gather_tile(block, p.n_tiles, p.groups, BM, kBN);
   const int g = tile.g, n0 = tile.n0;
   const int64_t m0 = tile.m0;
   const GatherMap& map = p.map;
 
   // Destination offset of tile row tid: element offset of channel g * n + n0 of its pixel, or -1.
-  dst_offset[tid] = destination_offset(map, m0 + tid, p.rows, p.dst_ld, int64_t{g} * p.n + n0);
+  if (tid < BM) {
+    dst_offset[tid] = destination_offset(map, m0 + tid, p.rows, p.dst_ld, int64_t{g} * p.n + n0);
+  }
 
   // The A loader's rows: source image base (in pixels) and the (row, column) of the grid point's
   // tap-less source position; a tap adds its offset. Rows past the end never load (row_ok).
   const int a_chunk = tid % 4;
-  GatherRow a_rows[4];
+  GatherRow a_rows[Rows::kLoaderRows];
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < Rows::kLoaderRows; ++i) {
     a_rows[i] = gather_row(map, m0 + tid / 4 + 32 * i, p.rows);
   }
   const int src_h = static_cast<int>(map.src_h), src_w = static_cast<int>(map.src_w);
   const T* const src_group = p.src + int64_t{g} * p.k + a_chunk * kVec;
 
-  float acc[4][4][4];
-  gather_mainloop<Arch, T, false>(p, acc, As, kBM * kLdA, kLdA, Bs, g, n0, tid,
+  float acc[kMi][4][4];
+  gather_mainloop<Arch, T, false>(p, acc, As, BM * kLdA, kLdA, Bs, g, n0, tid,
                                   [&](T* a_stage, int roff, int coff, int c0) {
     T* const a_dst = a_stage + (tid / 4) * kLdA + a_chunk * kVec;
     const bool chan_ok = c0 + a_chunk * kVec < p.k;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < Rows::kLoaderRows; ++i) {
       const int y = a_rows[i].y + roff, x = a_rows[i].x + coff;
       const bool ok = chan_ok && a_rows[i].ok && y >= 0 && y < src_h && x >= 0 && x < src_w;
       const T* src = p.src;
@@ -540,7 +573,7 @@ SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* s
     }
   });
   const int warp = tid / 32, lane = tid % 32;
-  const int warp_m = (warp / 2) * 64, warp_n = (warp % 2) * 32;
+  const int warp_m = (warp / 2) * Rows::kWarpRows, warp_n = (warp % 2) * 32;
 
   // Epilogue. All copies landed and, after the barrier, no warp reads the stages any more: stage the
   // tile, with the bias, as T in shared memory over the stages.
@@ -555,7 +588,7 @@ SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* s
       bias1 = Arch::to_float(p.bias[int64_t{g} * p.n + n0 + col + 1]);
     }
 #pragma unroll
-    for (int mi = 0; mi < 4; ++mi) {
+    for (int mi = 0; mi < kMi; ++mi) {
       const int row = warp_m + mi * 16 + group_row;
       Arch::template store_pair<T>(Cs + row * kLdC + col, acc[mi][ni][0] + bias0, acc[mi][ni][1] + bias1);
       Arch::template store_pair<T>(Cs + (row + 8) * kLdC + col, acc[mi][ni][2] + bias0, acc[mi][ni][3] + bias1);
@@ -564,7 +597,7 @@ SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* s
   Arch::sync_threads();
   // kBN / kVec chunks of 16 bytes per row: consecutive threads write consecutive chunks of a pixel.
 #pragma unroll
-  for (int it = 0; it < kBM * kBN / kVec / kThreads; ++it) {
+  for (int it = 0; it < BM * kBN / kVec / kThreads; ++it) {
     const int idx = tid + it * kThreads;
     const int row = idx / (kBN / kVec), chunk = idx % (kBN / kVec);
     const int64_t offset = dst_offset[row];

@@ -38,9 +38,16 @@
 //   whereas a 128-wide tile would idle half the tensor cores on 64-channel layers; M = 128 reuses
 //   every B fragment over 4 m16 tiles and every A fragment over 4 n8 tiles (ldmatrix : mma = 6 : 16
 //   per slice); 4 warps keep the block small enough for several blocks per SM, which hides the
-//   gather latency that a deeper pipeline would otherwise have to. Grid: one linear x dimension, block = (m_tile * groups + g) * n_tiles + n_tile, so the blocks
+//   gather latency that a deeper pipeline would otherwise have to.
+//   Small grids take 64 x 64 tiles instead (4 warps of 32 x 32, 2 x 4 mma per slice, 32
+//   accumulators, ldmatrix : mma = 4 : 8): the late layers of a network (256 @ 14, 512 @ 7 at batch
+//   64: 392 and 200 blocks of 128 rows) give an H100's 132 SMs one to three 4-warp blocks each,
+//   too few warps to hide the gather. The host picks per GEMM (gather_rows_for): 128 rows while
+//   that gives every SM at least 8 blocks, 64 below; SKELETON_CUDA_GATHER_ROWS forces either. Each
+//   output sums the same K steps in the same order with both, so results are bitwise the same.
+//   Grid: one linear x dimension, block = (m_tile * groups + g) * n_tiles + n_tile, so the blocks
 //   that read the same pixels (other column tiles, other groups) run side by side and share L2.
-//   A (gathered activations): each thread owns 4 rows x one 16-byte chunk of the kBK channels; the
+//   A (gathered activations): each thread owns 4 rows (2 with 64-row tiles) x one 16-byte chunk of the kBK channels; the
 //   grid point -> source pixel math (two 64-bit divisions) runs once per row per block, a K step only
 //   adds the tap's offsets and tests the image bounds. cp.async.cg 16-byte copies, src-size 0 (zero
 //   fill, nothing read) for taps outside the image, rows past M and channels past K_ch.
@@ -85,10 +92,12 @@
 // The addressing that follows from these is written out, with the matrix order, next to each
 // ldmatrix in tensor_core_gemm.cuh.
 //
-// Resources (nvcc 13.0, -O3, -Xptxas -v, sm_90): gather GEMM 128 registers for bf16, fp16 and float
+// Resources (nvcc 13.0, -O3, -Xptxas -v, sm_90): gather GEMM 127 registers for bf16, fp16 and float
 // (capped by __launch_bounds__(128, 4)), 47104 B static shared memory; weight gradient 128 registers,
 // 39936 B; no stack frame, no spills. 128 threads x 128 registers and 46 KB allow 4 blocks (16 warps)
-// per SM on an H100 (on an A100's 164 KB, 3). The NCHW bodies: gather GEMM 119 registers (float),
+// per SM on an H100 (on an A100's 164 KB, 3). With 64-row tiles the gather GEMM takes 77 registers
+// and 31232 B (NCHW: 77 float, 80 16-bit; 29696 B): 6 blocks (24 warps) per SM, as its
+// __launch_bounds__(128, 6) asks. The NCHW bodies: gather GEMM 119 registers (float),
 // 128 (16-bit), 42496 B; weight gradient 124 (float) and 128 (16-bit), 48128 B (under 48 KB: still
 // static); no spills (on sm_80 the NCHW weight gradient took 130 and 155). No kernel here calls the
 // 64-bit division subroutine: rows and pixels are split by FastDivmod (index_division.cuh). (Loading all four A
@@ -118,7 +127,8 @@
 //  2. The fragment layouts on real hardware (bf16, fp16 and TF32): a wrong ldmatrix/mma mapping
 //     shows as errors of order 1 in the oracle tests, not as rounding.
 //  3. Speed against cuDNN 3x3 (nn.Conv2d) and the tiled kernels, per pass, on layers that fill
-//     the chip; then tune: tile shape (128x128 with 8 warps for wide layers), stages (3 vs 4),
+//     the chip; then tune: the 128 / 64-row threshold (runbook stages bench-tc-rows128 and
+//     bench-tc-rows64), tile shape (128x128 with 8 warps for wide layers), stages (3 vs 4),
 //     chunk count of the weight gradient, and possibly swizzled instead of padded shared memory.
 //     Known costs to weigh: the weight is re-packed every call (a small permute copy); NCHW runs in
 //     place, but the 16-bit NCHW bodies gather with plain loads (compare with
@@ -141,6 +151,8 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "common.cuh"
@@ -173,14 +185,19 @@ using KernelArch = tc::DeviceArch;
 // architecture the kernel was actually compiled for).
 // (128 threads, 4 blocks per SM): caps the gather GEMM at 128 registers, which it fits without a
 // spill on sm_80 and sm_90 (uncapped, sm_80 takes 146 and only 3 blocks fit). The weight gradient is
-// left uncapped: the cap makes it spill.
-template <typename T>
-__global__ void __launch_bounds__(tc::kThreads, 4) tc_gather_gemm_kernel(const tc::GatherGemmParams<T> p) {
+// left uncapped: the cap makes it spill. The 64-row gather tile (half the accumulators) is asked
+// for kGatherMinBlocks<64> blocks.
+template <int BM>
+constexpr int kGatherMinBlocks = BM == 128 ? 4 : 6;
+
+template <typename T, int BM>
+__global__ void __launch_bounds__(tc::kThreads, kGatherMinBlocks<BM>) tc_gather_gemm_kernel(
+    const tc::GatherGemmParams<T> p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();
 #else
-  __shared__ __align__(16) unsigned char smem[tc::Tile<T>::kGatherSmemBytes];
-  tc::gather_gemm_block<T, KernelArch>(p, smem, static_cast<int>(threadIdx.x), static_cast<int64_t>(blockIdx.x));
+  __shared__ __align__(16) unsigned char smem[tc::GatherSmem<T, BM>::kBytes];
+  tc::gather_gemm_block<T, BM, KernelArch>(p, smem, static_cast<int>(threadIdx.x), static_cast<int64_t>(blockIdx.x));
 #endif
 }
 
@@ -195,14 +212,15 @@ __global__ void __launch_bounds__(tc::kThreads) tc_wgrad_kernel(const tc::WgradP
 }
 
 // The bodies for contiguous NCHW activations (tensor_core_nchw.cuh), under the same bounds.
-template <typename T>
-__global__ void __launch_bounds__(tc::kThreads, 4) tc_gather_gemm_nchw_kernel(const tc::GatherGemmParams<T> p) {
+template <typename T, int BM>
+__global__ void __launch_bounds__(tc::kThreads, kGatherMinBlocks<BM>) tc_gather_gemm_nchw_kernel(
+    const tc::GatherGemmParams<T> p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();
 #else
-  __shared__ __align__(16) unsigned char smem[tc::NchwTile<T>::kGatherSmemBytes];
-  tc::gather_gemm_block_nchw<T, KernelArch>(p, smem, static_cast<int>(threadIdx.x),
-                                            static_cast<int64_t>(blockIdx.x));
+  __shared__ __align__(16) unsigned char smem[tc::NchwGatherSmem<T, BM>::kBytes];
+  tc::gather_gemm_block_nchw<T, BM, KernelArch>(p, smem, static_cast<int>(threadIdx.x),
+                                                static_cast<int64_t>(blockIdx.x));
 #endif
 }
 
@@ -211,7 +229,7 @@ __global__ void __launch_bounds__(tc::kThreads) tc_wgrad_nchw_kernel(const tc::W
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();
 #else
-  __shared__ __align__(16) unsigned char smem[tc::NchwTile<T>::kWgradSmemBytes];
+  __shared__ __align__(16) unsigned char smem[tc::NchwWgradSmem<T>::kBytes];
   tc::wgrad_block_nchw<T, KernelArch>(p, smem, static_cast<int>(threadIdx.x), static_cast<int64_t>(blockIdx.x));
 #endif
 }
@@ -326,7 +344,7 @@ bool device_supported(c10::DeviceIndex device) {
   if (cudaGetDevice(&current) == cudaSuccess && current == device &&
       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 8) {
     cudaFuncAttributes gather{}, wgrad{};
-    ok = cudaFuncGetAttributes(&gather, tc_gather_gemm_kernel<__nv_bfloat16>) == cudaSuccess &&
+    ok = cudaFuncGetAttributes(&gather, tc_gather_gemm_kernel<__nv_bfloat16, 128>) == cudaSuccess &&
          cudaFuncGetAttributes(&wgrad, tc_wgrad_kernel<__nv_bfloat16>) == cudaSuccess && gather.binaryVersion >= 80 &&
          wgrad.binaryVersion >= 80;
   }
@@ -338,17 +356,76 @@ bool device_supported(c10::DeviceIndex device) {
 #endif
 }
 
+// Streaming multiprocessors of the current device (cached per device); under the CPU runtime, an
+// H100's 132.
+int64_t multiprocessors(c10::DeviceIndex device) {
+#if defined(SKELETON_SIMT_EMULATOR)
+  (void)device;
+  return 132;
+#else
+  static std::array<std::atomic<int>, 256> cache{};  // 0: not asked yet
+  const int index = static_cast<int>(device);
+  if (index < 0 || index >= static_cast<int>(cache.size())) {
+    return 1;
+  }
+  int count = cache[index].load(std::memory_order_relaxed);
+  if (count == 0) {
+    if (cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, index) != cudaSuccess || count <= 0) {
+      (void)cudaGetLastError();
+      return 1;
+    }
+    cache[index].store(count, std::memory_order_relaxed);
+  }
+  return count;
+#endif
+}
+
+// 128-row blocks per SM below which a gather GEMM takes 64-row tiles: two rounds of the 4 that are
+// resident at once. Under that, a 128-row grid leaves SMs with too few warps to hide the gather's
+// latency (or idle), and the 64-row grid has twice the blocks at the cost of loading each weight
+// tile twice as often. A starting point, not a measurement: the threshold is for a GPU to tune
+// (the runbook's bench-tc-rows stages run the suite with each tile forced).
+constexpr int64_t kBlocksPerSmFor128Rows = 8;
+
+// The row tile of a gather GEMM of `rows` x `n` per group on a device with `sms` SMs.
+// SKELETON_CUDA_GATHER_ROWS=128 or =64 forces one (read at every call, for tests and benchmarks;
+// any other value is ignored). Either tile gives bitwise the same result (tc::GatherRows).
+int gather_rows_for(int64_t rows, int64_t groups, int64_t n, int64_t sms) {
+  const char* flag = std::getenv("SKELETON_CUDA_GATHER_ROWS");
+  if (flag != nullptr && std::strcmp(flag, "128") == 0) {
+    return 128;
+  }
+  if (flag != nullptr && std::strcmp(flag, "64") == 0) {
+    return 64;
+  }
+  return tc::gather_blocks(rows, groups, n, 128) >= kBlocksPerSmFor128Rows * sms ? 128 : 64;
+}
+
+// Gather-GEMM launches by row tile: 128 rows, 64 rows (torch.ops.skeleton_cuda.
+// tensor_core_gather_launches).
+std::array<std::atomic<int64_t>, 2> g_gather_launches{};
+
+template <typename T, int BM>
+void launch_gather_rows(const tc::GatherGemmParams<T>& p, Layout layout) {
+  const int64_t blocks = tc::gather_blocks(p.rows, p.groups, p.n, BM);
+  TORCH_CHECK(blocks <= INT32_MAX, "skeleton_conv2d (tensor cores): too many blocks (", blocks, ")");
+  if (layout == Layout::kNchw) {
+    launch(tc_gather_gemm_nchw_kernel<T, BM>, dim3(static_cast<unsigned>(blocks)), dim3(tc::kThreads), p);
+  } else {
+    launch(tc_gather_gemm_kernel<T, BM>, dim3(static_cast<unsigned>(blocks)), dim3(tc::kThreads), p);
+  }
+  g_gather_launches[BM == 128 ? 0 : 1].fetch_add(1, std::memory_order_relaxed);
+}
+
 template <typename T>
-void launch_gather(const tc::GatherGemmParams<T>& p, Layout layout) {
+void launch_gather(const tc::GatherGemmParams<T>& p, Layout layout, c10::DeviceIndex device) {
   if (p.rows == 0) {
     return;
   }
-  const int64_t blocks = tc::gather_blocks(p.rows, p.groups, p.n);
-  TORCH_CHECK(blocks <= INT32_MAX, "skeleton_conv2d (tensor cores): too many blocks (", blocks, ")");
-  if (layout == Layout::kNchw) {
-    launch(tc_gather_gemm_nchw_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(tc::kThreads), p);
+  if (gather_rows_for(p.rows, p.groups, p.n, multiprocessors(device)) == 128) {
+    launch_gather_rows<T, 128>(p, layout);
   } else {
-    launch(tc_gather_gemm_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(tc::kThreads), p);
+    launch_gather_rows<T, 64>(p, layout);
   }
 }
 
@@ -377,8 +454,8 @@ bool tensor_core_eligible(const ConvShape& s, at::ScalarType dtype, c10::DeviceI
     return false;
   }
   const int64_t in_pixels = s.batch * s.in_h * s.in_w, out_pixels = s.batch * s.out_h * s.out_w;
-  if (tc::gather_blocks(out_pixels, s.groups, cout_g) > INT32_MAX ||
-      tc::gather_blocks(in_pixels, s.groups, cin_g) > INT32_MAX) {
+  if (tc::gather_blocks(out_pixels, s.groups, cout_g, 64) > INT32_MAX ||  // the larger grid of the two tiles
+      tc::gather_blocks(in_pixels, s.groups, cin_g, 64) > INT32_MAX) {
     return false;
   }
   if (out_pixels > 0) {
@@ -410,7 +487,7 @@ void forward_in(Layout layout, const at::Tensor& x, const at::Tensor& w, const a
     p.weight = data<T>(packed);
     p.bias = b.defined() ? data<T>(b) : nullptr;
     tc::finish_gather_params(p);
-    launch_gather(p, layout);
+    launch_gather(p, layout, x.device().index());
   });
   count_call(0, layout);
 }
@@ -431,7 +508,7 @@ void input_grad_in(Layout layout, const at::Tensor& dy, const at::Tensor& w, at:
       p.dst = mutable_data<T>(dx);
       p.weight = data<T>(packed);
       tc::finish_gather_params(p);
-      launch_gather(p, layout);
+      launch_gather(p, layout, dy.device().index());
     }
   });
   count_call(1, layout);
@@ -511,6 +588,10 @@ std::vector<int64_t> tensor_core_calls() {
 
 std::vector<int64_t> tensor_core_nchw_calls() {
   return {g_nchw_calls[0].load(), g_nchw_calls[1].load(), g_nchw_calls[2].load()};
+}
+
+std::vector<int64_t> tensor_core_gather_launches() {
+  return {g_gather_launches[0].load(), g_gather_launches[1].load()};
 }
 
 }  // namespace gpu

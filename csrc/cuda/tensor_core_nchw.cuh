@@ -8,8 +8,9 @@
 // (tensor_core_gemm.cuh); only the activation side changes, because in NCHW a pixel's channels are
 // a plane apart and a channel's pixels are contiguous:
 //   - gather GEMM (forward, input gradient): A is stored [k][row] (rows = pixels contiguous): thread
-//     tid owns tile row tid and copies its kBK channels, so the 32 lanes of a warp copy 32
-//     consecutive grid points of one channel (coalesced along image rows). The fragments come from
+//     tid owns tile row tid % BM and copies its kBK channels (half of them each, two threads per
+//     row, with 64-row tiles), so the 32 lanes of a warp copy 32 consecutive grid points of one
+//     channel (coalesced along image rows). The fragments come from
 //     the [k][row] tile as the channels_last weight gradient reads its tiles (ldmatrix.trans for
 //     16-bit types, 32-bit shared loads for float); the results go from the accumulators straight
 //     to NCHW memory,
@@ -40,37 +41,49 @@ namespace skeleton_cuda {
 namespace gpu {
 namespace tc {
 
-// Shared-memory geometry of the NCHW bodies, the same in bytes for every type (a K step is 64 bytes
-// of channels, or of pixels). Gather GEMM: A [kStages][kBK][kLdA] (pitch kBM + 8 elements: 272 bytes
-// for 16-bit types, conflict-free for ldmatrix.trans, and 136 words for float, 8 banks modulo 32 for
-// the 32-bit fragment loads), B as in Tile<T>, destination offsets. Weight gradient: A'
-// [kStages][kWM][kLdW] and B' [kStages][kWN][kLdW] with the 80-byte pitch of the channels_last A
-// and B tiles (conflict-free ldmatrix), and the row table.
-template <typename T>
-struct NchwTile {
+// Shared-memory geometry of the NCHW gather GEMM with BM-row tiles, the same in bytes for every type
+// (a K step is 64 bytes of channels): A [kStages][kBK][kLdA] (pitch BM + 8 elements: 272 or 144
+// bytes for 16-bit types, conflict-free for ldmatrix.trans, and 136 or 72 words for float, 8 banks
+// modulo 32 for the 32-bit fragment loads), B as in Tile<T>, destination offsets.
+template <typename T, int BM>
+struct NchwGatherSmem {
   using Tl = Tile<T>;
   static constexpr int kElem = static_cast<int>(sizeof(T));
   static constexpr int kBK = Tl::kBK;  // 32 16-bit channels or 16 floats
-  static constexpr int kLdA = kBM + 8;
-  static constexpr int kGatherSmemA = kStages * kBK * kLdA * kElem;
-  static constexpr int kGatherSmemB = Tl::kGatherSmemB;
-  static constexpr int kGatherSmemBytes = kGatherSmemA + kGatherSmemB + kBM * 8;
+  static constexpr int kLdA = BM + 8;
+  static constexpr int kA = kStages * kBK * kLdA * kElem;
+  static constexpr int kB = Tl::kGatherSmemB;
+  static constexpr int kBytes = kA + kB + BM * 8;
+  // Loader map: kThreadsPerRow threads per A row, each copying kShare of the kBK channels.
+  static constexpr int kShare = kBK / GatherRows<BM>::kThreadsPerRow;
 
+  static_assert(kBytes <= 48 * 1024, "static shared memory");
+  static_assert(kA % 16 == 0 && kLdA * kElem % 16 == 0, "alignment");
+  static_assert(kThreads % BM == 0, "whole threads per A row");
+  static_assert(kBK == 2 * Tl::kSlice, "two mma slices per K step");
+};
+
+// Shared-memory geometry of the NCHW weight gradient, the same in bytes for every type (a K step is
+// 64 bytes of pixels): A' [kStages][kWM][kLdW] and B' [kStages][kWN][kLdW] with the 80-byte pitch
+// of the channels_last A and B tiles (conflict-free ldmatrix), and the row table.
+template <typename T>
+struct NchwWgradSmem {
+  using Tl = Tile<T>;
+  static constexpr int kElem = static_cast<int>(sizeof(T));
   static constexpr int kWK = Tl::kWK;  // 32 or 16 pixels
   static constexpr int kLdW = kWK + Tl::kVec;
-  static constexpr int kWgradSmemA = kStages * kWM * kLdW * kElem;
-  static constexpr int kWgradSmemB = kStages * kWN * kLdW * kElem;
-  static constexpr int kWgradSmemBytes = kWgradSmemA + kWgradSmemB + kWM * 16;  // + the row table
+  static constexpr int kA = kStages * kWM * kLdW * kElem;
+  static constexpr int kB = kStages * kWN * kLdW * kElem;
+  static constexpr int kBytes = kA + kB + kWM * 16;  // + the row table
   // Loader map of the weight gradient: kWK pixel lanes, kThreads / kWK row groups (4 or 8).
   static constexpr int kRowGroups = kThreads / kWK;
 
-  static_assert(kGatherSmemBytes <= 48 * 1024 && kWgradSmemBytes <= 48 * 1024, "static shared memory");
-  static_assert(kGatherSmemA % 16 == 0 && kWgradSmemA % 16 == 0 && kWgradSmemB % 16 == 0, "alignment");
-  static_assert(kLdW * kElem == 80 && kLdA * kElem % 16 == 0, "pitches");
-  static_assert(kThreads == kBM, "one A row per thread in the gather GEMM");
+  static_assert(kBytes <= 48 * 1024, "static shared memory");
+  static_assert(kA % 16 == 0 && kB % 16 == 0, "alignment");
+  static_assert(kLdW * kElem == 80, "pitch");
   static_assert(kWM % kRowGroups == 0 && kWN % kRowGroups == 0 && kWK * kElem == 64, "weight-gradient loader map");
   static_assert(kThreads == kWM, "one row-table entry per thread");
-  static_assert(kBK == 2 * Tl::kSlice && kWK == 2 * Tl::kSlice, "two mma slices per K step");
+  static_assert(kWK == 2 * Tl::kSlice, "two mma slices per K step");
 };
 
 // Copies of N single elements of an NCHW activation into shared memory, element i going to
@@ -111,62 +124,72 @@ constexpr int kCopyBatch = 16;
 // ---- the gather GEMM (forward, input gradient) -----------------------------------------------------
 //
 // p as for gather_gemm_block, with src and dst contiguous NCHW: src_ld and dst_ld are the channel
-// counts of the source and destination images.
-template <typename T, class Arch>
+// counts of the source and destination images. Thread tid copies A row tid % BM, share tid / BM of
+// the kBK channels of a step (all of them with 128-row tiles, half with 64-row ones), so the lanes of
+// a warp always copy 32 consecutive grid points of one channel.
+template <typename T, int BM, class Arch>
 SKC_DEVICE void gather_gemm_block_nchw(const GatherGemmParams<T>& p, unsigned char* smem, int tid, int64_t block) {
-  using Nt = NchwTile<T>;
-  constexpr int kBK = Nt::kBK, kLdA = Nt::kLdA;
+  using Smem = NchwGatherSmem<T, BM>;
+  using Rows = GatherRows<BM>;
+  constexpr int kBK = Smem::kBK, kLdA = Smem::kLdA, kShare = Smem::kShare;
   T* const As = reinterpret_cast<T*>(smem);                                       // [kStages][kBK][kLdA]
-  T* const Bs = reinterpret_cast<T*>(smem + Nt::kGatherSmemA);                    // [kStages][kBN][kLdB]
-  int64_t* const dst_offset = reinterpret_cast<int64_t*>(smem + Nt::kGatherSmemA + Nt::kGatherSmemB);  // [kBM]
+  T* const Bs = reinterpret_cast<T*>(smem + Smem::kA);                            // [kStages][kBN][kLdB]
+  int64_t* const dst_offset = reinterpret_cast<int64_t*>(smem + Smem::kA + Smem::kB);  // [BM]
 
-  const GatherTile tile = gather_tile(block, p.n_tiles, p.groups, kBM, kBN);
+  const GatherTile tile = gather_tile(block, p.n_tiles, p.groups, BM, kBN);
   const int g = tile.g, n0 = tile.n0;
   const int64_t m0 = tile.m0;
   const GatherMap& map = p.map;
   const int64_t src_plane = map.src_h * map.src_w, dst_plane = map.dst_h * map.dst_w;
 
   // Offset of tile row tid in the plane of its first column (channel g * n + n0), or -1; read back
-  // by other threads in the epilogue, after the main loop's barriers.
-  dst_offset[tid] = destination_offset_nchw(map, m0 + tid, p.rows, p.dst_ld, int64_t{g} * p.n + n0);
+  // by other threads in the epilogue, after the barrier below.
+  if (tid < BM) {
+    dst_offset[tid] = destination_offset_nchw(map, m0 + tid, p.rows, p.dst_ld, int64_t{g} * p.n + n0);
+  }
 
-  // This thread's A row: its source image's first plane of the group, and its tap-less position.
-  const GatherRow row = gather_row(map, m0 + tid, p.rows);
+  // This thread's A row and channel share: its source image's first plane of the group, and its
+  // tap-less position.
+  // (With 128-row tiles, tid < 128 = BM: spelled out so that no register holds a zero share.)
+  const int a_row = Rows::kThreadsPerRow == 1 ? tid : tid % BM;
+  const int share0 = Rows::kThreadsPerRow == 1 ? 0 : (tid / BM) * kShare;
+  const GatherRow row = gather_row(map, m0 + a_row, p.rows);
   const int src_h = static_cast<int>(map.src_h), src_w = static_cast<int>(map.src_w);
-  const T* const src_group = p.src + row.image * p.src_ld + int64_t{g} * p.k * src_plane;
+  const T* const src_group = p.src + row.image * p.src_ld + (int64_t{g} * p.k + share0) * src_plane;
 
   // Every slot the MMA reads is written: zeros outside the image, past the last row or past the
   // channel count (a multiple of the 16-byte weight copies, so a step has whole mma slices of zeros
   // at most).
-  float acc[4][4][4];
+  float acc[Rows::kMi][4][4];
   gather_mainloop<Arch, T, true>(p, acc, As, kBK * kLdA, kLdA, Bs, g, n0, tid, [&](T* a_stage, int roff, int coff,
                                                                                    int c0) {
     const int y = row.y + roff, x = row.x + coff;
     const bool inside = row.ok && y >= 0 && y < src_h && x >= 0 && x < src_w;
     const T* const src = src_group + (inside ? (int64_t{c0} * src_h + y) * src_w + x : 0);
-    constexpr int kBatch = sizeof(T) == 4 ? kBK : kCopyBatch;
+    constexpr int kBatch = sizeof(T) == 4 ? kShare : kCopyBatch;
+    static_assert(kShare % kBatch == 0, "whole batches");
 #pragma unroll
-    for (int c0_batch = 0; c0_batch < kBK; c0_batch += kBatch) {
-      T* const a_dst = a_stage + c0_batch * kLdA + tid;
+    for (int c0_batch = 0; c0_batch < kShare; c0_batch += kBatch) {
+      T* const a_dst = a_stage + (share0 + c0_batch) * kLdA + a_row;
       StagedCopies<T, Arch, kBatch> copies;
 #pragma unroll
       for (int c = 0; c < kBatch; ++c) {
-        const bool ok = inside && c0 + c0_batch + c < p.k;
+        const bool ok = inside && c0 + share0 + c0_batch + c < p.k;
         copies.copy(c, a_dst, kLdA, src + (c0_batch + c) * src_plane, ok, p.src);
       }
       copies.store(a_dst, kLdA);
     }
   });
   const int warp = tid / 32, lane = tid % 32;
-  const int warp_m = (warp / 2) * 64, warp_n = (warp % 2) * 32;
+  const int warp_m = (warp / 2) * Rows::kWarpRows, warp_n = (warp % 2) * 32;
   Arch::sync_threads();  // dst_offset is read across threads (no main-loop barrier when no tap reaches)
 
   // Epilogue: accumulator (row group, columns 2 tig, +1) -> two planes of the row's pixel. n is a
   // multiple of 4 and the column even, so its pair exists too.
   const int group_row = lane / 4, pair_col = 2 * (lane % 4);
-  int64_t offsets[4][2];  // of this thread's 8 rows, read once
+  int64_t offsets[Rows::kMi][2];  // of this thread's rows, read once
 #pragma unroll
-  for (int mi = 0; mi < 4; ++mi) {
+  for (int mi = 0; mi < Rows::kMi; ++mi) {
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       offsets[mi][half] = dst_offset[warp_m + mi * 16 + group_row + 8 * half];
@@ -184,7 +207,7 @@ SKC_DEVICE void gather_gemm_block_nchw(const GatherGemmParams<T>& p, unsigned ch
       bias1 = Arch::to_float(p.bias[int64_t{g} * p.n + n0 + col + 1]);
     }
 #pragma unroll
-    for (int mi = 0; mi < 4; ++mi) {
+    for (int mi = 0; mi < Rows::kMi; ++mi) {
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int64_t offset = offsets[mi][half];
@@ -215,11 +238,11 @@ static_assert(sizeof(WgradRowNchw) == 16, "row table entries are 16 bytes");
 
 template <typename T, class Arch>
 SKC_DEVICE void wgrad_block_nchw(const WgradParams<T>& p, unsigned char* smem, int tid, int64_t block) {
-  using Nt = NchwTile<T>;
-  constexpr int kWK = Nt::kWK, kLdW = Nt::kLdW, kGroups = Nt::kRowGroups;
-  T* const As = reinterpret_cast<T*>(smem);                       // [kStages][kWM][kLdW]
-  T* const Bs = reinterpret_cast<T*>(smem + Nt::kWgradSmemA);     // [kStages][kWN][kLdW]
-  WgradRowNchw* const rows = reinterpret_cast<WgradRowNchw*>(smem + Nt::kWgradSmemA + Nt::kWgradSmemB);  // [kWM]
+  using Smem = NchwWgradSmem<T>;
+  constexpr int kWK = Smem::kWK, kLdW = Smem::kLdW, kGroups = Smem::kRowGroups;
+  T* const As = reinterpret_cast<T*>(smem);                    // [kStages][kWM][kLdW]
+  T* const Bs = reinterpret_cast<T*>(smem + Smem::kA);         // [kStages][kWN][kLdW]
+  WgradRowNchw* const rows = reinterpret_cast<WgradRowNchw*>(smem + Smem::kA + Smem::kB);  // [kWM]
 
   const WgradTile tile = wgrad_tile(p, block, kWK);
   const int g = tile.g, m0 = tile.m0, n0 = tile.n0, chunk_pixels = tile.pixels;

@@ -59,6 +59,11 @@ at::Tensor weight_grad_op(const at::Tensor& dy, const at::Tensor& x, c10::IntArr
 bool tensor_core_eligible_op(c10::IntArrayRef shape, at::ScalarType dtype) {
   return tensor_core_eligible(shape_of(shape), dtype, 0);
 }
+
+// The row tile the launchers pick for a gather GEMM of rows x n per group on `sms` SMs.
+int64_t tensor_core_gather_rows_op(int64_t rows, int64_t groups, int64_t n, int64_t sms) {
+  return gather_rows_for(rows, groups, n, sms);
+}
 #endif
 
 // FastDivmod (index_division.cuh) against plain division: edge cases and `random_pairs` random
@@ -147,6 +152,8 @@ TORCH_LIBRARY(skeleton_simt, m) {
   m.def("tensor_core_nchw_weight_grad(Tensor dy, Tensor x, int[] shape) -> Tensor",
         &weight_grad_op<tensor_core_weight_grad_nchw>);
   m.def("tensor_core_eligible(int[] shape, ScalarType dtype) -> bool", &tensor_core_eligible_op);
+  m.def("tensor_core_gather_rows(int rows, int groups, int n, int sms) -> int", &tensor_core_gather_rows_op);
+  m.def("tensor_core_gather_launches() -> int[]", &tensor_core_gather_launches);
 #endif
   m.def("depthwise_forward(Tensor x, Tensor w, Tensor? bias, Tensor(a!) y, int[] shape) -> ()",
         &forward_op<depthwise_forward>);
