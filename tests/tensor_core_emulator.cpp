@@ -373,8 +373,14 @@ struct EmuArch {
 };
 
 // Runs one block: 128 fibers executing body(tid) until all finish.
+// kSmemGuard bytes past the body's shared memory hold a pattern that must survive the block: the
+// body's plain C++ accesses (offset and row tables) are not checked one by one like the Arch ones.
+constexpr size_t kSmemGuard = 256;
+constexpr unsigned char kGuardByte = 0xa5;
+
 void run_block(Runtime& rt, const std::function<void(int)>& body) {
   std::memset(rt.smem, 0xff, rt.smem_size);  // NaN in bf16, fp16 and float
+  std::memset(rt.smem + rt.smem_size, kGuardByte, kSmemGuard);
   rt.body = body;
   rt.bar_count = 0;
   for (WarpState& w : rt.warps) w.count = 0;
@@ -431,6 +437,9 @@ void run_block(Runtime& rt, const std::function<void(int)>& body) {
     if (!f.groups.empty()) fail("cp.async groups still pending when the block ended");
   }
   if (rt.bar_count != 0) fail("barrier count nonzero at block end");
+  for (size_t i = 0; i < kSmemGuard; ++i) {
+    if (rt.smem[rt.smem_size + i] != kGuardByte) fail("a write past the body's shared memory");
+  }
 }
 
 // ---- problems and the float64 reference ------------------------------------------------------------
@@ -522,7 +531,7 @@ bool run_config(const Config& c, bool eager, bool nchw, std::mt19937& rng, bool 
   const int smem_bytes = std::max({tc::GatherSmem<T, 128>::kBytes, tc::GatherSmem<T, 64>::kBytes,
                                    tc::Tile<T>::kWgradSmemBytes, tc::NchwGatherSmem<T, 128>::kBytes,
                                    tc::NchwGatherSmem<T, 64>::kBytes, tc::NchwWgradSmem<T>::kBytes});
-  std::vector<unsigned char> smem_buffer(smem_bytes + 16);
+  std::vector<unsigned char> smem_buffer(smem_bytes + 16 + kSmemGuard);
   rt.smem = smem_buffer.data() + (16 - reinterpret_cast<uintptr_t>(smem_buffer.data()) % 16) % 16;
   rt.smem_size = smem_bytes;
 
@@ -565,6 +574,8 @@ bool run_config(const Config& c, bool eager, bool nchw, std::mt19937& rng, bool 
   auto run_gather_rows = [&](auto bm, const tc::GatherGemmParams<T>& p, bool in_nchw) {
     constexpr int BM = decltype(bm)::value;
     const int64_t blocks = tc::gather_blocks(p.rows, p.groups, p.n, BM);
+    // Shared-memory accesses are bounds-checked against this body's own size.
+    rt.smem_size = in_nchw ? tc::NchwGatherSmem<T, BM>::kBytes : tc::GatherSmem<T, BM>::kBytes;
     for (int64_t b = 0; b < blocks; ++b) {
       if (in_nchw) {
         run_block(rt, [&](int tid) { tc::gather_gemm_block_nchw<T, BM, EmuArch>(p, rt.smem, tid, b); });
@@ -699,6 +710,7 @@ bool run_config(const Config& c, bool eager, bool nchw, std::mt19937& rng, bool 
     reg(ap.p, partials_nan.size() * 4, true, "partials");
     p.partials = reinterpret_cast<float*>(ap.p);
     const int64_t blocks = tc::wgrad_blocks(chunks, c.groups, cin_g, cout_g);
+    rt.smem_size = nchw ? tc::NchwWgradSmem<T>::kBytes : tc::Tile<T>::kWgradSmemBytes;
     for (int64_t b = 0; b < blocks; ++b) {
       if (nchw) {
         run_block(rt, [&](int tid) { tc::wgrad_block_nchw<T, EmuArch>(p, rt.smem, tid, b); });

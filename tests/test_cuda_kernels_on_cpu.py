@@ -259,6 +259,13 @@ def gather_launches(simt):
     return dict(zip((128, 64), simt.tensor_core_gather_launches()))
 
 
+def assert_only_tile_ran(simt, before, rows):
+    """Since `before` (gather_launches), gather GEMMs ran with `rows`-row tiles, and only those."""
+    after = gather_launches(simt)
+    ran = {tile: after[tile] - before[tile] for tile in after}
+    assert ran[rows] > 0 and sum(ran.values()) == ran[rows], f"expected {rows}-row tiles only, ran {ran}"
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
 @pytest.mark.parametrize("config", TC_CONFIGS, ids=config_id)
 def test_tensor_core_launchers_match_float64_oracle(simt, config, dtype, gather_rows):
@@ -272,10 +279,7 @@ def test_tensor_core_launchers_match_float64_oracle(simt, config, dtype, gather_
     before = gather_launches(simt)
     check_layer(simt, config, dtype, torch.channels_last, family="tensor_core",
                 precision="tf32" if dtype == torch.float32 else None)
-    after = gather_launches(simt)
-    assert after[gather_rows] > before[gather_rows] and all(
-        after[rows] == before[rows] for rows in after if rows != gather_rows
-    ), "the forced row tile did not run"
+    assert_only_tile_ran(simt, before, gather_rows)
 
 
 
@@ -298,8 +302,10 @@ def test_nchw_tensor_core_launchers_match_float64_oracle(simt, config, dtype, of
     if not simt.tensor_core_eligible(shape_list(x, weight, output_size(config), config), dtype):
         assert dtype != torch.float32 and (config["cin"] // config["groups"]) % 8, "an eligible layer was refused"
         pytest.skip("channels per group not a multiple of 8: float32 only")
+    before = gather_launches(simt)
     check_layer(simt, config, dtype, torch.contiguous_format, offset=offset, family="tensor_core_nchw",
                 precision="tf32" if dtype == torch.float32 else None)
+    assert_only_tile_ran(simt, before, gather_rows)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
@@ -332,7 +338,9 @@ def test_row_tiles_agree_bitwise(simt, dtype, family, monkeypatch):
         results = {}
         for rows in ("128", "64"):
             monkeypatch.setenv("SKELETON_CUDA_GATHER_ROWS", rows)
+            before = gather_launches(simt)
             results[rows] = run_layer(simt, x, weight, bias, grad_output, config, family=family)
+            assert_only_tile_ran(simt, before, int(rows))
         for name, a, b in zip(("output", "grad_input", "grad_weight"), results["128"], results["64"]):
             assert torch.equal(a, b), f"{name} differs between the row tiles ({config_id(config)})"
 
@@ -352,11 +360,10 @@ def test_row_tile_choice(simt, monkeypatch):
     assert simt.tensor_core_gather_rows(64 * 56 * 56, 1, 64, sms) == 128  # 64 ch @ 56 x 56, batch 64
     assert simt.tensor_core_gather_rows(64 * 7 * 7, 1, 512, sms) == 64  # 512 ch @ 7 x 7, batch 64
     assert simt.tensor_core_gather_rows(64 * 7 * 7, 1, 512, 16) == 128  # ... on a GPU with 16 SMs
-    for forced, expected in (("64", 64), ("128", 128), ("96", 64), ("", 64)):
+    for forced, small, large in (("64", 64, 64), ("128", 128, 128), ("96", 64, 128), ("", 64, 128)):
         monkeypatch.setenv("SKELETON_CUDA_GATHER_ROWS", forced)
-        assert simt.tensor_core_gather_rows(64 * 7 * 7, 1, 512, sms) == expected
-    monkeypatch.setenv("SKELETON_CUDA_GATHER_ROWS", "64")
-    assert simt.tensor_core_gather_rows(64 * 56 * 56, 1, 64, sms) == 64
+        assert simt.tensor_core_gather_rows(64 * 7 * 7, 1, 512, sms) == small, forced
+        assert simt.tensor_core_gather_rows(64 * 56 * 56, 1, 64, sms) == large, forced
 
 
 def test_tensor_cores_refuse_layers_of_2_31_grid_points(simt):

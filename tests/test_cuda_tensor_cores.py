@@ -193,7 +193,10 @@ def test_row_tiles_agree_bitwise(dtype, memory_format, tensor_cores, monkeypatch
         results = {}
         for rows in ROW_TILES:
             monkeypatch.setenv(ROWS_ENV, rows)
+            before = gather_launches()
             out, _, grads = forward_and_grads(skeleton_cuda.skeleton_conv2d, x, weight, bias, config, grad_output)
+            ran = tuple(b - a for a, b in zip(before, gather_launches()))
+            assert ran[ROW_TILES.index(rows)] > 0 and sum(ran) == ran[ROW_TILES.index(rows)], f"{rows} rows: ran {ran}"
             results[rows] = [out, *grads]
         names = ("output", "grad_input", "grad_weight", "grad_bias")
         for name, a, b in zip(names, *results.values()):

@@ -263,7 +263,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cuda(
 
 // Calls that took the tensor-core path (forward, input gradient, weight gradient), and those of them
 // that ran the NCHW kernels: lets tests check that SKELETON_CUDA_TENSOR_CORES=1 (and
-// SKELETON_CUDA_TENSOR_CORES_NCHW) really route there. Exist only in builds with CUDA kernels.
+// SKELETON_CUDA_TENSOR_CORES_NCHW) really route there; the gather-GEMM launches by row tile (128 or
+// 64 rows, SKELETON_CUDA_GATHER_ROWS). Exist only in builds with CUDA kernels.
 // And whether float32 layers may take it (TF32 allowed for convolutions), as the op reads it.
 TORCH_LIBRARY_FRAGMENT(skeleton_cuda, m) {
   m.def("tensor_core_calls() -> int[]", &gpu::tensor_core_calls);

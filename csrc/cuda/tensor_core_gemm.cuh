@@ -614,7 +614,8 @@ SKC_DEVICE void gather_gemm_block(const GatherGemmParams<T>& p, unsigned char* s
 //             A' chunk q = tid % kAChunks of the kWM (tap, channel) rows, i.e. a fixed tap and kVec
 //             channels per thread; B' chunk q % kBChunks of the kWN output channels for the rows i
 //             with i % 2 == q / kBChunks (bf16: 16 chunks, 8 rows per pass; float: 32 and 4)
-//   MMA     : warp tile 64 x 32 at rows 64 * (warp / 2), columns 32 * (warp % 2), as in the gather GEMM
+//   MMA     : warp tile 64 x 32 at rows 64 * (warp / 2), columns 32 * (warp % 2), as in the 128-row
+//             gather GEMM
 //   epilogue: fp32 pairs straight from the accumulators to the partials (8 rows x 32 contiguous bytes
 //             per warp store: whole sectors)
 template <typename T, class Arch>

@@ -79,8 +79,9 @@
 // barrier proved free. Shared memory is padded per row (A and B 80 B; C 144 B for 16-bit types and
 // 288 B for float; A' 272 B and B' 144 B for 16-bit types, 544 B and 288 B for float) so that the 8
 // row addresses of each ldmatrix phase, the epilogue's paired stores and the float fragment loads hit
-// distinct banks. Static shared memory: 46 KB (gather; the epilogue tile reuses the A and B stages),
-// 39 KB (weight gradient), for every type; no opt-in needed.
+// distinct banks. Static shared memory: 46 KB (gather with 128-row tiles; the epilogue tile reuses
+// the A and B stages), 30.5 KB (64-row tiles), 39 KB (weight gradient), for every type; no opt-in
+// needed.
 //
 // Fragment layouts (PTX ISA, mma.m16n8k16 with .bf16/.f16, .row.col): lane = 4 * group + tig;
 //   a0 = A[group][2tig..+1], a1 = A[group+8][2tig..], a2 = A[group][2tig+8..], a3 = A[group+8][2tig+8..];
@@ -136,7 +137,7 @@
 //     input gradient is s_h * s_w launches of a fraction of the rows each; the weight-gradient partials take chunks x 5 x C_in x C_out/g
 //     x 4 bytes (about 68 MB for a 512 -> 512 layer at batch 256, 7 x 7).
 //  4. Nsight Compute: no shared-memory bank conflicts on ldmatrix / the epilogue (the padding
-//     intends none), achieved occupancy (4 blocks per SM expected), DRAM traffic of the gather
+//     intends none), achieved occupancy (4 blocks per SM expected; 6 with 64-row gather tiles), DRAM traffic of the gather
 //     close to one read of the activations per column tile.
 //  5. Only then make the path the default for eligible layers (remove the opt-in; tests/test_cuda.py's
 //     float32 tolerances then need TF32 switched off there, as PyTorch's own tests do), and consider
@@ -402,7 +403,8 @@ int gather_rows_for(int64_t rows, int64_t groups, int64_t n, int64_t sms) {
 }
 
 // Gather-GEMM launches by row tile: 128 rows, 64 rows (torch.ops.skeleton_cuda.
-// tensor_core_gather_launches).
+// tensor_core_gather_launches). Counted when the host launches, so a captured CUDA graph counts at
+// capture, not at its replays.
 std::array<std::atomic<int64_t>, 2> g_gather_launches{};
 
 template <typename T, int BM>
