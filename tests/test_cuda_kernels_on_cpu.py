@@ -308,18 +308,25 @@ def test_nchw_tensor_core_launchers_match_float64_oracle(simt, config, dtype, of
     assert_only_tile_ran(simt, before, gather_rows)
 
 
+def bitwise_cases(dtype):
+    """(config, (input, weight, bias, grad_output)) of the layers the bitwise-agreement tests run: 2
+    column tiles, a K tail and stride 2, then three random ones."""
+    for config in NCHW_TC_CONFIGS[-1:] + TC_CONFIGS[:3]:
+        x, weight, bias = make_tensors(config, dtype)
+        generator = torch.Generator().manual_seed(3)
+        grad_output = torch.randn(config["n"], config["cout"], *output_size(config), generator=generator).to(dtype)
+        yield config, (x, weight, bias, grad_output)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
 def test_nchw_and_channels_last_tensor_cores_agree_bitwise(simt, dtype):
     """Both layouts feed the same operands to the same sequence of mma, so their results must be
     identical, not merely close: a difference would mean a fragment or a K step read differently."""
     if not hasattr(simt, "tensor_core_nchw_forward"):
         pytest.skip("no CUDA toolkit headers (cuda_bf16.h): the tensor-core file was not built")
-    for config in NCHW_TC_CONFIGS[-1:] + TC_CONFIGS[:3]:
-        x, weight, bias = make_tensors(config, dtype)
-        generator = torch.Generator().manual_seed(3)
-        grad_output = torch.randn(config["n"], config["cout"], *output_size(config), generator=generator).to(dtype)
-        nhwc = run_layer(simt, x, weight, bias, grad_output, config, family="tensor_core")
-        nchw = run_layer(simt, x, weight, bias, grad_output, config, family="tensor_core_nchw")
+    for config, tensors in bitwise_cases(dtype):
+        nhwc = run_layer(simt, *tensors, config, family="tensor_core")
+        nchw = run_layer(simt, *tensors, config, family="tensor_core_nchw")
         for name, a, b in zip(("output", "grad_input", "grad_weight"), nhwc, nchw):
             assert torch.equal(a, b), f"{name} differs between the layouts ({config_id(config)})"
 
@@ -331,15 +338,12 @@ def test_row_tiles_agree_bitwise(simt, dtype, family, monkeypatch):
     64-row tiles, so which one a layer gets can never change a result bit."""
     if not hasattr(simt, "tensor_core_forward"):
         pytest.skip("no CUDA toolkit headers (cuda_bf16.h): the tensor-core file was not built")
-    for config in NCHW_TC_CONFIGS[-1:] + TC_CONFIGS[:3]:
-        x, weight, bias = make_tensors(config, dtype)
-        generator = torch.Generator().manual_seed(3)
-        grad_output = torch.randn(config["n"], config["cout"], *output_size(config), generator=generator).to(dtype)
+    for config, tensors in bitwise_cases(dtype):
         results = {}
         for rows in ("128", "64"):
             monkeypatch.setenv("SKELETON_CUDA_GATHER_ROWS", rows)
             before = gather_launches(simt)
-            results[rows] = run_layer(simt, x, weight, bias, grad_output, config, family=family)
+            results[rows] = run_layer(simt, *tensors, config, family=family)
             assert_only_tile_ran(simt, before, int(rows))
         for name, a, b in zip(("output", "grad_input", "grad_weight"), results["128"], results["64"]):
             assert torch.equal(a, b), f"{name} differs between the row tiles ({config_id(config)})"
