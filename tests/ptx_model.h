@@ -2,6 +2,7 @@
 // as plain functions of the 32 lanes' operands. Shared by the two CPU runners of those kernels:
 // tests/tensor_core_emulator.cpp (the block bodies) and tests/simt/tensor_core_arch.h (the whole
 // CUDA file, host launchers included). Test tooling, not part of the extension.
+// tests/ptx_model_check.cpp checks the fragment layouts below against those of NVIDIA's CuTe library.
 #pragma once
 
 #include <cstdint>

@@ -117,16 +117,19 @@
 // checked, warps skewed against each other, against a float64 reference over strides, paddings,
 // dilations, groups, ragged tiles and several pixel chunks. Mutations of the bodies (fragment
 // addressing, register order, wait counts, the refilled stage, each barrier, carries, offsets) all
-// fail it. It cannot see timing, the hardware's real instruction semantics (its ldmatrix and mma
-// models come from the PTX ISA, like the kernels), or races its fiber orders do not expose.
+// fail it. Its ldmatrix and mma models (tests/ptx_model.h, read from the PTX ISA like the kernels)
+// are in turn checked against the fragment layouts of NVIDIA's CuTe library for the same
+// instructions (tests/ptx_model_check.cpp). It cannot see timing, the memory model, or races its
+// fiber orders do not expose.
 //
 // WHAT A GPU MUST STILL VERIFY
 //  1. tests/test_cuda_tensor_cores.py passes on an sm_80+ GPU (H100): outputs and all gradients
 //     against the float64 oracle, bitwise determinism, routing (torch.ops.skeleton_cuda.
 //     tensor_core_calls), fallback for unsupported shapes; also with compute-sanitizer
 //     (memcheck, racecheck, synccheck) on a few small configs.
-//  2. The fragment layouts on real hardware (bf16, fp16 and TF32): a wrong ldmatrix/mma mapping
-//     shows as errors of order 1 in the oracle tests, not as rounding.
+//  2. The fragment layouts on real hardware (bf16, fp16 and TF32; they match CuTe's, per
+//     tests/ptx_model_check.cpp): a wrong ldmatrix/mma mapping shows as errors of order 1 in the
+//     oracle tests, not as rounding.
 //  3. Speed against cuDNN 3x3 (nn.Conv2d) and the tiled kernels, per pass, on layers that fill
 //     the chip; then tune: the 128 / 64-row threshold (runbook stages bench-tc-rows128 and
 //     bench-tc-rows64), tile shape (128x128 with 8 warps for wide layers), stages (3 vs 4),
