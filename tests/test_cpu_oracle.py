@@ -32,7 +32,11 @@ RANDOM = random_configs(seed=2024, count=24)
 
 # Shapes that reach every code path of the kernels: wide blocks (64 output channels), channel
 # counts that leave tails in the block and in the register tile, more pixels than one work item
-# or one weight-gradient pass, depthwise with vector and scalar channel tails.
+# or one weight-gradient pass, depthwise with vector and scalar channel tails. 95 depthwise
+# channels take every block width of every instruction set (AVX-512: 4 vectors, 1, scalars; AVX2
+# and the baseline: 2, 1, scalars), and rows of 29 and 40 points several interior chunks of 8 with a
+# remainder, behind border columns whose taps leave the image (the last: strided residue classes of
+# 1 and 2 taps in the input gradient, and columns no tap reaches).
 LARGER = [
     dict(n=2, cin=64, cout=64, h=15, w=15, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, bias=True),
     dict(n=1, cin=70, cout=100, h=12, w=13, stride=(2, 2), padding=(1, 1), dilation=(1, 1), groups=1, bias=True),
@@ -42,6 +46,8 @@ LARGER = [
     dict(n=1, cin=33, cout=33, h=9, w=21, stride=(2, 3), padding=(1, 2), dilation=(1, 2), groups=33, bias=False),
     dict(n=2, cin=16, cout=32, h=7, w=7, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=16, bias=True),
     dict(n=1, cin=8, cout=200, h=6, w=30, stride=(3, 1), padding=(0, 3), dilation=(1, 3), groups=1, bias=True),
+    dict(n=2, cin=95, cout=95, h=9, w=29, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=95, bias=True),
+    dict(n=1, cin=95, cout=95, h=12, w=40, stride=(2, 2), padding=(0, 3), dilation=(2, 3), groups=95, bias=False),
 ]
 
 
