@@ -139,15 +139,18 @@ def time_layer(n, channels, size, stride, groups, dtype, memory_format, device, 
     return row
 
 
-def run(rounds=50):
+def run(rounds=50, precisions=None):
+    """The whole suite, or its dense layers in the named `precisions` only (keys of PRECISIONS; the
+    depthwise suite always runs)."""
     device = torch.device("cuda")
+    dense_precisions = {name: PRECISIONS[name] for name in (precisions or PRECISIONS)}
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(0)
     peaks = measure_peaks(device)
     rows = []
-    for suite, layers, precisions in (("dense", DENSE, PRECISIONS), ("depthwise", DEPTHWISE, {"bf16-nhwc": PRECISIONS["bf16-nhwc"]})):
-        for precision, (dtype, memory_format) in precisions.items():
+    for suite, layers, suite_precisions in (("dense", DENSE, dense_precisions), ("depthwise", DEPTHWISE, {"bf16-nhwc": PRECISIONS["bf16-nhwc"]})):
+        for precision, (dtype, memory_format) in suite_precisions.items():
             for name, n, channels, size, stride in layers:
                 groups = channels if suite == "depthwise" else 1
                 row = {"suite": suite, "precision": precision, "layer": name, "batch": n}

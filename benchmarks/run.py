@@ -2,6 +2,7 @@
 
     python benchmarks/run.py            # the GPU suite when a GPU is present, else the CPU suite
     python benchmarks/run.py --device cpu --rounds 40
+    python benchmarks/run.py --device cuda --rounds 15 --precision bf16-nhwc --precision fp32-nchw
 
 Prints the table and writes benchmarks/results/<device>-<name>.json (plus a PNG plot of the
 ratios when matplotlib is installed).
@@ -17,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
 from common import write_results  # noqa: E402
+from gpu_suite import PRECISIONS as GPU_PRECISIONS  # noqa: E402
 
 
 def slug(text):
@@ -28,6 +30,8 @@ def main():
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--rounds", type=int, default=None, help="repetitions per measurement (median taken)")
     parser.add_argument("--output", default=None, help="JSON file name under benchmarks/results/")
+    parser.add_argument("--precision", action="append", choices=list(GPU_PRECISIONS), default=None,
+                        help="GPU suite: only these dense precisions (repeat the option; default all)")
     args = parser.parse_args()
     device = args.device
     if device == "auto":
@@ -37,6 +41,10 @@ def main():
     else:
         import cpu_suite as suite
     kwargs = {"rounds": args.rounds} if args.rounds else {}
+    if args.precision:
+        if device != "cuda":
+            parser.error("--precision selects layers of the GPU suite; this run is on the CPU")
+        kwargs["precisions"] = args.precision
     print(f"skeleton_cuda benchmark on {device}", flush=True)
     result = suite.run(**kwargs)
     suite.show(result)
