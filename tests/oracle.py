@@ -4,6 +4,7 @@ The oracle is the op's definition: a dense 3x3 convolution whose four corners ar
 F.conv2d in float64 with autograd giving every gradient.
 """
 
+import os
 import random
 
 import torch
@@ -19,6 +20,24 @@ TOLERANCE = {
     torch.bfloat16: (3e-2, 1e-2),
     "tf32": (5e-3, 2e-3),
 }
+
+
+def cpu_isa_supported(isa):
+    """Whether this CPU runs the CPU kernel family `isa` (SKELETON_CUDA_CPU_ISA's values)."""
+    import skeleton_cuda
+
+    old = os.environ.get("SKELETON_CUDA_CPU_ISA")
+    os.environ["SKELETON_CUDA_CPU_ISA"] = isa
+    try:
+        skeleton_cuda.cpu_kernel_isa()
+        return True
+    except RuntimeError:
+        return False
+    finally:
+        if old is None:
+            del os.environ["SKELETON_CUDA_CPU_ISA"]
+        else:
+            os.environ["SKELETON_CUDA_CPU_ISA"] = old
 
 
 def random_configs(seed, count, max_channels=24, max_size=13):

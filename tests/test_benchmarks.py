@@ -31,7 +31,10 @@ def test_cpu_suite_runs_and_reports(monkeypatch, tmp_path):
     monkeypatch.setattr(cpu_suite, "DENSE", [("8@6", 1, 8, 6, 1)])
     monkeypatch.setattr(cpu_suite, "DEPTHWISE", [("dw8@6/s2", 1, 8, 6, 2)])
     result = cpu_suite.run(rounds=2)
-    assert [r["layer"] for r in result["rows"]] == ["8@6", "dw8@6/s2"]
+    assert [(r["precision"], r["layer"]) for r in result["rows"]] == [
+        ("fp32-nhwc", "8@6"), ("fp32-nhwc", "dw8@6/s2"), ("bf16-nhwc", "8@6"), ("bf16-nhwc", "dw8@6/s2")
+    ]
+    assert set(result["summary"]) >= {"dense/bf16-nhwc/fwd_speedup_geomean", "depthwise/fp32-nhwc/bwd_speedup_geomean"}
     for row in result["rows"]:
         assert row["forward_skeleton_ms"] > 0 and row["fwd_speedup"] > 0
     assert result["machine"]["device"] == "cpu" and result["machine"]["torch"] == torch.__version__

@@ -4,28 +4,11 @@ import pytest
 import torch
 
 import skeleton_cuda
-from oracle import check_against_oracle, config_id, random_configs
+from oracle import check_against_oracle, config_id, cpu_isa_supported, random_configs
 
 pytestmark = pytest.mark.skipif(not skeleton_cuda.has_compiled_ops(), reason="compiled ops not built")
 
 ISAS = ["avx512", "avx2", "generic"]
-
-
-def supported(isa):
-    import os
-
-    old = os.environ.get("SKELETON_CUDA_CPU_ISA")
-    os.environ["SKELETON_CUDA_CPU_ISA"] = isa
-    try:
-        skeleton_cuda.cpu_kernel_isa()
-        return True
-    except RuntimeError:
-        return False
-    finally:
-        if old is None:
-            del os.environ["SKELETON_CUDA_CPU_ISA"]
-        else:
-            os.environ["SKELETON_CUDA_CPU_ISA"] = old
 
 
 RANDOM = random_configs(seed=2024, count=24)
@@ -54,7 +37,7 @@ LARGER = [
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("config", RANDOM + LARGER, ids=config_id)
 def test_float32_each_isa(isa, config, cpu_isa):
-    if not supported(isa):
+    if not cpu_isa_supported(isa):
         pytest.skip(f"this CPU lacks {isa}")
     cpu_isa(isa)
     index = (RANDOM + LARGER).index(config)
@@ -72,9 +55,16 @@ def test_float64(config, memory_format):
     check_against_oracle(skeleton_cuda.skeleton_conv2d, config, torch.float64, memory_format=memory_format)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+# bfloat16 on the best ISA (native kernels where the CPU has AVX512_BF16, tests/test_cpu_bfloat16.py)
+# and computed in float32 (the avx2 kernels, which every other CPU runs).
+@pytest.mark.parametrize("dtype,isa", [(torch.bfloat16, None), (torch.bfloat16, "avx2"), (torch.float16, None)],
+                         ids=["bfloat16", "bfloat16-in-float32", "float16"])
 @pytest.mark.parametrize("config", random_configs(seed=11, count=8) + LARGER[:2], ids=config_id)
-def test_reduced_precision(dtype, config):
+def test_reduced_precision(dtype, isa, config, cpu_isa):
+    if isa is not None:
+        if not cpu_isa_supported(isa):
+            pytest.skip(f"this CPU lacks {isa}")
+        cpu_isa(isa)
     check_against_oracle(skeleton_cuda.skeleton_conv2d, config, dtype, memory_format=torch.channels_last)
 
 

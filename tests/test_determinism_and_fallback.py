@@ -22,10 +22,11 @@ def _grads(x, w, b, **kw):
 
 @pytest.mark.skipif(not skeleton_cuda.has_compiled_ops(), reason="compiled ops not built")
 @pytest.mark.parametrize("groups", [1, 64], ids=["dense", "depthwise"])
-def test_bitwise_identical_run_to_run_and_across_thread_counts(groups):
-    x = torch.randn(4, 64, 20, 20).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(64, 64 // groups, 5)
-    b = torch.randn(64)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # bfloat16: native kernels where the CPU has them
+def test_bitwise_identical_run_to_run_and_across_thread_counts(groups, dtype):
+    x = torch.randn(4, 64, 20, 20).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(64, 64 // groups, 5).to(dtype)
+    b = torch.randn(64).to(dtype)
     first = _grads(x, w, b, groups=groups, stride=1)
     second = _grads(x, w, b, groups=groups, stride=1)
     threads = torch.get_num_threads()

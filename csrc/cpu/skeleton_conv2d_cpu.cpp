@@ -4,7 +4,8 @@
 // Everything runs on channels_last (pixel-major) buffers, where the five taps of a pixel are five
 // contiguous channel vectors. NCHW inputs are converted on the way in and the result converted
 // back, so the output keeps the input's memory format, as nn.Conv2d's does. float16 and bfloat16
-// are computed in float32; float64 (gradcheck) has its own kernels.
+// are computed in float32, except bfloat16 dense and grouped layers on CPUs with AVX512_BF16
+// (native kernels, below); float64 (gradcheck) has its own kernels.
 #include <ATen/Dispatch.h>
 #include <ATen/Functions.h>
 #include <ATen/Parallel.h>
@@ -38,6 +39,14 @@ bool cpu_has_avx512() {
 #endif
 }
 
+bool cpu_has_avx512_bf16() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  return cpu_has_avx512() && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
 bool cpu_has_avx2() {
 #if defined(__x86_64__) && defined(__GNUC__)
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -46,30 +55,64 @@ bool cpu_has_avx2() {
 #endif
 }
 
-// The best float32 kernels for this CPU, unless SKELETON_CUDA_CPU_ISA asks for another.
-const KernelTable<float>* float_kernels() {
-  static const KernelTable<float>* const best = cpu_has_avx512() ? avx512_float_kernels()
-      : cpu_has_avx2()                                            ? avx2_float_kernels()
-                                                                  : generic_float_kernels();
+// The kernel families, each a superset of the one before: avx512_bf16 = the avx512 float32
+// kernels + native bfloat16 gather GEMMs.
+enum class Isa { kGeneric, kAvx2, kAvx512, kAvx512Bf16 };
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512Bf16: return "avx512_bf16";
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kGeneric: return "generic";
+  }
+  return "generic";
+}
+
+// The best family for this CPU, unless SKELETON_CUDA_CPU_ISA asks for a lower one.
+Isa selected_isa() {
+  static const Isa best = cpu_has_avx512_bf16() && avx512_bf16_kernels() != nullptr ? Isa::kAvx512Bf16
+      : cpu_has_avx512() && avx512_float_kernels() != nullptr                       ? Isa::kAvx512
+      : cpu_has_avx2() && avx2_float_kernels() != nullptr                           ? Isa::kAvx2
+                                                                                    : Isa::kGeneric;
   const char* requested = std::getenv("SKELETON_CUDA_CPU_ISA");
   if (requested == nullptr || requested[0] == '\0') {
     return best;
   }
   const std::string isa(requested);
   if (isa == "generic") {
-    return generic_float_kernels();
+    return Isa::kGeneric;
   }
   if (isa == "avx2") {
     TORCH_CHECK(cpu_has_avx2(), "SKELETON_CUDA_CPU_ISA=avx2, but this CPU has no AVX2 and FMA");
-    return avx2_float_kernels();
+    return Isa::kAvx2;
   }
   if (isa == "avx512") {
     TORCH_CHECK(cpu_has_avx512(), "SKELETON_CUDA_CPU_ISA=avx512, but this CPU has no AVX-512F");
-    return avx512_float_kernels();
+    return Isa::kAvx512;
+  }
+  if (isa == "avx512_bf16") {
+    TORCH_CHECK(cpu_has_avx512_bf16(), "SKELETON_CUDA_CPU_ISA=avx512_bf16, but this CPU has no AVX512_BF16");
+    return Isa::kAvx512Bf16;
   }
   TORCH_CHECK(
-      false, "SKELETON_CUDA_CPU_ISA must be one of avx512, avx2, generic (or unset), got '", isa,
-      "'");
+      false, "SKELETON_CUDA_CPU_ISA must be one of avx512_bf16, avx512, avx2, generic (or unset), got '",
+      isa, "'");
+}
+
+const KernelTable<float>* float_kernels() {
+  switch (selected_isa()) {
+    case Isa::kAvx512Bf16:
+    case Isa::kAvx512: return avx512_float_kernels();
+    case Isa::kAvx2: return avx2_float_kernels();
+    case Isa::kGeneric: break;
+  }
+  return generic_float_kernels();
+}
+
+// The native bfloat16 kernels, or nullptr: bfloat16 then computes in float32.
+const Bf16KernelTable* bf16_kernels() {
+  return selected_isa() == Isa::kAvx512Bf16 ? avx512_bf16_kernels() : nullptr;
 }
 
 template <typename T>
@@ -297,6 +340,17 @@ void forward(const at::Tensor& x, const at::Tensor& w, const std::optional<at::T
                  p.groups, k, n, vectors);
 }
 
+// The input gradient's tap maps: one per residue class of the input modulo the stride.
+std::vector<TapMap> input_grad_classes(const at::Tensor& dy, const at::Tensor& dx, const ConvParams& p) {
+  std::vector<TapMap> classes;
+  for (int64_t rh = 0; rh < p.stride[0]; ++rh) {
+    for (int64_t rw = 0; rw < p.stride[1]; ++rw) {
+      classes.push_back(input_grad_tap_map(geometry(dx.size(0), dx.size(2), dx.size(3), dy.size(2), dy.size(3), p), rh, rw));
+    }
+  }
+  return classes;
+}
+
 template <typename T>
 void input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const ConvParams& p) {
   const bool dw_layer = is_depthwise(w, p.groups);
@@ -306,12 +360,7 @@ void input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const
   const int64_t block = int64_t{vectors} * table->lanes;
   const at::Tensor packed = dw_layer ? w.view({w.size(0), kTaps}).t().contiguous()
                                      : pack_input_grad_weight<T>(w, p.groups, block);
-  std::vector<TapMap> classes;
-  for (int64_t rh = 0; rh < p.stride[0]; ++rh) {
-    for (int64_t rw = 0; rw < p.stride[1]; ++rw) {
-      classes.push_back(input_grad_tap_map(geometry(dx.size(0), dx.size(2), dx.size(3), dy.size(2), dy.size(3), p), rh, rw));
-    }
-  }
+  const std::vector<TapMap> classes = input_grad_classes(dy, dx, p);
   if (dw_layer) {
     depthwise<T>(classes, dy, dx, packed, nullptr);  // memory-bound: all classes in one sweep
     return;
@@ -320,6 +369,19 @@ void input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const
   for (const TapMap& map : classes) {
     gather_gemm<T>(map, dy, dx, packed, nullptr, zeros, p.groups, k, n, vectors);
   }
+}
+
+// grad_output (channels_last) with each group's n channels padded with zeros to whole blocks: the
+// weight-gradient kernels load whole blocks of them. As it is when n fills its blocks.
+at::Tensor pad_groups_to_blocks(const at::Tensor& dy, int64_t groups, int64_t n, int64_t block) {
+  if (n % block == 0) {
+    return dy;
+  }
+  const int64_t padded = ceil_div(n, block) * block;
+  at::Tensor dy_blocked = at::zeros({dy.size(0), dy.size(2), dy.size(3), groups, padded}, dy.options());
+  dy_blocked.narrow(4, 0, n).copy_(dy.permute({0, 2, 3, 1}).reshape({dy.size(0), dy.size(2), dy.size(3), groups, n}));
+  return dy_blocked.view({dy.size(0), dy.size(2), dy.size(3), groups * padded})
+      .permute({0, 3, 1, 2});  // (N, C_padded, H, W), channels_last in memory
 }
 
 template <typename T>
@@ -352,20 +414,15 @@ at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& x, const at::Tens
   const int vectors = choose_vectors(n, table->lanes, table->max_vectors);
   const int64_t block = int64_t{vectors} * table->lanes;
   const int64_t blocks = ceil_div(n, block);
-  // The kernel loads whole blocks of grad_output channels: pad each group to blocks * block.
-  at::Tensor dy_blocked = dy;
-  if (n % block != 0) {
-    dy_blocked = at::zeros({dy.size(0), dy.size(2), dy.size(3), groups, blocks * block}, dy.options());
-    dy_blocked.narrow(4, 0, n).copy_(dy.permute({0, 2, 3, 1}).reshape({dy.size(0), dy.size(2), dy.size(3), groups, n}));
-  }
+  const at::Tensor dy_blocked = pad_groups_to_blocks(dy, groups, n, block);
   at::Tensor dw = at::empty({groups, kTaps, k, blocks * block}, x.options());
   WgradArgs<T> args;
   args.map = map;
   args.src = x.const_data_ptr<T>();
   args.src_ld = x.size(1);
   args.dy = dy_blocked.const_data_ptr<T>();
-  args.dy_ld = groups * (n % block != 0 ? blocks * block : n);
-  args.dy_group_stride = n % block != 0 ? blocks * block : n;
+  args.dy_group_stride = dy_blocked.size(1) / groups;
+  args.dy_ld = dy_blocked.size(1);
   args.dw = dw.mutable_data_ptr<T>();
   const at::Tensor zeros = zero_pixel<T>(x.size(1), x.options());
   args.zeros = zeros.const_data_ptr<T>();
@@ -375,6 +432,117 @@ at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& x, const at::Tens
   args.vectors = vectors;
   run_items(table->wgrad_items(args), args, table->wgrad);
   return unpack_weight_grad<T>(dw, groups, k, n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// bfloat16 on CPUs with AVX512_BF16: the forward, input-gradient and weight-gradient GEMMs of dense
+// and grouped layers run on the bfloat16 tensors themselves (tap_kernels_avx512_bf16.cpp), float32
+// sums, bfloat16 results. Depthwise layers still compute in float32.
+
+bool native_bf16(const at::Tensor& input, const at::Tensor& weight, int64_t groups) {
+  return input.scalar_type() == at::kBFloat16 && !is_depthwise(weight, groups) && bf16_kernels() != nullptr;
+}
+
+// A [G][5][K][N] weight (reduce over K, produce N) packed for the bf16 kernels:
+// [G][blocks][5][ceil(K / 2)][block][2], zero-padded in K and N. Each call, like the float32 packing.
+at::Tensor pack_bf16_pairs(const at::Tensor& taps_kn, int64_t block) {
+  const int64_t groups = taps_kn.size(0), K = taps_kn.size(2), N = taps_kn.size(3);
+  const int64_t blocks = ceil_div(N, block), pairs = ceil_div(K, 2);
+  const at::Tensor padded = at::constant_pad_nd(taps_kn, {0, blocks * block - N, 0, 2 * pairs - K});
+  return padded.view({groups, kTaps, pairs, 2, blocks, block}).permute({0, 4, 1, 2, 5, 3}).contiguous();
+}
+
+const uint16_t* bf16_bits(const at::Tensor& t) {
+  return reinterpret_cast<const uint16_t*>(t.const_data_ptr<at::BFloat16>());
+}
+
+// The bf16 gather GEMMs of one pass, whose weight `weight_kn` is [G][5][K][N] (reduce over K, produce
+// N): packed once, then run for each of the pass's tap maps.
+class Bf16GatherGemm {
+ public:
+  Bf16GatherGemm(const at::Tensor& weight_kn, const std::optional<at::Tensor>& bias, const at::Tensor& src)
+      : table_(bf16_kernels()), groups_(weight_kn.size(0)), k_(weight_kn.size(2)), n_(weight_kn.size(3)) {
+    vectors_ = choose_vectors(n_, table_->lanes, table_->max_vectors);
+    const int64_t block = int64_t{vectors_} * table_->lanes;
+    packed_ = pack_bf16_pairs(weight_kn, block);
+    if (bias.has_value() && bias->defined()) {
+      packed_bias_ = pack_bias(bias->to(at::kFloat), groups_, block);
+    }
+    zeros_ = zero_pixel<at::BFloat16>(src.size(1), src.options());
+  }
+
+  void run(const TapMap& map, const at::Tensor& src, at::Tensor& dst) const {
+    if (map.batch * map.grid_h * map.grid_w == 0) {
+      return;
+    }
+    Bf16GatherGemmArgs args;
+    args.map = map;
+    args.src = bf16_bits(src);
+    args.src_ld = src.size(1);
+    args.dst = reinterpret_cast<uint16_t*>(dst.mutable_data_ptr<at::BFloat16>());
+    args.dst_ld = dst.size(1);
+    args.weight = bf16_bits(packed_);
+    args.bias = packed_bias_.defined() ? packed_bias_.const_data_ptr<float>() : nullptr;
+    args.zeros = bf16_bits(zeros_);
+    args.groups = groups_;
+    args.k = k_;
+    args.n = n_;
+    args.vectors = vectors_;
+    run_items(table_->gather_gemm_items(args), args, table_->gather_gemm);
+  }
+
+ private:
+  const Bf16KernelTable* table_;
+  int64_t groups_, k_, n_;
+  int vectors_ = 1;
+  at::Tensor packed_, packed_bias_, zeros_;
+};
+
+// x, y: bfloat16 channels_last; w: (G*n, k, 5).
+void forward_bf16(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias, at::Tensor& y,
+                  const ConvParams& p) {
+  const TapMap map = forward_tap_map(geometry(x.size(0), x.size(2), x.size(3), y.size(2), y.size(3), p));
+  const int64_t n = w.size(0) / p.groups, k = w.size(1);
+  Bf16GatherGemm(w.view({p.groups, n, k, kTaps}).permute({0, 3, 2, 1}), bias, x).run(map, x, y);
+}
+
+// dy, x: bfloat16 channels_last; returns the bfloat16 weight gradient (G*n, k, 5), summed in float32.
+at::Tensor weight_grad_bf16(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w, const ConvParams& p) {
+  const TapMap map = forward_tap_map(geometry(x.size(0), x.size(2), x.size(3), dy.size(2), dy.size(3), p));
+  if (map.batch * map.grid_h * map.grid_w == 0) {
+    return at::zeros_like(w);
+  }
+  const Bf16KernelTable* table = bf16_kernels();
+  const int64_t groups = p.groups, k = w.size(1), n = w.size(0) / groups;
+  const int vectors = choose_vectors(n, table->lanes, table->max_vectors);
+  const int64_t block = int64_t{vectors} * table->lanes;
+  const at::Tensor dy_blocked = pad_groups_to_blocks(dy, groups, n, block);
+  at::Tensor dw = at::empty({groups, kTaps, k, ceil_div(n, block) * block}, x.options().dtype(at::kFloat));
+  const at::Tensor zeros = zero_pixel<at::BFloat16>(std::max(x.size(1), dy_blocked.size(1)), x.options());
+  Bf16WgradArgs args;
+  args.map = map;
+  args.src = bf16_bits(x);
+  args.src_ld = x.size(1);
+  args.dy = bf16_bits(dy_blocked);
+  args.dy_group_stride = dy_blocked.size(1) / groups;
+  args.dy_ld = dy_blocked.size(1);
+  args.dw = dw.mutable_data_ptr<float>();
+  args.zeros = bf16_bits(zeros);
+  args.groups = groups;
+  args.k = k;
+  args.n = n;
+  args.vectors = vectors;
+  run_items(table->wgrad_items(args), args, table->wgrad);
+  return unpack_weight_grad<float>(dw, groups, k, n).to(at::kBFloat16);
+}
+
+// dy, dx: bfloat16 channels_last; reduces over the output channels with the transposed weight.
+void input_grad_bf16(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const ConvParams& p) {
+  const int64_t n = w.size(0) / p.groups, k = w.size(1);
+  const Bf16GatherGemm gemm(w.view({p.groups, n, k, kTaps}).permute({0, 3, 1, 2}), std::nullopt, dy);  // [G][5][n][k]
+  for (const TapMap& map : input_grad_classes(dy, dx, p)) {
+    gemm.run(map, dy, dx);
+  }
 }
 
 // float16 and bfloat16 compute in float32; float64 stays float64.
@@ -403,6 +571,14 @@ at::Tensor skeleton_conv2d_cpu(
     int64_t groups) {
   const ConvParams p = make_params(stride, padding, dilation, groups);
   const auto out_hw = check_forward_args(input, weight, bias, p);
+  if (native_bf16(input, weight, groups)) {
+    const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+    at::Tensor y = empty_channels_last(input.size(0), weight.size(0), out_hw[0], out_hw[1], x.options());
+    if (y.numel() > 0) {
+      forward_bf16(x, weight.contiguous(), bias, y, p);
+    }
+    return y.contiguous(input.suggest_memory_format());
+  }
   const auto dtype = compute_dtype(input.scalar_type());
   const at::Tensor x = to_channels_last(input, dtype);
   const at::Tensor w = weight.to(dtype).contiguous();
@@ -429,13 +605,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cpu(
   const ConvParams p = make_params(stride, padding, dilation, groups);
   check_backward_args(grad_output, input, weight, p);
   const auto dtype = compute_dtype(input.scalar_type());
-  const at::Tensor dy = to_channels_last(grad_output, dtype);
-  const at::Tensor w = weight.to(dtype).contiguous();
+  const bool native = native_bf16(input, weight, groups);
+  // grad_output in the compute dtype, for every gradient that computes in it.
+  at::Tensor dy;
+  if ((!native && (output_mask[0] || output_mask[1])) || output_mask[2]) {
+    dy = to_channels_last(grad_output, dtype);
+  }
+  const at::Tensor dy16 = native ? grad_output.contiguous(at::MemoryFormat::ChannelsLast) : at::Tensor();
+  const at::Tensor w = native ? at::Tensor() : weight.to(dtype).contiguous();
   // A masked-out gradient is an empty tensor of its own (outputs of an op must not alias).
   const auto none = [&] { return at::empty({0}, input.options()); };
 
   at::Tensor grad_input = none();
-  if (output_mask[0]) {
+  if (native && output_mask[0]) {
+    at::Tensor dx = empty_channels_last(input.size(0), input.size(1), input.size(2), input.size(3), dy16.options());
+    if (dx.numel() > 0) {
+      input_grad_bf16(dy16, weight.contiguous(), dx, p);
+    }
+    grad_input = dx.contiguous(input.suggest_memory_format());
+  } else if (output_mask[0]) {
     at::Tensor dx = empty_channels_last(input.size(0), input.size(1), input.size(2), input.size(3), dy.options());
     if (dx.numel() > 0) {
       AT_DISPATCH_FLOATING_TYPES(dtype, "skeleton_conv2d_input_grad_cpu", [&] { input_grad<scalar_t>(dy, w, dx, p); });
@@ -444,7 +632,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cpu(
   }
 
   at::Tensor grad_weight = none();
-  if (output_mask[1]) {
+  if (native && output_mask[1]) {
+    grad_weight = weight_grad_bf16(dy16, input.contiguous(at::MemoryFormat::ChannelsLast), weight, p);
+  } else if (output_mask[1]) {
     const at::Tensor x = to_channels_last(input, dtype);
     at::Tensor dw;
     AT_DISPATCH_FLOATING_TYPES(dtype, "skeleton_conv2d_weight_grad_cpu", [&] { dw = weight_grad<scalar_t>(dy, x, w, p); });
@@ -460,7 +650,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cpu(
 
 }  // namespace cpu
 
-std::string cpu_kernel_isa() { return cpu::float_kernels()->isa; }
+std::string cpu_kernel_isa() { return cpu::isa_name(cpu::selected_isa()); }
 
 TORCH_LIBRARY_IMPL(skeleton_cuda, CPU, m) {
   m.impl("skeleton_conv2d", &cpu::skeleton_conv2d_cpu);

@@ -93,7 +93,51 @@ struct KernelTable {
   void (*depthwise_wgrad)(const DepthwiseWgradArgs<T>&, int64_t begin, int64_t end);
 };
 
+// bfloat16 storage, float32 sums: the gather GEMM of GatherGemmArgs with the reduction taken two
+// channels at a time (AVX512_BF16's dot product of bf16 pairs). Elements are bfloat16 bit patterns.
+// dst[pixel][g*n + j] = round_bf16(bias[g][j] + sum over active taps a and c < k of
+//                                  src_a[pixel][g*k + c] * weight[g][tap[a]][c][j])
+struct Bf16GatherGemmArgs {
+  TapMap map;
+  const uint16_t* src = nullptr;
+  int64_t src_ld = 0;
+  uint16_t* dst = nullptr;
+  int64_t dst_ld = 0;
+  const uint16_t* weight = nullptr;  // [groups][blocks][5][ceil(k / 2)][block][2]: channels 2q, 2q + 1 side by side
+  const float* bias = nullptr;       // packed [groups][blocks * block], or nullptr
+  const uint16_t* zeros = nullptr;   // src_ld zeros
+  int64_t groups = 1, k = 0, n = 0;
+  int vectors = 1;
+};
+
+// The weight gradient of WgradArgs on bfloat16 storage, float32 sums (the reduction over pixels
+// taken two pixels at a time): dw[g][t][c][j] = sum over output pixels of
+// src_t[pixel][g*k + c] * dy[pixel][g*dy_group_stride + j].
+struct Bf16WgradArgs {
+  TapMap map;                    // the forward map, all five taps active
+  const uint16_t* src = nullptr;
+  int64_t src_ld = 0;
+  const uint16_t* dy = nullptr;  // every group's channels padded to blocks * block
+  int64_t dy_ld = 0;
+  int64_t dy_group_stride = 0;
+  float* dw = nullptr;           // [groups][5][k][blocks * block], overwritten (needs >= 1 pixel)
+  const uint16_t* zeros = nullptr;  // max(src_ld, dy_ld) zeros
+  int64_t groups = 1, k = 0, n = 0;
+  int vectors = 1;
+};
+
+struct Bf16KernelTable {
+  const char* isa;
+  int lanes;
+  int max_vectors;
+  int64_t (*gather_gemm_items)(const Bf16GatherGemmArgs&);
+  void (*gather_gemm)(const Bf16GatherGemmArgs&, int64_t begin, int64_t end);
+  int64_t (*wgrad_items)(const Bf16WgradArgs&);
+  void (*wgrad)(const Bf16WgradArgs&, int64_t begin, int64_t end);
+};
+
 // nullptr where the instruction set was not compiled in (non-x86 builds).
+const Bf16KernelTable* avx512_bf16_kernels();
 const KernelTable<float>* avx512_float_kernels();
 const KernelTable<float>* avx2_float_kernels();
 const KernelTable<float>* generic_float_kernels();

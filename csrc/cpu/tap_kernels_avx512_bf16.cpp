@@ -1,0 +1,341 @@
+// bfloat16 kernels for CPUs with AVX512_BF16: the gather GEMMs (forward, input gradient) and the
+// weight gradient.
+//
+// The float32 kernels compute bfloat16 layers on an upcast copy: one fused multiply-add of 16
+// lanes per input channel. VDPBF16PS adds two bf16 products to each of 16 float32 lanes, so
+// taking the reduction two channels at a time does twice the multiply-adds per instruction, on
+// half the bytes: a broadcast of one 32-bit channel pair per pixel against weight vectors that
+// hold the same pair of rows interleaved ([pair][column][2]). The register tile is the float32
+// kernel's (P pixels x V vectors of columns, tap_kernels_impl.h), and so are the work items.
+// The weight gradient reduces over pixels, so its pairs are two pixels: each chunk of pixels is
+// first interleaved pairwise (grad_output per output block, the input per tap and slab of
+// channels), then the same register tile runs over the pairs.
+// Results are rounded to bfloat16 exactly as PyTorch rounds float32 (to nearest even, NaN ->
+// 0x7FC0). VDPBF16PS treats bf16 subnormals as zero and flushes subnormal results, as oneDNN's
+// bf16 convolutions do.
+#include "tap_kernels.h"
+
+// AVX512_BF16 intrinsics: GCC 10 and Clang 11 on.
+#if defined(__x86_64__) && defined(__GNUC__) && \
+    ((defined(__clang__) && __clang_major__ >= 11) || (!defined(__clang__) && __GNUC__ >= 10))
+#define SKELETON_HAS_AVX512_BF16 1
+#endif
+
+#if defined(SKELETON_HAS_AVX512_BF16)
+
+#include <immintrin.h>  // intrinsics only: always-inline, nothing the linker could share
+
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,fma")
+#endif
+
+// The float32 kernels' register budget and tiles (P * V accumulators + V weights + 1 broadcast).
+#define SKELETON_ISA avx512_bf16
+#define SKELETON_ISA_NAME "avx512_bf16"
+#define SKELETON_MAX_VECTORS 4
+#define SKELETON_TILE_ROWS(V) ((V) == 4 ? 6 : (V) == 3 ? 8 : (V) == 2 ? 12 : 14)
+#include "tap_kernels_impl.h"  // grid_pointers, kGemmChunkTiles, kWgradChunk, min_i64, ceil_div
+
+namespace skeleton_cuda {
+namespace cpu {
+namespace SKELETON_ISA {
+
+constexpr int kLanes = 16;  // float32 accumulators per vector
+
+// PyTorch's float -> bfloat16 rounding (c10::detail::round_to_nearest_even).
+inline uint16_t round_bf16(float f) {
+  if (f != f) return 0x7FC0;
+  uint32_t u;
+  __builtin_memcpy(&u, &f, 4);
+  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+// The same rounding on 16 lanes, stored as 16 bfloat16. Vector extensions rather than intrinsics:
+// GCC's shift and narrowing intrinsics trip -Wmaybe-uninitialized inside its own headers.
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef uint16_t u16x16 __attribute__((vector_size(32)));
+
+inline void store_bf16(uint16_t* p, __m512 v) {
+  const f32x16 f = reinterpret_cast<f32x16>(v);
+  const u32x16 u = reinterpret_cast<u32x16>(v);
+  const u32x16 rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  const u32x16 nan = reinterpret_cast<u32x16>(static_cast<i32x16>(f != f));  // all ones where NaN
+  const u16x16 bits = __builtin_convertvector((rounded & ~nan) | (0x7FC0u & nan), u16x16);
+  __builtin_memcpy(p, &bits, sizeof(bits));
+}
+
+// Channels c and c + 1 of a pixel in every 32-bit lane (c the low half, as the weight pairs).
+inline __m512bh pair_broadcast(const uint16_t* s) {
+  uint32_t pair;
+  __builtin_memcpy(&pair, s, 4);
+  return reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(pair)));
+}
+
+// The last channel of an odd k, partnered with zero: never read the channel after it (another
+// group's, or past the tensor), whose NaN would survive a zero weight.
+inline __m512bh single_broadcast(const uint16_t* s) {
+  return reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(*s)));
+}
+
+// One register tile: P grid points x (V * 16) columns, float32 sums written to out[p] (float).
+template <int P, int V>
+inline __attribute__((always_inline)) void bf16_tile(
+    const uint16_t* const* src, int64_t src_stride, int64_t chan, int num_taps, const int* tap,
+    const uint16_t* weight, int64_t k, const float* bias, __m512 (&acc)[P][V]) {
+  constexpr int B = V * kLanes;
+  const int64_t pairs = k / 2, kp = (k + 1) / 2;
+  for (int v = 0; v < V; ++v) {
+    const __m512 b = bias != nullptr ? _mm512_loadu_ps(bias + v * kLanes) : _mm512_setzero_ps();
+    for (int p = 0; p < P; ++p) acc[p][v] = b;
+  }
+  for (int a = 0; a < num_taps; ++a) {
+    const uint16_t* s[P];
+    for (int p = 0; p < P; ++p) s[p] = src[a * src_stride + p] + chan;
+    const uint16_t* w = weight + static_cast<int64_t>(tap[a]) * kp * B * 2;
+    for (int64_t q = 0; q < pairs; ++q) {
+      __m512bh wv[V];
+      for (int v = 0; v < V; ++v)
+        wv[v] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(w + (q * B + v * kLanes) * 2));
+      for (int p = 0; p < P; ++p) {
+        const __m512bh x = pair_broadcast(s[p] + 2 * q);
+        for (int v = 0; v < V; ++v) acc[p][v] = _mm512_dpbf16_ps(acc[p][v], x, wv[v]);
+      }
+    }
+    if (k % 2 != 0) {
+      __m512bh wv[V];
+      for (int v = 0; v < V; ++v)
+        wv[v] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(w + (pairs * B + v * kLanes) * 2));
+      for (int p = 0; p < P; ++p) {
+        const __m512bh x = single_broadcast(s[p] + 2 * pairs);
+        for (int v = 0; v < V; ++v) acc[p][v] = _mm512_dpbf16_ps(acc[p][v], x, wv[v]);
+      }
+    }
+  }
+}
+
+template <int P, int B>
+int64_t bf16_gather_gemm_items_impl(const Bf16GatherGemmArgs& a) {
+  const int64_t points = a.map.batch * a.map.grid_h * a.map.grid_w;
+  return a.groups * ceil_div(a.n, B) * ceil_div(points, kGemmChunkTiles * P);
+}
+
+// Items as the float32 gather GEMM's: (group, output block, chunk of grid points), chunk fastest.
+template <int P, int V>
+void bf16_gather_gemm_impl(const Bf16GatherGemmArgs& a, int64_t begin, int64_t end) {
+  constexpr int B = V * kLanes;
+  constexpr int64_t kChunk = kGemmChunkTiles * P;
+  const int64_t points = a.map.batch * a.map.grid_h * a.map.grid_w;
+  const int64_t chunks = ceil_div(points, kChunk);
+  const int64_t blocks = ceil_div(a.n, B);
+  const int64_t kp = (a.k + 1) / 2;
+  const uint16_t* src[kTaps * kChunk];
+  int64_t dst_pixel[kChunk];
+
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t chunk = item % chunks;
+    const int64_t b = (item / chunks) % blocks;
+    const int64_t g = item / chunks / blocks;
+    const int64_t m0 = chunk * kChunk;
+    const int64_t count = min_i64(kChunk, points - m0);
+    grid_pointers(a.map, a.src, a.src_ld, a.zeros, m0, count, src, kChunk, dst_pixel);
+    for (int t = 0; t < a.map.num_taps; ++t)
+      for (int64_t m = count; m < kChunk; ++m) src[t * kChunk + m] = a.zeros;
+
+    const uint16_t* w = a.weight + (g * blocks + b) * kTaps * kp * B * 2;
+    const float* bias = a.bias != nullptr ? a.bias + (g * blocks + b) * B : nullptr;
+    uint16_t* dst = a.dst + g * a.n + b * B;
+    const int64_t cols = min_i64(B, a.n - b * B);
+    for (int64_t m = 0; m < count; m += P) {
+      const int64_t rows = min_i64(P, count - m);
+      __m512 acc[P][V];
+      bf16_tile<P, V>(src + m, kChunk, g * a.k, a.map.num_taps, a.map.tap, w, a.k, bias, acc);
+      if (rows == P && cols == B) {
+        for (int p = 0; p < P; ++p)
+          for (int v = 0; v < V; ++v) store_bf16(dst + dst_pixel[m + p] * a.dst_ld + v * kLanes, acc[p][v]);
+      } else {  // edge tile: the points past `count` read zeros; write only the real ones
+        alignas(64) float tail[P][B];
+        for (int p = 0; p < P; ++p)
+          for (int v = 0; v < V; ++v) _mm512_store_ps(&tail[p][v * kLanes], acc[p][v]);
+        for (int64_t p = 0; p < rows; ++p)
+          for (int64_t j = 0; j < cols; ++j) dst[dst_pixel[m + p] * a.dst_ld + j] = round_bf16(tail[p][j]);
+      }
+    }
+  }
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Weight gradient.
+
+// 16 pairs (a[i], b[i]) as 32 bfloat16, a[i] the low half: a pair of pixels' values side by side.
+inline void store_pairs(uint32_t* out, const uint16_t* a, const uint16_t* b, __mmask16 valid) {
+  const u16x16 lo = reinterpret_cast<u16x16>(_mm256_maskz_loadu_epi16(valid, a));
+  const u16x16 hi = reinterpret_cast<u16x16>(_mm256_maskz_loadu_epi16(valid, b));
+  const u32x16 pairs = __builtin_convertvector(lo, u32x16) | (__builtin_convertvector(hi, u32x16) << 16);
+  __builtin_memcpy(out, &pairs, sizeof(pairs));
+}
+
+inline __mmask16 first_lanes(int64_t count) {  // lanes [0, count) of 16
+  return count >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1u);
+}
+
+constexpr int64_t kWgradPairs = kWgradChunk / 2;
+
+// Channels of the input interleaved at once: 8 register tiles of P rows (a multiple of 16, as P is
+// even), so that a thread's consecutive items reuse one interleaving.
+template <int P>
+constexpr int64_t wgrad_slab() { return 8 * P; }
+
+template <int P, int B>
+int64_t bf16_wgrad_items_impl(const Bf16WgradArgs& a) {
+  return a.groups * kTaps * ceil_div(a.k, P) * ceil_div(a.n, B);
+}
+
+// Items as the float32 weight gradient's: ((g * blocks + b) * 5 + t) * channel_tiles + ct, each a
+// register tile of P input channels x (V * 16) output channels summed over all pixels, chunk by
+// chunk in a fixed order (bitwise independent of the threads).
+template <int P, int V>
+void bf16_wgrad_impl(const Bf16WgradArgs& a, int64_t begin, int64_t end) {
+  constexpr int B = V * kLanes;
+  constexpr int64_t kSlab = wgrad_slab<P>();
+  static_assert(kSlab % 16 == 0, "slabs are interleaved 16 channels at a time");
+  const int64_t points = a.map.batch * a.map.grid_h * a.map.grid_w;
+  const int64_t blocks = ceil_div(a.n, B);
+  const int64_t channel_tiles = ceil_div(a.k, P);
+  const int64_t ldw = blocks * B;
+  const uint16_t* src[kTaps * kWgradChunk];
+  alignas(64) uint32_t dy_pairs[kWgradPairs][B];    // [pair][column]: grad_output of pixels 2q, 2q + 1
+  alignas(64) uint32_t x_pairs[kWgradPairs][kSlab];  // [pair][channel of the slab]: the input, one tap
+
+  for (int64_t m0 = 0; m0 < points; m0 += kWgradChunk) {
+    const int64_t count = min_i64(kWgradChunk, points - m0);
+    const int64_t pairs = ceil_div(count, 2);  // an odd count's last partner reads zeros
+    grid_pointers(a.map, a.src, a.src_ld, a.zeros, m0, count, src, kWgradChunk, nullptr);
+    for (int t = 0; t < kTaps; ++t)
+      for (int64_t m = count; m < kWgradChunk; ++m) src[t * kWgradChunk + m] = a.zeros;
+    auto dy_row = [&](int64_t m) { return m < count ? a.dy + (m0 + m) * a.dy_ld : a.zeros; };
+
+    int64_t dy_built = -1, x_built = -1;  // which (g, b) and (g, t, slab) the buffers hold
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t ct = item % channel_tiles;
+      const int64_t t = (item / channel_tiles) % kTaps;
+      const int64_t b = (item / channel_tiles / kTaps) % blocks;
+      const int64_t g = item / channel_tiles / kTaps / blocks;
+      if (g * blocks + b != dy_built) {
+        dy_built = g * blocks + b;
+        const int64_t off = g * a.dy_group_stride + b * B;
+        for (int64_t q = 0; q < pairs; ++q)
+          for (int v = 0; v < V; ++v)
+            store_pairs(&dy_pairs[q][v * kLanes], dy_row(2 * q) + off + v * kLanes, dy_row(2 * q + 1) + off + v * kLanes,
+                        0xFFFF);
+      }
+      const int64_t slab = ct * P / kSlab;
+      const int64_t x_key = (g * kTaps + t) * ceil_div(a.k, kSlab) + slab;
+      if (x_key != x_built) {
+        x_built = x_key;
+        const uint16_t* const* tap_src = src + t * kWgradChunk;
+        const int64_t c0 = slab * kSlab;
+        for (int64_t q = 0; q < pairs; ++q)
+          for (int64_t c = 0; c < kSlab; c += 16) {  // channels past k interleave as zeros
+            const int64_t off = g * a.k + c0 + c;
+            store_pairs(&x_pairs[q][c], tap_src[2 * q] + off, tap_src[2 * q + 1] + off, first_lanes(a.k - c0 - c));
+          }
+      }
+      const int64_t row0 = ct * P - slab * kSlab;
+      const int64_t rows = min_i64(P, a.k - ct * P);
+      float* dw = a.dw + ((g * kTaps + t) * a.k + ct * P) * ldw + b * B;
+      __m512 acc[P][V];
+      for (int p = 0; p < P; ++p)
+        for (int v = 0; v < V; ++v)
+          acc[p][v] = m0 == 0 || p >= rows ? _mm512_setzero_ps() : _mm512_loadu_ps(dw + p * ldw + v * kLanes);
+      for (int64_t q = 0; q < pairs; ++q) {
+        __m512bh g16[V];
+        for (int v = 0; v < V; ++v)
+          g16[v] = reinterpret_cast<__m512bh>(_mm512_load_si512(&dy_pairs[q][v * kLanes]));
+        for (int p = 0; p < P; ++p) {
+          const __m512bh x = reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(x_pairs[q][row0 + p])));
+          for (int v = 0; v < V; ++v) acc[p][v] = _mm512_dpbf16_ps(acc[p][v], x, g16[v]);
+        }
+      }
+      for (int64_t p = 0; p < rows; ++p)
+        for (int v = 0; v < V; ++v) _mm512_storeu_ps(dw + p * ldw + v * kLanes, acc[p][v]);
+    }
+  }
+}
+
+template <int V>
+constexpr int bf16_rows() { return SKELETON_TILE_ROWS(V); }
+
+int64_t bf16_gather_gemm_items(const Bf16GatherGemmArgs& a) {
+  switch (a.vectors) {
+    case 1: return bf16_gather_gemm_items_impl<bf16_rows<1>(), kLanes>(a);
+    case 2: return bf16_gather_gemm_items_impl<bf16_rows<2>(), 2 * kLanes>(a);
+    case 3: return bf16_gather_gemm_items_impl<bf16_rows<3>(), 3 * kLanes>(a);
+    case 4: return bf16_gather_gemm_items_impl<bf16_rows<4>(), 4 * kLanes>(a);
+  }
+  return 0;
+}
+
+void bf16_gather_gemm(const Bf16GatherGemmArgs& a, int64_t begin, int64_t end) {
+  switch (a.vectors) {
+    case 1: return bf16_gather_gemm_impl<bf16_rows<1>(), 1>(a, begin, end);
+    case 2: return bf16_gather_gemm_impl<bf16_rows<2>(), 2>(a, begin, end);
+    case 3: return bf16_gather_gemm_impl<bf16_rows<3>(), 3>(a, begin, end);
+    case 4: return bf16_gather_gemm_impl<bf16_rows<4>(), 4>(a, begin, end);
+  }
+}
+
+int64_t bf16_wgrad_items(const Bf16WgradArgs& a) {
+  switch (a.vectors) {
+    case 1: return bf16_wgrad_items_impl<bf16_rows<1>(), kLanes>(a);
+    case 2: return bf16_wgrad_items_impl<bf16_rows<2>(), 2 * kLanes>(a);
+    case 3: return bf16_wgrad_items_impl<bf16_rows<3>(), 3 * kLanes>(a);
+    case 4: return bf16_wgrad_items_impl<bf16_rows<4>(), 4 * kLanes>(a);
+  }
+  return 0;
+}
+
+void bf16_wgrad(const Bf16WgradArgs& a, int64_t begin, int64_t end) {
+  switch (a.vectors) {
+    case 1: return bf16_wgrad_impl<bf16_rows<1>(), 1>(a, begin, end);
+    case 2: return bf16_wgrad_impl<bf16_rows<2>(), 2>(a, begin, end);
+    case 3: return bf16_wgrad_impl<bf16_rows<3>(), 3>(a, begin, end);
+    case 4: return bf16_wgrad_impl<bf16_rows<4>(), 4>(a, begin, end);
+  }
+}
+
+}  // namespace SKELETON_ISA
+}  // namespace cpu
+}  // namespace skeleton_cuda
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+namespace skeleton_cuda {
+namespace cpu {
+const Bf16KernelTable* avx512_bf16_kernels() {
+  static const Bf16KernelTable kTable = {
+      "avx512_bf16", avx512_bf16::kLanes, SKELETON_MAX_VECTORS, &avx512_bf16::bf16_gather_gemm_items,
+      &avx512_bf16::bf16_gather_gemm, &avx512_bf16::bf16_wgrad_items, &avx512_bf16::bf16_wgrad};
+  return &kTable;
+}
+}  // namespace cpu
+}  // namespace skeleton_cuda
+
+#else
+
+namespace skeleton_cuda {
+namespace cpu {
+const Bf16KernelTable* avx512_bf16_kernels() { return nullptr; }
+}  // namespace cpu
+}  // namespace skeleton_cuda
+
+#endif
