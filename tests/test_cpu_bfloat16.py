@@ -1,15 +1,17 @@
-"""The native bfloat16 CPU kernels (AVX512_BF16: the forward, input gradient and weight gradient of
-dense and grouped layers, csrc/cpu/tap_kernels_avx512_bf16.cpp): the float64 oracle, PyTorch's
-rounding, channel pairs that never reach into the next group, and the path they take. Skipped on
-other CPUs."""
+"""The native bfloat16 CPU kernels. Dense and grouped layers on AVX512_BF16 (the forward, input
+gradient and weight gradient, csrc/cpu/tap_kernels_avx512_bf16.cpp): the float64 oracle, PyTorch's
+rounding, channel pairs that never reach into the next group, and the path they take (skipped on
+other CPUs). Depthwise layers on every ISA (the float32 kernels converting in registers): the same
+bits as computing on a float32 copy."""
 
 import pytest
 import torch
 
 import skeleton_cuda
-from oracle import check_against_oracle, config_id, cpu_isa_supported, random_configs
+from oracle import check_against_oracle, config_id, cpu_isa_supported, make_tensors, random_configs
 
-pytestmark = pytest.mark.skipif(
+pytestmark = pytest.mark.skipif(not skeleton_cuda.has_compiled_ops(), reason="compiled ops not built")
+needs_avx512_bf16 = pytest.mark.skipif(
     not skeleton_cuda.has_compiled_ops() or not cpu_isa_supported("avx512_bf16"), reason="needs AVX512_BF16"
 )
 
@@ -28,11 +30,13 @@ SHAPES = [
 CONFIGS = SHAPES + [c for c in random_configs(seed=31, count=30) if c["groups"] != c["cin"]][:12]
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def native(cpu_isa):
     cpu_isa("avx512_bf16")
 
 
+@needs_avx512_bf16
+@pytest.mark.usefixtures("native")
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 @pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format], ids=["nhwc", "nchw"])
 def test_matches_float64_oracle(config, memory_format):
@@ -43,6 +47,8 @@ def test_matches_float64_oracle(config, memory_format):
     assert out.is_contiguous(memory_format=memory_format) or out.shape[2] * out.shape[3] == 1
 
 
+@needs_avx512_bf16
+@pytest.mark.usefixtures("native")
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("cout", [48, 20], ids=["full-tiles", "edge-tiles"])
 def test_results_round_as_pytorch_rounds(stride, cout):
@@ -65,10 +71,12 @@ def test_results_round_as_pytorch_rounds(stride, cout):
     assert torch.equal(dx.view(torch.int16), ref_dx.to(torch.bfloat16).view(torch.int16))
 
 
+@needs_avx512_bf16
+@pytest.mark.usefixtures("native")
 @pytest.mark.parametrize("cout", [16, 20], ids=["full-tiles", "edge-tiles"])
 def test_nan_results_are_pytorchs_nan(cout):
     # A NaN with every payload bit set: rounded as a number, its float32 form would carry into the
-    # sign bit; PyTorch turns every NaN into 0x7FC0.
+    # sign bit. The kernels give c10::BFloat16's NaN, 0x7FC0.
     x = torch.randn(1, 8, 6, 6).to(torch.bfloat16)
     x.view(torch.int16)[0, 3, 2, 2] = 0x7FFF
     assert x[0, 3, 2, 2].isnan()
@@ -80,6 +88,8 @@ def test_nan_results_are_pytorchs_nan(cout):
     assert (out[0][:, nan].view(torch.int16) == 0x7FC0).all()
 
 
+@needs_avx512_bf16
+@pytest.mark.usefixtures("native")
 @pytest.mark.parametrize("poisoned", [0, 1])
 def test_odd_channel_pairs_never_read_the_next_group(poisoned):
     # 3 channels per group: the last pair of a group is (channel 2, zero), never (channel 2, the next
@@ -104,6 +114,8 @@ def test_odd_channel_pairs_never_read_the_next_group(poisoned):
     assert torch.equal(dx[:, other], dx_clean[:, other])
 
 
+@needs_avx512_bf16
+@pytest.mark.usefixtures("native")
 def test_native_kernels_run_where_they_should(cpu_isa):
     # VDPBF16PS treats subnormal bfloat16 inputs as zero (as oneDNN's bf16 convolutions do); the
     # float32 path does not. That tells the two apart: dense and grouped layers must take the native
@@ -125,6 +137,46 @@ def test_native_kernels_run_where_they_should(cpu_isa):
 
     assert results(groups=1) == [True, True, True]
     assert results(groups=2) == [True, True, True]
-    assert results(groups=4) == [False, False, False]  # depthwise: float32
+    assert results(groups=4) == [False, False, False]  # depthwise: the float32 kernels
     cpu_isa("avx512")
     assert results(groups=1) == [False, False, False]
+
+
+DEPTHWISE = [
+    dict(n=2, cin=95, cout=95, h=9, w=29, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=95, bias=True),
+    dict(n=1, cin=95, cout=95, h=12, w=40, stride=(2, 2), padding=(0, 3), dilation=(2, 3), groups=95, bias=False),
+    dict(n=3, cin=7, cout=7, h=5, w=6, stride=(1, 2), padding=(2, 1), dilation=(1, 1), groups=7, bias=True),
+    dict(n=1, cin=64, cout=64, h=14, w=14, stride=(2, 2), padding=(1, 1), dilation=(1, 1), groups=64, bias=True),
+]
+
+
+@pytest.mark.parametrize("isa", ["avx512_bf16", "avx512", "avx2", "generic"])
+@pytest.mark.parametrize("config", DEPTHWISE, ids=config_id)
+def test_depthwise_bfloat16_is_the_float32_result_rounded(isa, config, cpu_isa):
+    # Converting in registers instead of on a float32 copy changes nothing but the bytes moved: the
+    # output and all three gradients must be the float32 path's, rounded by PyTorch, bit for bit
+    # (NaNs included: a NaN with every payload bit set in the input).
+    if not cpu_isa_supported(isa):
+        pytest.skip(f"this CPU lacks {isa}")
+    cpu_isa(isa)
+    nchw = DEPTHWISE.index(config) == 2
+    x, w, b = make_tensors(config, torch.bfloat16, memory_format=torch.contiguous_format if nchw else torch.channels_last)
+    x.view(torch.int16)[0, 0, 0, 0] = 0x7FFF
+    args = (list(config["stride"]), list(config["padding"]), list(config["dilation"]), config["groups"])
+    y = ops.skeleton_conv2d(x, w, b, *args)
+    gy = torch.randn(y.shape).to(torch.bfloat16).contiguous(memory_format=torch.contiguous_format if nchw else torch.channels_last)
+    grads = ops.skeleton_conv2d_backward(gy, x, w, *args, [True, True, b is not None])
+    f32 = lambda t: None if t is None else t.float()
+    y32 = ops.skeleton_conv2d(f32(x), f32(w), f32(b), *args)
+    grads32 = ops.skeleton_conv2d_backward(f32(gy), f32(x), f32(w), *args, [True, True, b is not None])
+    for name, got, want in zip(("output", "grad_input", "grad_weight", "grad_bias"), (y, *grads), (y32, *grads32)):
+        if want.numel() == 0:
+            continue
+        want = want.to(torch.bfloat16)
+        assert got.dtype == torch.bfloat16 and got.shape == want.shape, name
+        # NaN bits differ inside PyTorch itself (c10's scalar rounding gives 0x7FC0, ATen's vectorized
+        # copies 0xFFFF); a NaN must stay a NaN, every other value be the same bits.
+        assert torch.equal(got.isnan(), want.isnan()) and got.isnan().any() == (name in ("output", "grad_weight")), name
+        finite = ~want.isnan()
+        assert torch.equal(got.view(torch.int16)[finite], want.view(torch.int16)[finite]), name
+    assert y.is_contiguous(memory_format=torch.contiguous_format if nchw else torch.channels_last)

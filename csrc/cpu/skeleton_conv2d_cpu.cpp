@@ -4,8 +4,8 @@
 // Everything runs on channels_last (pixel-major) buffers, where the five taps of a pixel are five
 // contiguous channel vectors. NCHW inputs are converted on the way in and the result converted
 // back, so the output keeps the input's memory format, as nn.Conv2d's does. float16 and bfloat16
-// are computed in float32, except bfloat16 dense and grouped layers on CPUs with AVX512_BF16
-// (native kernels, below); float64 (gradcheck) has its own kernels.
+// are computed in float32, except bfloat16 depthwise layers, and dense and grouped ones on CPUs with
+// AVX512_BF16 (native kernels, below); float64 (gradcheck) has its own kernels.
 #include <ATen/Dispatch.h>
 #include <ATen/Functions.h>
 #include <ATen/Parallel.h>
@@ -19,6 +19,7 @@
 #include <cstring>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "../skeleton_conv2d.h"
@@ -301,20 +302,79 @@ void gather_gemm(const TapMap& map, const at::Tensor& src, at::Tensor& dst, cons
   run_items(table->gather_gemm_items(args), args, table->gather_gemm);
 }
 
-// Depthwise over the pixels of all `maps` (which share dst_row_step), one destination row per item.
+// Activations as the kernels see them: T itself, or bfloat16 bit patterns.
+template <typename S>
+const S* elements(const at::Tensor& t) {
+  return t.const_data_ptr<S>();
+}
+template <>
+const uint16_t* elements<uint16_t>(const at::Tensor& t) {
+  return reinterpret_cast<const uint16_t*>(t.const_data_ptr<at::BFloat16>());
+}
+template <typename S>
+S* mutable_elements(at::Tensor& t) {
+  return const_cast<S*>(elements<S>(t));
+}
+
+// The depthwise kernels of `table` for activations stored as S (T, or bfloat16 bits with T = float).
 template <typename T>
+std::pair<int64_t (*)(const DepthwiseArgs<T>&), void (*)(const DepthwiseArgs<T>&, int64_t, int64_t)>
+depthwise_kernels(const KernelTable<T>* table, const T*) {
+  return {table->depthwise_items, table->depthwise};
+}
+std::pair<int64_t (*)(const DepthwiseArgs<float, uint16_t>&), void (*)(const DepthwiseArgs<float, uint16_t>&, int64_t, int64_t)>
+depthwise_kernels(const KernelTable<float>* table, const uint16_t*) {
+  return {table->depthwise_bf16_items, table->depthwise_bf16};
+}
+template <typename T>
+std::pair<int64_t (*)(const DepthwiseWgradArgs<T>&), void (*)(const DepthwiseWgradArgs<T>&, int64_t, int64_t)>
+depthwise_wgrad_kernels(const KernelTable<T>* table, const T*) {
+  return {table->depthwise_wgrad_items, table->depthwise_wgrad};
+}
+std::pair<int64_t (*)(const DepthwiseWgradArgs<float, uint16_t>&),
+          void (*)(const DepthwiseWgradArgs<float, uint16_t>&, int64_t, int64_t)>
+depthwise_wgrad_kernels(const KernelTable<float>* table, const uint16_t*) {
+  return {table->depthwise_wgrad_bf16_items, table->depthwise_wgrad_bf16};
+}
+
+// Depthwise over the pixels of all `maps` (which share dst_row_step), one destination row per item.
+// Activations stored as S; weights and bias in T.
+template <typename T, typename S = T>
 void depthwise(const std::vector<TapMap>& maps, const at::Tensor& src, at::Tensor& dst,
                const at::Tensor& packed, const T* bias) {
-  const KernelTable<T>* table = kernels<T>();
-  DepthwiseArgs<T> args;
+  DepthwiseArgs<T, S> args;
   args.maps = maps.data();
   args.num_maps = static_cast<int>(maps.size());
-  args.src = src.const_data_ptr<T>();
-  args.dst = dst.mutable_data_ptr<T>();
+  args.src = elements<S>(src);
+  args.dst = mutable_elements<S>(dst);
   args.weight = packed.const_data_ptr<T>();
   args.bias = bias;
   args.channels = dst.size(1);
-  run_items(table->depthwise_items(args), args, table->depthwise);
+  const auto kernel = depthwise_kernels(kernels<T>(), args.src);
+  run_items(kernel.first(args), args, kernel.second);
+}
+
+// The depthwise weight gradient (C, 1, 5) in T, from activations stored as S. Partial sums per
+// (image, band of rows), enough of them to keep every core busy even at batch 1, added up in a
+// fixed order.
+template <typename T, typename S = T>
+at::Tensor depthwise_weight_grad(const TapMap& map, const at::Tensor& dy, const at::Tensor& x, int64_t channels) {
+  const int64_t bands = std::min<int64_t>(map.grid_h, ceil_div(16, map.batch));
+  at::Tensor partial = at::empty({map.batch * bands, kTaps, channels}, x.options().dtype(c10::CppTypeToScalarType<T>::value));
+  DepthwiseWgradArgs<T, S> args;
+  args.map = map;
+  args.src = elements<S>(x);
+  args.dy = elements<S>(dy);
+  args.dw = partial.mutable_data_ptr<T>();
+  args.channels = channels;
+  args.bands = bands;
+  const auto kernel = depthwise_wgrad_kernels(kernels<T>(), args.src);
+  run_items(kernel.first(args), args, kernel.second);
+  at::Tensor dw = partial.select(0, 0).clone();
+  for (int64_t i = 1; i < partial.size(0); ++i) {
+    dw.add_(partial.select(0, i));
+  }
+  return dw.t().reshape({channels, 1, kTaps});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -393,23 +453,7 @@ at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& x, const at::Tens
     return at::zeros_like(w);
   }
   if (is_depthwise(w, groups)) {
-    // Partial sums per (image, band of rows), enough of them to keep every core busy even at
-    // batch 1, added up in a fixed order.
-    const int64_t bands = std::min<int64_t>(map.grid_h, ceil_div(16, map.batch));
-    at::Tensor partial = at::empty({map.batch * bands, kTaps, groups}, x.options());
-    DepthwiseWgradArgs<T> args;
-    args.map = map;
-    args.src = x.const_data_ptr<T>();
-    args.dy = dy.const_data_ptr<T>();
-    args.dw = partial.mutable_data_ptr<T>();
-    args.channels = groups;
-    args.bands = bands;
-    run_items(table->depthwise_wgrad_items(args), args, table->depthwise_wgrad);
-    at::Tensor dw = partial.select(0, 0).clone();
-    for (int64_t i = 1; i < partial.size(0); ++i) {
-      dw.add_(partial.select(0, i));
-    }
-    return dw.t().reshape(w.sizes());
+    return depthwise_weight_grad<T>(map, dy, x, groups);
   }
   const int vectors = choose_vectors(n, table->lanes, table->max_vectors);
   const int64_t block = int64_t{vectors} * table->lanes;
@@ -435,12 +479,18 @@ at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& x, const at::Tens
 }
 
 // ---------------------------------------------------------------------------------------------
-// bfloat16 on CPUs with AVX512_BF16: the forward, input-gradient and weight-gradient GEMMs of dense
-// and grouped layers run on the bfloat16 tensors themselves (tap_kernels_avx512_bf16.cpp), float32
-// sums, bfloat16 results. Depthwise layers still compute in float32.
+// bfloat16 layers that run on the bfloat16 tensors themselves, float32 sums, bfloat16 results:
+// dense and grouped ones on CPUs with AVX512_BF16 (the GEMMs of tap_kernels_avx512_bf16.cpp), and
+// depthwise ones everywhere (the float32 depthwise kernels, converting in registers: the same
+// bits as computing on a float32 copy, for half the bytes).
 
 bool native_bf16(const at::Tensor& input, const at::Tensor& weight, int64_t groups) {
-  return input.scalar_type() == at::kBFloat16 && !is_depthwise(weight, groups) && bf16_kernels() != nullptr;
+  return input.scalar_type() == at::kBFloat16 && (is_depthwise(weight, groups) || bf16_kernels() != nullptr);
+}
+
+// The depthwise weight (C, 1, 5) as the kernels take it: [5][C] float.
+at::Tensor pack_depthwise_weight(const at::Tensor& w) {
+  return w.to(at::kFloat).view({w.size(0), kTaps}).t().contiguous();
 }
 
 // A [G][5][K][N] weight (reduce over K, produce N) packed for the bf16 kernels:
@@ -502,6 +552,11 @@ class Bf16GatherGemm {
 void forward_bf16(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias, at::Tensor& y,
                   const ConvParams& p) {
   const TapMap map = forward_tap_map(geometry(x.size(0), x.size(2), x.size(3), y.size(2), y.size(3), p));
+  if (is_depthwise(w, p.groups)) {
+    const at::Tensor b = bias.has_value() && bias->defined() ? bias->to(at::kFloat) : at::Tensor();
+    depthwise<float, uint16_t>({map}, x, y, pack_depthwise_weight(w), b.defined() ? b.const_data_ptr<float>() : nullptr);
+    return;
+  }
   const int64_t n = w.size(0) / p.groups, k = w.size(1);
   Bf16GatherGemm(w.view({p.groups, n, k, kTaps}).permute({0, 3, 2, 1}), bias, x).run(map, x, y);
 }
@@ -511,6 +566,9 @@ at::Tensor weight_grad_bf16(const at::Tensor& dy, const at::Tensor& x, const at:
   const TapMap map = forward_tap_map(geometry(x.size(0), x.size(2), x.size(3), dy.size(2), dy.size(3), p));
   if (map.batch * map.grid_h * map.grid_w == 0) {
     return at::zeros_like(w);
+  }
+  if (is_depthwise(w, p.groups)) {
+    return depthwise_weight_grad<float, uint16_t>(map, dy, x, p.groups).to(at::kBFloat16);
   }
   const Bf16KernelTable* table = bf16_kernels();
   const int64_t groups = p.groups, k = w.size(1), n = w.size(0) / groups;
@@ -538,6 +596,10 @@ at::Tensor weight_grad_bf16(const at::Tensor& dy, const at::Tensor& x, const at:
 
 // dy, dx: bfloat16 channels_last; reduces over the output channels with the transposed weight.
 void input_grad_bf16(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const ConvParams& p) {
+  if (is_depthwise(w, p.groups)) {
+    depthwise<float, uint16_t>(input_grad_classes(dy, dx, p), dy, dx, pack_depthwise_weight(w), nullptr);
+    return;
+  }
   const int64_t n = w.size(0) / p.groups, k = w.size(1);
   const Bf16GatherGemm gemm(w.view({p.groups, n, k, kTaps}).permute({0, 3, 1, 2}), std::nullopt, dy);  // [G][5][n][k]
   for (const TapMap& map : input_grad_classes(dy, dx, p)) {

@@ -51,12 +51,15 @@ struct WgradArgs {
 // dst[pixel][c] = bias[c] + sum over active taps a of src_a[pixel][c] * weight[tap[a]][c]
 // for the pixels of every map: the forward map, or all residue classes of the input gradient,
 // which share dst_row_step. An item is one whole destination row, written in one go.
-template <typename T>
+// S: how the activations are stored, T itself or (for T = float) bfloat16 bit patterns, converted
+// in registers (sums in T, results rounded as PyTorch rounds): memory-bound layers move half the
+// bytes, for the same bits as computing on a float32 copy.
+template <typename T, typename S = T>
 struct DepthwiseArgs {
   const TapMap* maps = nullptr;
   int num_maps = 0;
-  const T* src = nullptr;
-  T* dst = nullptr;
+  const S* src = nullptr;
+  S* dst = nullptr;
   const T* weight = nullptr;  // [5][channels]
   const T* bias = nullptr;    // [channels] or nullptr
   int64_t channels = 0;
@@ -65,11 +68,11 @@ struct DepthwiseArgs {
 // dw[n * bands + band][t][c] = sum over the output pixels of image n whose row falls in band of
 //                               src_t[pixel][c] * dy[pixel][c]
 // (partial sums; the caller adds them up).
-template <typename T>
+template <typename T, typename S = T>
 struct DepthwiseWgradArgs {
   TapMap map;                 // the forward map
-  const T* src = nullptr;
-  const T* dy = nullptr;
+  const S* src = nullptr;     // S as for DepthwiseArgs
+  const S* dy = nullptr;
   T* dw = nullptr;            // [batch * bands][5][channels], overwritten
   int64_t channels = 0;
   int64_t bands = 1;          // row bands per image
@@ -91,6 +94,11 @@ struct KernelTable {
   void (*depthwise)(const DepthwiseArgs<T>&, int64_t begin, int64_t end);
   int64_t (*depthwise_wgrad_items)(const DepthwiseWgradArgs<T>&);
   void (*depthwise_wgrad)(const DepthwiseWgradArgs<T>&, int64_t begin, int64_t end);
+  // The same on bfloat16 activations (float32 tables only, nullptr in the others).
+  int64_t (*depthwise_bf16_items)(const DepthwiseArgs<T, uint16_t>&);
+  void (*depthwise_bf16)(const DepthwiseArgs<T, uint16_t>&, int64_t begin, int64_t end);
+  int64_t (*depthwise_wgrad_bf16_items)(const DepthwiseWgradArgs<T, uint16_t>&);
+  void (*depthwise_wgrad_bf16)(const DepthwiseWgradArgs<T, uint16_t>&, int64_t begin, int64_t end);
 };
 
 // bfloat16 storage, float32 sums: the gather GEMM of GatherGemmArgs with the reduction taken two

@@ -10,8 +10,8 @@
 // The weight gradient reduces over pixels, so its pairs are two pixels: each chunk of pixels is
 // first interleaved pairwise (grad_output per output block, the input per tap and slab of
 // channels), then the same register tile runs over the pairs.
-// Results are rounded to bfloat16 exactly as PyTorch rounds float32 (to nearest even, NaN ->
-// 0x7FC0). VDPBF16PS treats bf16 subnormals as zero and flushes subnormal results, as oneDNN's
+// Results are rounded to bfloat16 as c10::BFloat16 rounds float32 (to nearest even, NaN -> 0x7FC0).
+// VDPBF16PS treats bf16 subnormals as zero and flushes subnormal results, as oneDNN's
 // bf16 convolutions do.
 #include "tap_kernels.h"
 
@@ -37,7 +37,7 @@
 #define SKELETON_ISA_NAME "avx512_bf16"
 #define SKELETON_MAX_VECTORS 4
 #define SKELETON_TILE_ROWS(V) ((V) == 4 ? 6 : (V) == 3 ? 8 : (V) == 2 ? 12 : 14)
-#include "tap_kernels_impl.h"  // grid_pointers, kGemmChunkTiles, kWgradChunk, min_i64, ceil_div
+#include "tap_kernels_impl.h"  // grid_pointers, store_elems, kGemmChunkTiles, kWgradChunk, ceil_div
 
 namespace skeleton_cuda {
 namespace cpu {
@@ -45,29 +45,10 @@ namespace SKELETON_ISA {
 
 constexpr int kLanes = 16;  // float32 accumulators per vector
 
-// PyTorch's float -> bfloat16 rounding (c10::detail::round_to_nearest_even).
-inline uint16_t round_bf16(float f) {
-  if (f != f) return 0x7FC0;
-  uint32_t u;
-  __builtin_memcpy(&u, &f, 4);
-  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-}
-
-// The same rounding on 16 lanes, stored as 16 bfloat16. Vector extensions rather than intrinsics:
-// GCC's shift and narrowing intrinsics trip -Wmaybe-uninitialized inside its own headers.
+// Integer lanes as vector extensions: GCC's shift and narrowing intrinsics trip
+// -Wmaybe-uninitialized inside its own headers. (Rounding to bfloat16: store_elems / store_elem.)
 typedef uint32_t u32x16 __attribute__((vector_size(64)));
-typedef int32_t i32x16 __attribute__((vector_size(64)));
-typedef float f32x16 __attribute__((vector_size(64)));
 typedef uint16_t u16x16 __attribute__((vector_size(32)));
-
-inline void store_bf16(uint16_t* p, __m512 v) {
-  const f32x16 f = reinterpret_cast<f32x16>(v);
-  const u32x16 u = reinterpret_cast<u32x16>(v);
-  const u32x16 rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  const u32x16 nan = reinterpret_cast<u32x16>(static_cast<i32x16>(f != f));  // all ones where NaN
-  const u16x16 bits = __builtin_convertvector((rounded & ~nan) | (0x7FC0u & nan), u16x16);
-  __builtin_memcpy(p, &bits, sizeof(bits));
-}
 
 // Channels c and c + 1 of a pixel in every 32-bit lane (c the low half, as the weight pairs).
 inline __m512bh pair_broadcast(const uint16_t* s) {
@@ -156,13 +137,13 @@ void bf16_gather_gemm_impl(const Bf16GatherGemmArgs& a, int64_t begin, int64_t e
       bf16_tile<P, V>(src + m, kChunk, g * a.k, a.map.num_taps, a.map.tap, w, a.k, bias, acc);
       if (rows == P && cols == B) {
         for (int p = 0; p < P; ++p)
-          for (int v = 0; v < V; ++v) store_bf16(dst + dst_pixel[m + p] * a.dst_ld + v * kLanes, acc[p][v]);
+          for (int v = 0; v < V; ++v) store_elems(dst + dst_pixel[m + p] * a.dst_ld + v * kLanes, acc[p][v]);
       } else {  // edge tile: the points past `count` read zeros; write only the real ones
         alignas(64) float tail[P][B];
         for (int p = 0; p < P; ++p)
           for (int v = 0; v < V; ++v) _mm512_store_ps(&tail[p][v * kLanes], acc[p][v]);
         for (int64_t p = 0; p < rows; ++p)
-          for (int64_t j = 0; j < cols; ++j) dst[dst_pixel[m + p] * a.dst_ld + j] = round_bf16(tail[p][j]);
+          for (int64_t j = 0; j < cols; ++j) store_elem(dst + dst_pixel[m + p] * a.dst_ld + j, tail[p][j]);
       }
     }
   }

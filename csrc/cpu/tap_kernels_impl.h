@@ -43,6 +43,65 @@ inline V broadcast(T x) {
   return x - V{};
 }
 
+// Elements as stored (T itself, or bfloat16 bit patterns for T = float) to and from vectors and
+// scalars of T. bfloat16 -> float is exact (the bits, shifted); float -> bfloat16 rounds as
+// c10::BFloat16 does (round_to_nearest_even: to nearest even, every NaN to 0x7FC0).
+template <typename V, typename T>
+inline V load_elems(const T* p) {
+  return load_vec<V>(p);
+}
+
+template <typename V>
+inline V load_elems(const uint16_t* p) {
+  constexpr int L = sizeof(V) / sizeof(float);
+  typedef typename VecOf<uint16_t, L>::type u16v;
+  typedef typename VecOf<uint32_t, L>::type u32v;
+  const u32v bits = __builtin_convertvector(load_vec<u16v>(p), u32v) << 16;
+  V v;
+  __builtin_memcpy(&v, &bits, sizeof(v));
+  return v;
+}
+
+template <typename V, typename T>
+inline void store_elems(T* p, const V& v) {
+  store_vec(p, v);
+}
+
+template <typename V>
+inline void store_elems(uint16_t* p, const V& v) {
+  constexpr int L = sizeof(V) / sizeof(float);
+  typedef typename VecOf<uint16_t, L>::type u16v;
+  typedef typename VecOf<uint32_t, L>::type u32v;
+  u32v u;
+  __builtin_memcpy(&u, &v, sizeof(u));
+  const u32v rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  const u32v nan = reinterpret_cast<u32v>(v != v);  // all ones where NaN
+  store_vec(p, __builtin_convertvector((rounded & ~nan) | (0x7FC0u & nan), u16v));
+}
+
+template <typename T>
+inline T load_elem(const T* p) {
+  return *p;
+}
+
+inline float load_elem(const uint16_t* p) {
+  const uint32_t bits = uint32_t{*p} << 16;
+  float f;
+  __builtin_memcpy(&f, &bits, 4);
+  return f;
+}
+
+template <typename T>
+inline void store_elem(T* p, T v) {
+  *p = v;
+}
+
+inline void store_elem(uint16_t* p, float f) {
+  uint32_t u;
+  __builtin_memcpy(&u, &f, 4);
+  *p = f != f ? uint16_t{0x7FC0} : static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
 // Source pointers of the active taps, and the destination pixel index, for `count` consecutive
 // grid points starting at m0. A tap outside the image points at `zeros`.
 template <typename T>
@@ -242,32 +301,32 @@ void wgrad_impl(const WgradArgs<T>& a, int64_t begin, int64_t end) {
 // ---------------------------------------------------------------------------------------------
 // Depthwise: memory-bound, so one pass over each image row with the channels in vector lanes.
 
-template <typename T>
-int64_t depthwise_items_impl(const DepthwiseArgs<T>& a) {
+template <typename T, typename S>
+int64_t depthwise_items_impl(const DepthwiseArgs<T, S>& a) {
   return a.num_maps > 0 ? a.maps[0].batch * a.maps[0].dst_h : 0;  // one item per destination row
 }
 
 // One destination pixel d of a depthwise layer: d[c] = bias[c] + sum over the n taps of s[t][c] * w[t][c].
-template <typename T, int L>
-inline void depthwise_pixel(const T* const* s, const T* const* w, int n, const T* bias, T* d, int64_t C) {
+template <typename T, int L, typename S>
+inline void depthwise_pixel(const S* const* s, const T* const* w, int n, const T* bias, S* d, int64_t C) {
   typedef typename VecOf<T, L>::type vec;
   int64_t c = 0;
   for (; c + 4 * L <= C; c += 4 * L) {
     vec acc[4];
     for (int v = 0; v < 4; ++v) acc[v] = bias != nullptr ? load_vec<vec>(bias + c + v * L) : vec{};
     for (int t = 0; t < n; ++t)
-      for (int v = 0; v < 4; ++v) acc[v] += load_vec<vec>(s[t] + c + v * L) * load_vec<vec>(w[t] + c + v * L);
-    for (int v = 0; v < 4; ++v) store_vec(d + c + v * L, acc[v]);
+      for (int v = 0; v < 4; ++v) acc[v] += load_elems<vec>(s[t] + c + v * L) * load_vec<vec>(w[t] + c + v * L);
+    for (int v = 0; v < 4; ++v) store_elems(d + c + v * L, acc[v]);
   }
   for (; c + L <= C; c += L) {
     vec acc = bias != nullptr ? load_vec<vec>(bias + c) : vec{};
-    for (int t = 0; t < n; ++t) acc += load_vec<vec>(s[t] + c) * load_vec<vec>(w[t] + c);
-    store_vec(d + c, acc);
+    for (int t = 0; t < n; ++t) acc += load_elems<vec>(s[t] + c) * load_vec<vec>(w[t] + c);
+    store_elems(d + c, acc);
   }
   for (; c < C; ++c) {
     T acc = bias != nullptr ? bias[c] : T(0);
-    for (int t = 0; t < n; ++t) acc += s[t][c] * w[t][c];
-    d[c] = acc;
+    for (int t = 0; t < n; ++t) acc += load_elem(s[t] + c) * w[t][c];
+    store_elem(d + c, acc);
   }
 }
 
@@ -275,9 +334,9 @@ inline void depthwise_pixel(const T* const* s, const T* const* w, int n, const T
 // the block's NT tap weights and its bias stay in registers while the points stream past, so a
 // point costs one load per tap and vector instead of two. Sums in the order of depthwise_pixel
 // (bias, then the taps in order), so a point gives the same bits on either path.
-template <typename T, int L, int NT, int V>
+template <typename T, int L, int NT, int V, typename S>
 inline __attribute__((always_inline)) void depthwise_interior_block(
-    const T* const* s, const T* const* w, const T* bias, T* d, int64_t src_step, int64_t dst_step,
+    const S* const* s, const T* const* w, const T* bias, S* d, int64_t src_step, int64_t dst_step,
     int64_t count, int64_t c) {
   typedef typename VecOf<T, L>::type vec;
   vec wr[NT > 0 ? NT : 1][V];
@@ -289,8 +348,8 @@ inline __attribute__((always_inline)) void depthwise_interior_block(
     vec acc[V];
     for (int v = 0; v < V; ++v) acc[v] = b[v];
     for (int t = 0; t < NT; ++t)
-      for (int v = 0; v < V; ++v) acc[v] += load_vec<vec>(s[t] + j * src_step + c + v * L) * wr[t][v];
-    for (int v = 0; v < V; ++v) store_vec(d + j * dst_step + c + v * L, acc[v]);
+      for (int v = 0; v < V; ++v) acc[v] += load_elems<vec>(s[t] + j * src_step + c + v * L) * wr[t][v];
+    for (int v = 0; v < V; ++v) store_elems(d + j * dst_step + c + v * L, acc[v]);
   }
 }
 
@@ -306,24 +365,24 @@ constexpr int64_t kDepthwiseChunk = 8;
 // depthwise_interior_block): the widest the registers hold with NT * V weights + V accumulators
 // (SKELETON_MAX_VECTORS), then single vectors, then scalars.
 // s: the taps' sources at the first point, d: its destination.
-template <typename T, int L, int NT>
-void depthwise_interior(const T* const* s, const T* const* w, const T* bias, T* d, int64_t src_step,
+template <typename T, int L, int NT, typename S>
+void depthwise_interior(const S* const* s, const T* const* w, const T* bias, S* d, int64_t src_step,
                         int64_t dst_step, int64_t count, int64_t C) {
   constexpr int V = SKELETON_MAX_VECTORS;
   constexpr int64_t chunk = kDepthwiseChunk;
   for (int64_t j0 = 0; j0 < count; j0 += chunk) {
     const int64_t n = min_i64(chunk, count - j0);
-    const T* sj[NT > 0 ? NT : 1];
+    const S* sj[NT > 0 ? NT : 1];
     for (int t = 0; t < NT; ++t) sj[t] = s[t] + j0 * src_step;
-    T* dj = d + j0 * dst_step;
+    S* dj = d + j0 * dst_step;
     int64_t c = 0;
-    for (; c + V * L <= C; c += V * L) depthwise_interior_block<T, L, NT, V>(sj, w, bias, dj, src_step, dst_step, n, c);
-    for (; c + L <= C; c += L) depthwise_interior_block<T, L, NT, 1>(sj, w, bias, dj, src_step, dst_step, n, c);
+    for (; c + V * L <= C; c += V * L) depthwise_interior_block<T, L, NT, V, S>(sj, w, bias, dj, src_step, dst_step, n, c);
+    for (; c + L <= C; c += L) depthwise_interior_block<T, L, NT, 1, S>(sj, w, bias, dj, src_step, dst_step, n, c);
     for (; c < C; ++c) {
       for (int64_t j = 0; j < n; ++j) {
         T acc = bias != nullptr ? bias[c] : T(0);
-        for (int t = 0; t < NT; ++t) acc += sj[t][j * src_step + c] * w[t][c];
-        dj[j * dst_step + c] = acc;
+        for (int t = 0; t < NT; ++t) acc += load_elem(sj[t] + j * src_step + c) * w[t][c];
+        store_elem(dj + j * dst_step + c, acc);
       }
     }
   }
@@ -332,17 +391,17 @@ void depthwise_interior(const T* const* s, const T* const* w, const T* bias, T* 
 // Row i of `map`'s grid in image n. Per-pixel tap tests cost about as much as the arithmetic of a
 // pixel with few channels, so only the border columns take them; the columns between run
 // depthwise_interior.
-template <typename T, int L>
-void depthwise_row(const DepthwiseArgs<T>& a, const TapMap& map, int64_t n, int64_t i) {
+template <typename T, int L, typename S>
+void depthwise_row(const DepthwiseArgs<T, S>& a, const TapMap& map, int64_t n, int64_t i) {
   const int64_t C = a.channels;
-  const T* row[kTaps];
+  const S* row[kTaps];
   for (int t = 0; t < map.num_taps; ++t) {
     const int64_t r = map.src_row_step * i + map.src_row_off[t];
     row[t] = r >= 0 && r < map.src_h ? a.src + (n * map.src_h + r) * map.src_w * C : nullptr;
   }
-  T* dst_row = a.dst + ((n * map.dst_h + map.dst_row0 + map.dst_row_step * i) * map.dst_w) * C;
+  S* dst_row = a.dst + ((n * map.dst_h + map.dst_row0 + map.dst_row_step * i) * map.dst_w) * C;
   const int64_t dst_step = map.dst_col_step * C;
-  T* const d0 = dst_row + map.dst_col0 * C;
+  S* const d0 = dst_row + map.dst_col0 * C;
 
   // The taps with a source row, and the columns [j_lo, j_hi) where every one of them reads inside
   // the image: step * j + off in [0, src_w) <=> j in [ceil(-off / step), floor((src_w - 1 - off) / step)].
@@ -363,7 +422,7 @@ void depthwise_row(const DepthwiseArgs<T>& a, const TapMap& map, int64_t n, int6
   if (j_hi < j_lo) j_hi = j_lo;
 
   auto border = [&](int64_t j) {
-    const T* s[kTaps];
+    const S* s[kTaps];
     const T* wb[kTaps];
     int valid = 0;
     for (int t = 0; t < map.num_taps; ++t) {
@@ -378,14 +437,14 @@ void depthwise_row(const DepthwiseArgs<T>& a, const TapMap& map, int64_t n, int6
   };
   for (int64_t j = 0; j < j_lo; ++j) border(j);
   if (j_lo < j_hi) {
-    const T* s[kTaps];
+    const S* s[kTaps];
     const T* w[kTaps];
     for (int k = 0; k < taps; ++k) {
       const int t = active[k];
       s[k] = row[t] + (step * j_lo + map.src_col_off[t]) * C;
       w[k] = a.weight + map.tap[t] * C;
     }
-    T* const d = d0 + j_lo * dst_step;
+    S* const d = d0 + j_lo * dst_step;
     const int64_t count = j_hi - j_lo, src_step = step * C;
     switch (taps) {  // the tap count a compile-time constant, so each loop unrolls
       case 5: depthwise_interior<T, L, 5>(s, w, a.bias, d, src_step, dst_step, count, C); break;
@@ -399,8 +458,8 @@ void depthwise_row(const DepthwiseArgs<T>& a, const TapMap& map, int64_t n, int6
   for (int64_t j = j_hi; j < map.grid_w; ++j) border(j);
 }
 
-template <typename T, int L>
-void depthwise_impl(const DepthwiseArgs<T>& a, int64_t begin, int64_t end) {
+template <typename T, int L, typename S>
+void depthwise_impl(const DepthwiseArgs<T, S>& a, int64_t begin, int64_t end) {
   const int64_t dst_h = a.maps[0].dst_h;
   for (int64_t item = begin; item < end; ++item) {
     const int64_t n = item / dst_h;
@@ -409,20 +468,20 @@ void depthwise_impl(const DepthwiseArgs<T>& a, int64_t begin, int64_t end) {
       const TapMap& map = a.maps[k];
       const int64_t offset = r - map.dst_row0;
       if (offset < 0 || offset % map.dst_row_step != 0 || offset / map.dst_row_step >= map.grid_h) continue;
-      depthwise_row<T, L>(a, map, n, offset / map.dst_row_step);
+      depthwise_row<T, L, S>(a, map, n, offset / map.dst_row_step);
     }
   }
 }
 
 // Items are (image, band of output rows, block of 4 * lanes channels); each writes its own partial
 // sums, which the caller adds in a fixed order, so the result does not depend on the threads.
-template <typename T, int L>
-int64_t depthwise_wgrad_items_impl(const DepthwiseWgradArgs<T>& a) {
+template <typename T, int L, typename S>
+int64_t depthwise_wgrad_items_impl(const DepthwiseWgradArgs<T, S>& a) {
   return a.map.batch * a.bands * ceil_div(a.channels, 4 * L);
 }
 
-template <typename T, int L, int V>
-void depthwise_wgrad_block(const DepthwiseWgradArgs<T>& a, int64_t n, int64_t i0, int64_t i1,
+template <typename T, int L, int V, typename S>
+void depthwise_wgrad_block(const DepthwiseWgradArgs<T, S>& a, int64_t n, int64_t i0, int64_t i1,
                            int64_t c0, T* dw) {
   typedef typename VecOf<T, L>::type vec;
   const TapMap& map = a.map;
@@ -431,20 +490,20 @@ void depthwise_wgrad_block(const DepthwiseWgradArgs<T>& a, int64_t n, int64_t i0
   for (int t = 0; t < kTaps; ++t)
     for (int v = 0; v < V; ++v) acc[t][v] = vec{};
   for (int64_t i = i0; i < i1; ++i) {
-    const T* row[kTaps];
+    const S* row[kTaps];
     for (int t = 0; t < kTaps; ++t) {
       const int64_t r = map.src_row_step * i + map.src_row_off[t];
       row[t] = r >= 0 && r < map.src_h ? a.src + (n * map.src_h + r) * map.src_w * C + c0 : nullptr;
     }
-    const T* dy = a.dy + ((n * map.grid_h + i) * map.grid_w) * C + c0;
+    const S* dy = a.dy + ((n * map.grid_h + i) * map.grid_w) * C + c0;
     for (int64_t j = 0; j < map.grid_w; ++j, dy += C) {
       vec g[V];
-      for (int v = 0; v < V; ++v) g[v] = load_vec<vec>(dy + v * L);
+      for (int v = 0; v < V; ++v) g[v] = load_elems<vec>(dy + v * L);
       for (int t = 0; t < kTaps; ++t) {
         const int64_t c = map.src_col_step * j + map.src_col_off[t];
         if (row[t] == nullptr || c < 0 || c >= map.src_w) continue;
-        const T* s = row[t] + c * C;
-        for (int v = 0; v < V; ++v) acc[t][v] += load_vec<vec>(s + v * L) * g[v];
+        const S* s = row[t] + c * C;
+        for (int v = 0; v < V; ++v) acc[t][v] += load_elems<vec>(s + v * L) * g[v];
       }
     }
   }
@@ -453,8 +512,8 @@ void depthwise_wgrad_block(const DepthwiseWgradArgs<T>& a, int64_t n, int64_t i0
 }
 
 // Channels left over after the last full vector: plain sums, same order.
-template <typename T>
-void depthwise_wgrad_scalar(const DepthwiseWgradArgs<T>& a, int64_t n, int64_t i0, int64_t i1,
+template <typename T, typename S>
+void depthwise_wgrad_scalar(const DepthwiseWgradArgs<T, S>& a, int64_t n, int64_t i0, int64_t i1,
                             int64_t c0, int64_t c1, T* dw) {
   const TapMap& map = a.map;
   const int64_t C = a.channels;
@@ -462,20 +521,20 @@ void depthwise_wgrad_scalar(const DepthwiseWgradArgs<T>& a, int64_t n, int64_t i
     T acc[kTaps] = {};
     for (int64_t i = i0; i < i1; ++i)
       for (int64_t j = 0; j < map.grid_w; ++j) {
-        const T g = a.dy[((n * map.grid_h + i) * map.grid_w + j) * C + ch];
+        const T g = load_elem(a.dy + ((n * map.grid_h + i) * map.grid_w + j) * C + ch);
         for (int t = 0; t < kTaps; ++t) {
           const int64_t r = map.src_row_step * i + map.src_row_off[t];
           const int64_t c = map.src_col_step * j + map.src_col_off[t];
           if (r >= 0 && r < map.src_h && c >= 0 && c < map.src_w)
-            acc[t] += a.src[((n * map.src_h + r) * map.src_w + c) * C + ch] * g;
+            acc[t] += load_elem(a.src + ((n * map.src_h + r) * map.src_w + c) * C + ch) * g;
         }
       }
     for (int t = 0; t < kTaps; ++t) dw[t * C + ch] = acc[t];
   }
 }
 
-template <typename T, int L>
-void depthwise_wgrad_impl(const DepthwiseWgradArgs<T>& a, int64_t begin, int64_t end) {
+template <typename T, int L, typename S>
+void depthwise_wgrad_impl(const DepthwiseWgradArgs<T, S>& a, int64_t begin, int64_t end) {
   constexpr int64_t width = 4 * L;
   const int64_t blocks = ceil_div(a.channels, width);
   const int64_t band_rows = ceil_div(a.map.grid_h, a.bands);
@@ -494,14 +553,35 @@ void depthwise_wgrad_impl(const DepthwiseWgradArgs<T>& a, int64_t begin, int64_t
       continue;
     }
     int64_t c = c0;
-    for (; c + 4 * L <= c1; c += 4 * L) depthwise_wgrad_block<T, L, 4>(a, n, i0, i1, c, dw);
-    for (; c + L <= c1; c += L) depthwise_wgrad_block<T, L, 1>(a, n, i0, i1, c, dw);
+    for (; c + 4 * L <= c1; c += 4 * L) depthwise_wgrad_block<T, L, 4, S>(a, n, i0, i1, c, dw);
+    for (; c + L <= c1; c += L) depthwise_wgrad_block<T, L, 1, S>(a, n, i0, i1, c, dw);
     if (c < c1) depthwise_wgrad_scalar(a, n, i0, i1, c, c1, dw);
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Dispatch on the block width chosen by the caller (args.vectors).
+
+// The depthwise kernels on bfloat16 activations: float32 tables only.
+template <typename T, int L>
+struct Bf16Activations {
+  static constexpr int64_t (*depthwise_items)(const DepthwiseArgs<T, uint16_t>&) = nullptr;
+  static constexpr void (*depthwise)(const DepthwiseArgs<T, uint16_t>&, int64_t, int64_t) = nullptr;
+  static constexpr int64_t (*depthwise_wgrad_items)(const DepthwiseWgradArgs<T, uint16_t>&) = nullptr;
+  static constexpr void (*depthwise_wgrad)(const DepthwiseWgradArgs<T, uint16_t>&, int64_t, int64_t) = nullptr;
+};
+
+template <int L>
+struct Bf16Activations<float, L> {
+  static constexpr int64_t (*depthwise_items)(const DepthwiseArgs<float, uint16_t>&) =
+      &depthwise_items_impl<float, uint16_t>;
+  static constexpr void (*depthwise)(const DepthwiseArgs<float, uint16_t>&, int64_t, int64_t) =
+      &depthwise_impl<float, L, uint16_t>;
+  static constexpr int64_t (*depthwise_wgrad_items)(const DepthwiseWgradArgs<float, uint16_t>&) =
+      &depthwise_wgrad_items_impl<float, L, uint16_t>;
+  static constexpr void (*depthwise_wgrad)(const DepthwiseWgradArgs<float, uint16_t>&, int64_t, int64_t) =
+      &depthwise_wgrad_impl<float, L, uint16_t>;
+};
 
 template <typename T, int L>
 struct Kernels {
@@ -560,10 +640,14 @@ struct Kernels {
         &gather_gemm,
         &wgrad_items,
         &wgrad,
-        &depthwise_items_impl<T>,
-        &depthwise_impl<T, L>,
-        &depthwise_wgrad_items_impl<T, L>,
-        &depthwise_wgrad_impl<T, L>,
+        &depthwise_items_impl<T, T>,
+        &depthwise_impl<T, L, T>,
+        &depthwise_wgrad_items_impl<T, L, T>,
+        &depthwise_wgrad_impl<T, L, T>,
+        Bf16Activations<T, L>::depthwise_items,
+        Bf16Activations<T, L>::depthwise,
+        Bf16Activations<T, L>::depthwise_wgrad_items,
+        Bf16Activations<T, L>::depthwise_wgrad,
     };
     return &kTable;
   }
