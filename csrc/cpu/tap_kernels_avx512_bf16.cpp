@@ -37,7 +37,7 @@
 #define SKELETON_ISA_NAME "avx512_bf16"
 #define SKELETON_MAX_VECTORS 4
 #define SKELETON_TILE_ROWS(V) ((V) == 4 ? 6 : (V) == 3 ? 8 : (V) == 2 ? 12 : 14)
-#include "tap_kernels_impl.h"  // grid_pointers, store_elems, kGemmChunkTiles, kWgradChunk, ceil_div
+#include "tap_kernels_impl.h"  // gather_item, grid_pointers, store_elems, kGemmChunkTiles, kWgradChunk
 
 namespace skeleton_cuda {
 namespace cpu {
@@ -118,15 +118,8 @@ void bf16_gather_gemm_impl(const Bf16GatherGemmArgs& a, int64_t begin, int64_t e
   int64_t dst_pixel[kChunk];
 
   for (int64_t item = begin; item < end; ++item) {
-    const int64_t chunk = item % chunks;
-    const int64_t b = (item / chunks) % blocks;
-    const int64_t g = item / chunks / blocks;
-    const int64_t m0 = chunk * kChunk;
-    const int64_t count = min_i64(kChunk, points - m0);
-    grid_pointers(a.map, a.src, a.src_ld, a.zeros, m0, count, src, kChunk, dst_pixel);
-    for (int t = 0; t < a.map.num_taps; ++t)
-      for (int64_t m = count; m < kChunk; ++m) src[t * kChunk + m] = a.zeros;
-
+    int64_t g, b;
+    const int64_t count = gather_item<kChunk>(a, item, chunks, blocks, src, dst_pixel, &g, &b);
     const uint16_t* w = a.weight + (g * blocks + b) * kTaps * kp * B * 2;
     const float* bias = a.bias != nullptr ? a.bias + (g * blocks + b) * B : nullptr;
     uint16_t* dst = a.dst + g * a.n + b * B;

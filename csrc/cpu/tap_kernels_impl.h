@@ -160,6 +160,23 @@ inline __attribute__((always_inline)) void gemm_tile(
     for (int v = 0; v < V; ++v) store_vec(dst[p] + v * L, acc[p][v]);
 }
 
+// Item `item` of a gather GEMM (items: group, output block, chunk of kChunk grid points; chunk
+// fastest): its group and block, and the tap pointers and destination pixels of the chunk's points,
+// those past the last point reading zeros. Returns how many points are real.
+template <int64_t kChunk, typename Args, typename E>
+inline int64_t gather_item(const Args& a, int64_t item, int64_t chunks, int64_t blocks, const E** src,
+                           int64_t* dst_pixel, int64_t* g, int64_t* b) {
+  const int64_t points = a.map.batch * a.map.grid_h * a.map.grid_w;
+  const int64_t m0 = (item % chunks) * kChunk;
+  const int64_t count = min_i64(kChunk, points - m0);
+  *b = (item / chunks) % blocks;
+  *g = item / chunks / blocks;
+  grid_pointers(a.map, a.src, a.src_ld, a.zeros, m0, count, src, kChunk, dst_pixel);
+  for (int t = 0; t < a.map.num_taps; ++t)
+    for (int64_t m = count; m < kChunk; ++m) src[t * kChunk + m] = a.zeros;
+  return count;
+}
+
 template <typename T, int P, int B>
 int64_t gather_gemm_items_impl(const GatherGemmArgs<T>& a) {
   const int64_t points = a.map.batch * a.map.grid_h * a.map.grid_w;
@@ -183,15 +200,8 @@ void gather_gemm_impl(const GatherGemmArgs<T>& a, int64_t begin, int64_t end) {
   for (int p = 0; p < P; ++p) tail_rows[p] = tail + p * B;
 
   for (int64_t item = begin; item < end; ++item) {
-    const int64_t chunk = item % chunks;
-    const int64_t b = (item / chunks) % blocks;
-    const int64_t g = item / chunks / blocks;
-    const int64_t m0 = chunk * kChunk;
-    const int64_t count = min_i64(kChunk, points - m0);
-    grid_pointers(a.map, a.src, a.src_ld, a.zeros, m0, count, src, kChunk, dst_pixel);
-    for (int t = 0; t < a.map.num_taps; ++t)
-      for (int64_t m = count; m < kChunk; ++m) src[t * kChunk + m] = a.zeros;
-
+    int64_t g, b;
+    const int64_t count = gather_item<kChunk>(a, item, chunks, blocks, src, dst_pixel, &g, &b);
     const T* w = a.weight + (g * blocks + b) * kTaps * a.k * B;
     const T* bias = a.bias != nullptr ? a.bias + (g * blocks + b) * B : nullptr;
     T* dst = a.dst + g * a.n + b * B;
