@@ -63,13 +63,15 @@ inline __m512bh single_broadcast(const uint16_t* s) {
   return reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(*s)));
 }
 
-// One register tile: P grid points x (V * 16) columns, float32 sums written to out[p] (float).
+// One register tile: P grid points x (V * 16) columns, summed in float32 and stored rounded to
+// out[p] (the shape of the float32 gemm_tile, whose stores from registers keep the tile there).
 template <int P, int V>
 inline __attribute__((always_inline)) void bf16_tile(
     const uint16_t* const* src, int64_t src_stride, int64_t chan, int num_taps, const int* tap,
-    const uint16_t* weight, int64_t k, const float* bias, __m512 (&acc)[P][V]) {
+    const uint16_t* weight, int64_t k, const float* bias, uint16_t* const* out) {
   constexpr int B = V * kLanes;
   const int64_t pairs = k / 2, kp = (k + 1) / 2;
+  __m512 acc[P][V];
   for (int v = 0; v < V; ++v) {
     const __m512 b = bias != nullptr ? _mm512_loadu_ps(bias + v * kLanes) : _mm512_setzero_ps();
     for (int p = 0; p < P; ++p) acc[p][v] = b;
@@ -97,6 +99,8 @@ inline __attribute__((always_inline)) void bf16_tile(
       }
     }
   }
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < V; ++v) store_elems(out[p] + v * kLanes, acc[p][v]);
 }
 
 template <int P, int B>
@@ -116,27 +120,27 @@ void bf16_gather_gemm_impl(const Bf16GatherGemmArgs& a, int64_t begin, int64_t e
   const int64_t kp = (a.k + 1) / 2;
   const uint16_t* src[kTaps * kChunk];
   int64_t dst_pixel[kChunk];
+  alignas(64) uint16_t tail[P * B];
+  uint16_t* tail_rows[P];
+  for (int p = 0; p < P; ++p) tail_rows[p] = tail + p * B;
 
   for (int64_t item = begin; item < end; ++item) {
-    int64_t g, b;
-    const int64_t count = gather_item<kChunk>(a, item, chunks, blocks, src, dst_pixel, &g, &b);
+    const GatherItem it = gather_item<kChunk>(a, item, chunks, blocks, src, dst_pixel);
+    const int64_t g = it.g, b = it.b, count = it.count;
     const uint16_t* w = a.weight + (g * blocks + b) * kTaps * kp * B * 2;
     const float* bias = a.bias != nullptr ? a.bias + (g * blocks + b) * B : nullptr;
     uint16_t* dst = a.dst + g * a.n + b * B;
     const int64_t cols = min_i64(B, a.n - b * B);
     for (int64_t m = 0; m < count; m += P) {
       const int64_t rows = min_i64(P, count - m);
-      __m512 acc[P][V];
-      bf16_tile<P, V>(src + m, kChunk, g * a.k, a.map.num_taps, a.map.tap, w, a.k, bias, acc);
       if (rows == P && cols == B) {
-        for (int p = 0; p < P; ++p)
-          for (int v = 0; v < V; ++v) store_elems(dst + dst_pixel[m + p] * a.dst_ld + v * kLanes, acc[p][v]);
-      } else {  // edge tile: the points past `count` read zeros; write only the real ones
-        alignas(64) float tail[P][B];
-        for (int p = 0; p < P; ++p)
-          for (int v = 0; v < V; ++v) _mm512_store_ps(&tail[p][v * kLanes], acc[p][v]);
+        uint16_t* out[P];
+        for (int p = 0; p < P; ++p) out[p] = dst + dst_pixel[m + p] * a.dst_ld;
+        bf16_tile<P, V>(src + m, kChunk, g * a.k, a.map.num_taps, a.map.tap, w, a.k, bias, out);
+      } else {  // edge tile: the points past `count` read zeros; round into scratch, copy the real ones
+        bf16_tile<P, V>(src + m, kChunk, g * a.k, a.map.num_taps, a.map.tap, w, a.k, bias, tail_rows);
         for (int64_t p = 0; p < rows; ++p)
-          for (int64_t j = 0; j < cols; ++j) store_elem(dst + dst_pixel[m + p] * a.dst_ld + j, tail[p][j]);
+          for (int64_t j = 0; j < cols; ++j) dst[dst_pixel[m + p] * a.dst_ld + j] = tail[p * B + j];
       }
     }
   }

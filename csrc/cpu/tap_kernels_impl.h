@@ -62,21 +62,23 @@ inline V load_elems(const uint16_t* p) {
   return v;
 }
 
+// By value: a reference to an accumulator would make the compiler keep the whole register tile in
+// memory (the bfloat16 GEMM's inner loop stored all 24 accumulators every step).
 template <typename V, typename T>
-inline void store_elems(T* p, const V& v) {
+inline void store_elems(T* p, V v) {
   store_vec(p, v);
 }
 
 template <typename V>
-inline void store_elems(uint16_t* p, const V& v) {
+inline void store_elems(uint16_t* p, V v) {
   constexpr int L = sizeof(V) / sizeof(float);
   typedef typename VecOf<uint16_t, L>::type u16v;
   typedef typename VecOf<uint32_t, L>::type u32v;
-  u32v u;
-  __builtin_memcpy(&u, &v, sizeof(u));
+  const u32v u = reinterpret_cast<u32v>(v);
   const u32v rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
   const u32v nan = reinterpret_cast<u32v>(v != v);  // all ones where NaN
-  store_vec(p, __builtin_convertvector((rounded & ~nan) | (0x7FC0u & nan), u16v));
+  const u16v bits = __builtin_convertvector((rounded & ~nan) | (0x7FC0u & nan), u16v);
+  __builtin_memcpy(p, &bits, sizeof(bits));
 }
 
 template <typename T>
@@ -161,20 +163,22 @@ inline __attribute__((always_inline)) void gemm_tile(
 }
 
 // Item `item` of a gather GEMM (items: group, output block, chunk of kChunk grid points; chunk
-// fastest): its group and block, and the tap pointers and destination pixels of the chunk's points,
-// those past the last point reading zeros. Returns how many points are real.
+// fastest): its group, block and number of real points; fills the tap pointers and destination
+// pixels of the chunk's points, those past the last point reading zeros.
+struct GatherItem {
+  int64_t g, b, count;
+};
+
 template <int64_t kChunk, typename Args, typename E>
-inline int64_t gather_item(const Args& a, int64_t item, int64_t chunks, int64_t blocks, const E** src,
-                           int64_t* dst_pixel, int64_t* g, int64_t* b) {
+inline GatherItem gather_item(const Args& a, int64_t item, int64_t chunks, int64_t blocks, const E** src,
+                              int64_t* dst_pixel) {
   const int64_t points = a.map.batch * a.map.grid_h * a.map.grid_w;
   const int64_t m0 = (item % chunks) * kChunk;
   const int64_t count = min_i64(kChunk, points - m0);
-  *b = (item / chunks) % blocks;
-  *g = item / chunks / blocks;
   grid_pointers(a.map, a.src, a.src_ld, a.zeros, m0, count, src, kChunk, dst_pixel);
   for (int t = 0; t < a.map.num_taps; ++t)
     for (int64_t m = count; m < kChunk; ++m) src[t * kChunk + m] = a.zeros;
-  return count;
+  return {item / chunks / blocks, (item / chunks) % blocks, count};
 }
 
 template <typename T, int P, int B>
@@ -200,8 +204,8 @@ void gather_gemm_impl(const GatherGemmArgs<T>& a, int64_t begin, int64_t end) {
   for (int p = 0; p < P; ++p) tail_rows[p] = tail + p * B;
 
   for (int64_t item = begin; item < end; ++item) {
-    int64_t g, b;
-    const int64_t count = gather_item<kChunk>(a, item, chunks, blocks, src, dst_pixel, &g, &b);
+    const GatherItem it = gather_item<kChunk>(a, item, chunks, blocks, src, dst_pixel);
+    const int64_t g = it.g, b = it.b, count = it.count;
     const T* w = a.weight + (g * blocks + b) * kTaps * a.k * B;
     const T* bias = a.bias != nullptr ? a.bias + (g * blocks + b) * B : nullptr;
     T* dst = a.dst + g * a.n + b * B;
