@@ -67,6 +67,7 @@ def test_end_to_end_variants_keep_shapes_and_run(monkeypatch):
     result = end_to_end.run(torch.device("cpu"), ["eager"], rounds=1, steps=1)
     (row,) = result["rows"]
     assert row["dense_ms"] > 0 and row["skeleton_ms"] > 0 and row["bound"] >= 1.0
+    assert end_to_end.run(torch.device("cpu"), ["eager"], rounds=1, steps=1, amp_dtype=torch.bfloat16)["amp"] == "torch.bfloat16"
 
 
 def test_gpu_rows_name_the_kernels_that_ran(monkeypatch):

@@ -112,6 +112,12 @@ def test_odd_channel_pairs_never_read_the_next_group(poisoned):
     dx = ops.skeleton_conv2d_backward(gy, x, w, [1, 1], [1, 1], [1, 1], 2, [True, False, False])[0]
     other = slice(3 * (1 - poisoned), 3 * (1 - poisoned) + 3)
     assert torch.equal(dx[:, other], dx_clean[:, other])
+    # The weight gradient pairs pixels, not channels, but interleaves whole slabs of channels: the
+    # other group's weight gradient must not see the poisoned input.
+    gy = torch.randn_like(clean).contiguous(memory_format=torch.channels_last)
+    dw_clean = ops.skeleton_conv2d_backward(gy, x, w, [1, 1], [1, 1], [1, 1], 2, [False, True, False])[1]
+    dw = ops.skeleton_conv2d_backward(gy, x_poisoned, w, [1, 1], [1, 1], [1, 1], 2, [False, True, False])[1]
+    assert torch.equal(dw[kept], dw_clean[kept]) and dw[4 * poisoned : 4 * poisoned + 4].isnan().all()
 
 
 @needs_avx512_bf16

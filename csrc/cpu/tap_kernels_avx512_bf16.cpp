@@ -37,7 +37,7 @@
 #define SKELETON_ISA_NAME "avx512_bf16"
 #define SKELETON_MAX_VECTORS 4
 #define SKELETON_TILE_ROWS(V) ((V) == 4 ? 6 : (V) == 3 ? 8 : (V) == 2 ? 12 : 14)
-#include "tap_kernels_impl.h"  // gather_item, grid_pointers, store_elems, kGemmChunkTiles, kWgradChunk
+#include "tap_kernels_impl.h"  // gather_item, grid_pointers, store_elems, widen_u16, kGemmChunkTiles, ...
 
 namespace skeleton_cuda {
 namespace cpu {
@@ -46,7 +46,8 @@ namespace SKELETON_ISA {
 constexpr int kLanes = 16;  // float32 accumulators per vector
 
 // Integer lanes as vector extensions: GCC's shift and narrowing intrinsics trip
-// -Wmaybe-uninitialized inside its own headers. (Rounding to bfloat16: store_elems / store_elem.)
+// -Wmaybe-uninitialized inside its own headers. (Widening: widen_u16; rounding to bfloat16:
+// store_elems; both tap_kernels_impl.h.)
 typedef uint32_t u32x16 __attribute__((vector_size(64)));
 typedef uint16_t u16x16 __attribute__((vector_size(32)));
 
@@ -154,12 +155,12 @@ void bf16_gather_gemm_impl(const Bf16GatherGemmArgs& a, int64_t begin, int64_t e
 inline void store_pairs(uint32_t* out, const uint16_t* a, const uint16_t* b, __mmask16 valid) {
   const u16x16 lo = reinterpret_cast<u16x16>(_mm256_maskz_loadu_epi16(valid, a));
   const u16x16 hi = reinterpret_cast<u16x16>(_mm256_maskz_loadu_epi16(valid, b));
-  const u32x16 pairs = __builtin_convertvector(lo, u32x16) | (__builtin_convertvector(hi, u32x16) << 16);
+  const u32x16 pairs = widen_u16<kLanes>(lo) | (widen_u16<kLanes>(hi) << 16);
   __builtin_memcpy(out, &pairs, sizeof(pairs));
 }
 
-inline __mmask16 first_lanes(int64_t count) {  // lanes [0, count) of 16
-  return count >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1u);
+inline __mmask16 first_lanes(int64_t count) {  // lanes [0, count) of 16; none for count <= 0
+  return count >= 16 ? __mmask16(0xFFFF) : count <= 0 ? __mmask16(0) : __mmask16((1u << count) - 1u);
 }
 
 constexpr int64_t kWgradPairs = kWgradChunk / 2;
@@ -189,6 +190,9 @@ void bf16_wgrad_impl(const Bf16WgradArgs& a, int64_t begin, int64_t end) {
   const uint16_t* src[kTaps * kWgradChunk];
   alignas(64) uint32_t dy_pairs[kWgradPairs][B];    // [pair][column]: grad_output of pixels 2q, 2q + 1
   alignas(64) uint32_t x_pairs[kWgradPairs][kSlab];  // [pair][channel of the slab]: the input, one tap
+  // Channels past k are never interleaved (a layer of 16 channels would spend most of its time
+  // interleaving zeros into a slab of 112): they stay the zeros written here, once.
+  __builtin_memset(x_pairs, 0, sizeof(x_pairs));
 
   for (int64_t m0 = 0; m0 < points; m0 += kWgradChunk) {
     const int64_t count = min_i64(kWgradChunk, points - m0);
@@ -218,10 +222,11 @@ void bf16_wgrad_impl(const Bf16WgradArgs& a, int64_t begin, int64_t end) {
         x_built = x_key;
         const uint16_t* const* tap_src = src + t * kWgradChunk;
         const int64_t c0 = slab * kSlab;
+        const int64_t width = min_i64(kSlab, a.k - c0);  // past it: the zeros written first
         for (int64_t q = 0; q < pairs; ++q)
-          for (int64_t c = 0; c < kSlab; c += 16) {  // channels past k interleave as zeros
+          for (int64_t c = 0; c < width; c += 16) {  // channels past k interleave as zeros
             const int64_t off = g * a.k + c0 + c;
-            store_pairs(&x_pairs[q][c], tap_src[2 * q] + off, tap_src[2 * q + 1] + off, first_lanes(a.k - c0 - c));
+            store_pairs(&x_pairs[q][c], tap_src[2 * q] + off, tap_src[2 * q + 1] + off, first_lanes(width - c));
           }
       }
       const int64_t row0 = ct * P - slab * kSlab;
