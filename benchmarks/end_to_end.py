@@ -2,9 +2,10 @@
 
     python benchmarks/end_to_end.py                 # GPU configuration when a GPU is present
     python benchmarks/end_to_end.py --device cpu    # a CPU-sized configuration
+    python benchmarks/end_to_end.py --device cpu --amp bf16   # ... under CPU autocast
 
 A step is forward, cross-entropy, backward and an SGD update, on random ImageNet- or CIFAR-sized
-batches, channels_last (bf16 autocast on the GPU). Three variants of each model run interleaved:
+batches, channels_last (bf16 autocast on the GPU; --amp on either). Three variants of each model run interleaved:
   dense     the model as torchvision / the CIFAR zoo builds it
   skeleton  convert_model(dense): every 3x3 conv replaced
   1x1       every 3x3 conv replaced by a 1x1 conv of the same shape: the time the rest of the
@@ -81,9 +82,11 @@ def training_step(model, batch, size, device, amp_dtype, compile_model):
     return step
 
 
-def run(device, modes, rounds, steps):
+AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def run(device, modes, rounds, steps, amp_dtype=None):
     configs = GPU_CONFIGS if device.type == "cuda" else CPU_CONFIGS
-    amp_dtype = torch.bfloat16 if device.type == "cuda" else None
     allocator = keep_freed_memory() if device.type == "cpu" else None
     rows = []
     for label, builder, batch, size in configs:
@@ -120,16 +123,19 @@ def main():
     parser.add_argument("--modes", default=None, help="comma list of eager,compile (default: both on GPU, eager on CPU)")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None, help="steps per variant per round")
+    parser.add_argument("--amp", choices=list(AMP), default=None,
+                        help="autocast dtype (default: bf16 on the GPU, none on the CPU)")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           (args.device if args.device != "auto" else "cpu"))
     on_gpu = device.type == "cuda"
     modes = (args.modes or ("eager,compile" if on_gpu else "eager")).split(",")
-    result = run(device, modes, args.rounds or (10 if on_gpu else 5), args.steps or (5 if on_gpu else 2))
+    amp = args.amp or ("bf16" if on_gpu else "none")
+    result = run(device, modes, args.rounds or (10 if on_gpu else 5), args.steps or (5 if on_gpu else 2), AMP[amp])
     print_table(result["rows"], ["model", "mode", "batch", "image", "dense_ms", "skeleton_ms", "1x1_ms", "speedup",
                                  "share_3x3", "bound", "of_bound"])
-    name = args.output or f"end-to-end-{device.type}.json"
+    name = args.output or f"end-to-end-{device.type}{'' if amp == ('bf16' if on_gpu else 'none') else '-' + amp}.json"
     print("wrote", write_results(name, result))
 
 
