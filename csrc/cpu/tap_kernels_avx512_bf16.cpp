@@ -37,7 +37,7 @@
 #define SKELETON_ISA_NAME "avx512_bf16"
 #define SKELETON_MAX_VECTORS 4
 #define SKELETON_TILE_ROWS(V) ((V) == 4 ? 6 : (V) == 3 ? 8 : (V) == 2 ? 12 : 14)
-#include "tap_kernels_impl.h"  // gather_item, grid_pointers, store_elems, widen_u16, kGemmChunkTiles, ...
+#include "tap_kernels_impl.h"  // gather_gemm_driver, grid_pointers, store_elems, widen_u16, ...
 
 namespace skeleton_cuda {
 namespace cpu {
@@ -110,43 +110,21 @@ int64_t bf16_gather_gemm_items_impl(const Bf16GatherGemmArgs& a) {
   return a.groups * ceil_div(a.n, B) * ceil_div(points, kGemmChunkTiles * P);
 }
 
-// Items as the float32 gather GEMM's: (group, output block, chunk of grid points), chunk fastest.
+template <int P, int V>
+struct Bf16Tile {
+  static inline __attribute__((always_inline)) void run(
+      const uint16_t* const* src, int64_t src_stride, int64_t chan, int num_taps, const int* tap,
+      const uint16_t* weight, int64_t k, const float* bias, uint16_t* const* out) {
+    bf16_tile<P, V>(src, src_stride, chan, num_taps, tap, weight, k, bias, out);
+  }
+};
+
+// The float32 gather GEMM's items and driver, with the bf16 tile and its pair-packed weight.
 template <int P, int V>
 void bf16_gather_gemm_impl(const Bf16GatherGemmArgs& a, int64_t begin, int64_t end) {
   constexpr int B = V * kLanes;
-  constexpr int64_t kChunk = kGemmChunkTiles * P;
-  const int64_t points = a.map.batch * a.map.grid_h * a.map.grid_w;
-  const int64_t chunks = ceil_div(points, kChunk);
-  const int64_t blocks = ceil_div(a.n, B);
-  const int64_t kp = (a.k + 1) / 2;
-  const uint16_t* src[kTaps * kChunk];
-  int64_t dst_pixel[kChunk];
-  alignas(64) uint16_t tail[P * B];
-  uint16_t* tail_rows[P];
-  for (int p = 0; p < P; ++p) tail_rows[p] = tail + p * B;
-
-  for (int64_t item = begin; item < end; ++item) {
-    const GatherItem it = gather_item<kChunk>(a, item, chunks, blocks, src, dst_pixel);
-    const int64_t g = it.g, b = it.b, count = it.count;
-    const uint16_t* w = a.weight + (g * blocks + b) * kTaps * kp * B * 2;
-    const float* bias = a.bias != nullptr ? a.bias + (g * blocks + b) * B : nullptr;
-    uint16_t* dst = a.dst + g * a.n + b * B;
-    const int64_t cols = min_i64(B, a.n - b * B);
-    for (int64_t m = 0; m < count; m += P) {
-      const int64_t rows = min_i64(P, count - m);
-      if (rows == P && cols == B) {
-        uint16_t* out[P];
-        for (int p = 0; p < P; ++p) out[p] = dst + dst_pixel[m + p] * a.dst_ld;
-        bf16_tile<P, V>(src + m, kChunk, g * a.k, a.map.num_taps, a.map.tap, w, a.k, bias, out);
-      } else {  // edge tile: the points past `count` read zeros; round into scratch, copy the real ones
-        bf16_tile<P, V>(src + m, kChunk, g * a.k, a.map.num_taps, a.map.tap, w, a.k, bias, tail_rows);
-        for (int64_t p = 0; p < rows; ++p)
-          for (int64_t j = 0; j < cols; ++j) dst[dst_pixel[m + p] * a.dst_ld + j] = tail[p * B + j];
-      }
-    }
-  }
+  gather_gemm_driver<Bf16Tile<P, V>, uint16_t, P, B>(a, kTaps * ((a.k + 1) / 2) * B * 2, begin, end);
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // Weight gradient.

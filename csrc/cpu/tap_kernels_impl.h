@@ -225,40 +225,57 @@ int64_t gather_gemm_items_impl(const GatherGemmArgs<T>& a) {
 // Items are (group, output block, chunk of grid points), chunk fastest: a thread's range sweeps
 // many chunks with one block of weights, which stays in L2 (5 * k * block values; all five
 // blocks of a 512-channel layer would not).
-template <typename T, int L, int P, int V>
-void gather_gemm_impl(const GatherGemmArgs<T>& a, int64_t begin, int64_t end) {
-  constexpr int B = V * L;
+// The driver for any element type E and register tile (float32 here, bfloat16 in
+// tap_kernels_avx512_bf16.cpp): Tile::run(src, src_stride, chan, num_taps, tap, weight, k, bias, out)
+// computes P points x B columns and stores them to out[p]. `weight_block`: elements of the packed
+// weight per (group, output block).
+template <typename Tile, typename E, int P, int B, typename Args>
+void gather_gemm_driver(const Args& a, int64_t weight_block, int64_t begin, int64_t end) {
   constexpr int64_t kChunk = kGemmChunkTiles * P;
   const int64_t points = a.map.batch * a.map.grid_h * a.map.grid_w;
   const int64_t chunks = ceil_div(points, kChunk);
   const int64_t blocks = ceil_div(a.n, B);
-  const T* src[kTaps * kChunk];
+  const E* src[kTaps * kChunk];
   int64_t dst_pixel[kChunk];
-  alignas(64) T tail[P * B];
-  T* tail_rows[P];
+  alignas(64) E tail[P * B];
+  E* tail_rows[P];
   for (int p = 0; p < P; ++p) tail_rows[p] = tail + p * B;
 
   for (int64_t item = begin; item < end; ++item) {
     const GatherItem it = gather_item<kChunk>(a, item, chunks, blocks, src, dst_pixel);
     const int64_t g = it.g, b = it.b, count = it.count;
-    const T* w = a.weight + (g * blocks + b) * kTaps * a.k * B;
-    const T* bias = a.bias != nullptr ? a.bias + (g * blocks + b) * B : nullptr;
-    T* dst = a.dst + g * a.n + b * B;
+    const auto* w = a.weight + (g * blocks + b) * weight_block;
+    const auto* bias = a.bias != nullptr ? a.bias + (g * blocks + b) * B : nullptr;
+    E* dst = a.dst + g * a.n + b * B;
     const int64_t cols = min_i64(B, a.n - b * B);
     for (int64_t m = 0; m < count; m += P) {
       const int64_t rows = min_i64(P, count - m);
       if (rows == P && cols == B) {
-        T* out[P];
+        E* out[P];
         for (int p = 0; p < P; ++p) out[p] = dst + dst_pixel[m + p] * a.dst_ld;
-        gemm_tile<T, L, P, V>(src + m, kChunk, g * a.k, a.map.num_taps, a.map.tap, w, a.k, bias, out);
+        Tile::run(src + m, kChunk, g * a.k, a.map.num_taps, a.map.tap, w, a.k, bias, out);
       } else {
         // Edge tile: the pointers past `count` read zeros; write to a scratch tile and copy.
-        gemm_tile<T, L, P, V>(src + m, kChunk, g * a.k, a.map.num_taps, a.map.tap, w, a.k, bias, tail_rows);
+        Tile::run(src + m, kChunk, g * a.k, a.map.num_taps, a.map.tap, w, a.k, bias, tail_rows);
         for (int64_t p = 0; p < rows; ++p)
           for (int64_t j = 0; j < cols; ++j) dst[dst_pixel[m + p] * a.dst_ld + j] = tail[p * B + j];
       }
     }
   }
+}
+
+template <typename T, int L, int P, int V>
+struct FloatTile {
+  static inline __attribute__((always_inline)) void run(
+      const T* const* src, int64_t src_stride, int64_t chan, int num_taps, const int* tap, const T* weight,
+      int64_t k, const T* bias, T* const* dst) {
+    gemm_tile<T, L, P, V>(src, src_stride, chan, num_taps, tap, weight, k, bias, dst);
+  }
+};
+
+template <typename T, int L, int P, int V>
+void gather_gemm_impl(const GatherGemmArgs<T>& a, int64_t begin, int64_t end) {
+  gather_gemm_driver<FloatTile<T, L, P, V>, T, P, V * L>(a, kTaps * a.k * V * L, begin, end);
 }
 
 // ---------------------------------------------------------------------------------------------
