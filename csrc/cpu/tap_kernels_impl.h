@@ -140,26 +140,41 @@ inline void store_elem(uint16_t* p, float f) {
 }
 
 // Source pointers of the active taps, and the destination pixel index, for `count` consecutive
-// grid points starting at m0. A tap outside the image points at `zeros`.
+// grid points starting at m0. A tap outside the image points at `zeros`. The first point is
+// decoded by division, the others by stepping along the row: with few channels a chunk's pointers
+// cost about as much as its arithmetic, and three 64-bit divisions per point were most of that.
 template <typename T>
 void grid_pointers(
     const TapMap& map, const T* src, int64_t src_ld, const T* zeros, int64_t m0, int64_t count,
     const T** tap_src /* [num_taps][stride] */, int64_t stride, int64_t* dst_pixel) {
+  if (count <= 0) return;
   const int64_t per_image = map.grid_h * map.grid_w;
-  for (int64_t m = 0; m < count; ++m) {
-    const int64_t point = m0 + m;
-    const int64_t n = point / per_image;
-    const int64_t i = (point % per_image) / map.grid_w;
-    const int64_t j = point % map.grid_w;
-    if (dst_pixel != nullptr) {
-      dst_pixel[m] = (n * map.dst_h + map.dst_row0 + map.dst_row_step * i) * map.dst_w +
-          map.dst_col0 + map.dst_col_step * j;
-    }
+  int64_t n = m0 / per_image;
+  int64_t i = (m0 % per_image) / map.grid_w;
+  int64_t j = m0 % map.grid_w;
+  const T* row[kTaps];     // each tap's source row for grid row (n, i), or nullptr outside
+  int64_t dst_row = 0;     // destination pixel of (n, i, 0)
+  auto start_row = [&] {
     for (int a = 0; a < map.num_taps; ++a) {
       const int64_t r = map.src_row_step * i + map.src_row_off[a];
+      row[a] = r >= 0 && r < map.src_h ? src + (n * map.src_h + r) * map.src_w * src_ld : nullptr;
+    }
+    dst_row = (n * map.dst_h + map.dst_row0 + map.dst_row_step * i) * map.dst_w + map.dst_col0;
+  };
+  start_row();
+  for (int64_t m = 0; m < count; ++m) {
+    if (dst_pixel != nullptr) dst_pixel[m] = dst_row + map.dst_col_step * j;
+    for (int a = 0; a < map.num_taps; ++a) {
       const int64_t c = map.src_col_step * j + map.src_col_off[a];
-      const bool inside = r >= 0 && r < map.src_h && c >= 0 && c < map.src_w;
-      tap_src[a * stride + m] = inside ? src + ((n * map.src_h + r) * map.src_w + c) * src_ld : zeros;
+      tap_src[a * stride + m] = row[a] != nullptr && c >= 0 && c < map.src_w ? row[a] + c * src_ld : zeros;
+    }
+    if (++j == map.grid_w && m + 1 < count) {
+      j = 0;
+      if (++i == map.grid_h) {
+        i = 0;
+        ++n;
+      }
+      start_row();
     }
   }
 }
