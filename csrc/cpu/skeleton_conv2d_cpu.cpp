@@ -60,16 +60,6 @@ bool cpu_has_avx2() {
 // kernels + native bfloat16 gather GEMMs.
 enum class Isa { kGeneric, kAvx2, kAvx512, kAvx512Bf16 };
 
-const char* isa_name(Isa isa) {
-  switch (isa) {
-    case Isa::kAvx512Bf16: return "avx512_bf16";
-    case Isa::kAvx512: return "avx512";
-    case Isa::kAvx2: return "avx2";
-    case Isa::kGeneric: return "generic";
-  }
-  return "generic";
-}
-
 // The best family for this CPU, unless SKELETON_CUDA_CPU_ISA asks for a lower one.
 Isa selected_isa() {
   static const Isa best = cpu_has_avx512_bf16() && avx512_bf16_kernels() != nullptr ? Isa::kAvx512Bf16
@@ -94,6 +84,8 @@ Isa selected_isa() {
   }
   if (isa == "avx512_bf16") {
     TORCH_CHECK(cpu_has_avx512_bf16(), "SKELETON_CUDA_CPU_ISA=avx512_bf16, but this CPU has no AVX512_BF16");
+    TORCH_CHECK(avx512_bf16_kernels() != nullptr,
+                "SKELETON_CUDA_CPU_ISA=avx512_bf16, but this build has no AVX512_BF16 kernels (compiler too old)");
     return Isa::kAvx512Bf16;
   }
   TORCH_CHECK(
@@ -302,6 +294,11 @@ void gather_gemm(const TapMap& map, const at::Tensor& src, at::Tensor& dst, cons
   run_items(table->gather_gemm_items(args), args, table->gather_gemm);
 }
 
+// The depthwise weight (C, 1, 5) as the kernels take it: [5][C] in `dtype`.
+at::Tensor pack_depthwise_weight(const at::Tensor& w, at::ScalarType dtype) {
+  return w.to(dtype).view({w.size(0), kTaps}).t().contiguous();
+}
+
 // Activations as the kernels see them: T itself, or bfloat16 bit patterns.
 template <typename S>
 const S* elements(const at::Tensor& t) {
@@ -385,7 +382,7 @@ void forward(const at::Tensor& x, const at::Tensor& w, const std::optional<at::T
   const TapMap map = forward_tap_map(geometry(x.size(0), x.size(2), x.size(3), y.size(2), y.size(3), p));
   const bool has_bias = bias.has_value() && bias->defined();
   if (is_depthwise(w, p.groups)) {
-    const at::Tensor packed = w.view({w.size(0), kTaps}).t().contiguous();
+    const at::Tensor packed = pack_depthwise_weight(w, w.scalar_type());
     depthwise<T>({map}, x, y, packed, has_bias ? bias->const_data_ptr<T>() : nullptr);
     return;
   }
@@ -418,7 +415,7 @@ void input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const
   const int64_t k = w.size(0) / p.groups, n = w.size(1);  // reduce over output channels
   const int vectors = choose_vectors(n, table->lanes, table->max_vectors);
   const int64_t block = int64_t{vectors} * table->lanes;
-  const at::Tensor packed = dw_layer ? w.view({w.size(0), kTaps}).t().contiguous()
+  const at::Tensor packed = dw_layer ? pack_depthwise_weight(w, w.scalar_type())
                                      : pack_input_grad_weight<T>(w, p.groups, block);
   const std::vector<TapMap> classes = input_grad_classes(dy, dx, p);
   if (dw_layer) {
@@ -488,11 +485,6 @@ bool native_bf16(const at::Tensor& input, const at::Tensor& weight, int64_t grou
   return input.scalar_type() == at::kBFloat16 && (is_depthwise(weight, groups) || bf16_kernels() != nullptr);
 }
 
-// The depthwise weight (C, 1, 5) as the kernels take it: [5][C] float.
-at::Tensor pack_depthwise_weight(const at::Tensor& w) {
-  return w.to(at::kFloat).view({w.size(0), kTaps}).t().contiguous();
-}
-
 // A [G][5][K][N] weight (reduce over K, produce N) packed for the bf16 kernels:
 // [G][blocks][5][ceil(K / 2)][block][2], zero-padded in K and N. Each call, like the float32 packing.
 at::Tensor pack_bf16_pairs(const at::Tensor& taps_kn, int64_t block) {
@@ -500,10 +492,6 @@ at::Tensor pack_bf16_pairs(const at::Tensor& taps_kn, int64_t block) {
   const int64_t blocks = ceil_div(N, block), pairs = ceil_div(K, 2);
   const at::Tensor padded = at::constant_pad_nd(taps_kn, {0, blocks * block - N, 0, 2 * pairs - K});
   return padded.view({groups, kTaps, pairs, 2, blocks, block}).permute({0, 4, 1, 2, 5, 3}).contiguous();
-}
-
-const uint16_t* bf16_bits(const at::Tensor& t) {
-  return reinterpret_cast<const uint16_t*>(t.const_data_ptr<at::BFloat16>());
 }
 
 // The bf16 gather GEMMs of one pass, whose weight `weight_kn` is [G][5][K][N] (reduce over K, produce
@@ -527,13 +515,13 @@ class Bf16GatherGemm {
     }
     Bf16GatherGemmArgs args;
     args.map = map;
-    args.src = bf16_bits(src);
+    args.src = elements<uint16_t>(src);
     args.src_ld = src.size(1);
-    args.dst = reinterpret_cast<uint16_t*>(dst.mutable_data_ptr<at::BFloat16>());
+    args.dst = mutable_elements<uint16_t>(dst);
     args.dst_ld = dst.size(1);
-    args.weight = bf16_bits(packed_);
+    args.weight = elements<uint16_t>(packed_);
     args.bias = packed_bias_.defined() ? packed_bias_.const_data_ptr<float>() : nullptr;
-    args.zeros = bf16_bits(zeros_);
+    args.zeros = elements<uint16_t>(zeros_);
     args.groups = groups_;
     args.k = k_;
     args.n = n_;
@@ -554,7 +542,7 @@ void forward_bf16(const at::Tensor& x, const at::Tensor& w, const std::optional<
   const TapMap map = forward_tap_map(geometry(x.size(0), x.size(2), x.size(3), y.size(2), y.size(3), p));
   if (is_depthwise(w, p.groups)) {
     const at::Tensor b = bias.has_value() && bias->defined() ? bias->to(at::kFloat) : at::Tensor();
-    depthwise<float, uint16_t>({map}, x, y, pack_depthwise_weight(w), b.defined() ? b.const_data_ptr<float>() : nullptr);
+    depthwise<float, uint16_t>({map}, x, y, pack_depthwise_weight(w, at::kFloat), b.defined() ? b.const_data_ptr<float>() : nullptr);
     return;
   }
   const int64_t n = w.size(0) / p.groups, k = w.size(1);
@@ -579,13 +567,13 @@ at::Tensor weight_grad_bf16(const at::Tensor& dy, const at::Tensor& x, const at:
   const at::Tensor zeros = zero_pixel<at::BFloat16>(std::max(x.size(1), dy_blocked.size(1)), x.options());
   Bf16WgradArgs args;
   args.map = map;
-  args.src = bf16_bits(x);
+  args.src = elements<uint16_t>(x);
   args.src_ld = x.size(1);
-  args.dy = bf16_bits(dy_blocked);
+  args.dy = elements<uint16_t>(dy_blocked);
   args.dy_group_stride = dy_blocked.size(1) / groups;
   args.dy_ld = dy_blocked.size(1);
   args.dw = dw.mutable_data_ptr<float>();
-  args.zeros = bf16_bits(zeros);
+  args.zeros = elements<uint16_t>(zeros);
   args.groups = groups;
   args.k = k;
   args.n = n;
@@ -597,7 +585,7 @@ at::Tensor weight_grad_bf16(const at::Tensor& dy, const at::Tensor& x, const at:
 // dy, dx: bfloat16 channels_last; reduces over the output channels with the transposed weight.
 void input_grad_bf16(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const ConvParams& p) {
   if (is_depthwise(w, p.groups)) {
-    depthwise<float, uint16_t>(input_grad_classes(dy, dx, p), dy, dx, pack_depthwise_weight(w), nullptr);
+    depthwise<float, uint16_t>(input_grad_classes(dy, dx, p), dy, dx, pack_depthwise_weight(w, at::kFloat), nullptr);
     return;
   }
   const int64_t n = w.size(0) / p.groups, k = w.size(1);
@@ -712,7 +700,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cpu(
 
 }  // namespace cpu
 
-std::string cpu_kernel_isa() { return cpu::isa_name(cpu::selected_isa()); }
+// The family in use, as its tables name it: the bfloat16 table's where it runs ("avx512_bf16").
+std::string cpu_kernel_isa() {
+  const cpu::Bf16KernelTable* bf16 = cpu::bf16_kernels();
+  return bf16 != nullptr ? bf16->isa : cpu::float_kernels()->isa;
+}
 
 TORCH_LIBRARY_IMPL(skeleton_cuda, CPU, m) {
   m.impl("skeleton_conv2d", &cpu::skeleton_conv2d_cpu);

@@ -52,7 +52,7 @@ struct WgradArgs {
 // for the pixels of every map: the forward map, or all residue classes of the input gradient,
 // which share dst_row_step. An item is one whole destination row, written in one go.
 // S: how the activations are stored, T itself or (for T = float) bfloat16 bit patterns, converted
-// in registers (sums in T, results rounded as PyTorch rounds): memory-bound layers move half the
+// in registers (sums in T, results rounded as c10::BFloat16 rounds): memory-bound layers move half the
 // bytes, for the same bits as computing on a float32 copy.
 template <typename T, typename S = T>
 struct DepthwiseArgs {
