@@ -20,24 +20,34 @@ def _grads(x, w, b, **kw):
     return [out, x.grad, w.grad, b.grad]
 
 
+# (channels, groups, size): one output block; several blocks of a layer whose weight is smaller than
+# its input (the gather GEMMs' threads split the pixels) and of one whose weight is larger (they
+# split the blocks); depthwise.
+LAYERS = {"dense": (64, 1, 20), "blocks-split-by-pixels": (160, 1, 20), "blocks-split-by-items": (160, 1, 4),
+          "depthwise": (64, 64, 20)}
+
+
 @pytest.mark.skipif(not skeleton_cuda.has_compiled_ops(), reason="compiled ops not built")
-@pytest.mark.parametrize("groups", [1, 64], ids=["dense", "depthwise"])
+@pytest.mark.parametrize("layer", LAYERS.values(), ids=LAYERS.keys())
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # bfloat16: native kernels where the CPU has them
-def test_bitwise_identical_run_to_run_and_across_thread_counts(groups, dtype):
-    x = torch.randn(4, 64, 20, 20).to(dtype).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(64, 64 // groups, 5).to(dtype)
-    b = torch.randn(64).to(dtype)
+def test_bitwise_identical_run_to_run_and_across_thread_counts(layer, dtype):
+    channels, groups, size = layer
+    x = torch.randn(4, channels, size, size).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(channels, channels // groups, 5).to(dtype)
+    b = torch.randn(channels).to(dtype)
     first = _grads(x, w, b, groups=groups, stride=1)
     second = _grads(x, w, b, groups=groups, stride=1)
     threads = torch.get_num_threads()
+    others = []
     try:
-        torch.set_num_threads(1)
-        single = _grads(x, w, b, groups=groups, stride=1)
+        for count in (1, 3):  # 3: ranges that end inside a chunk or a block on any machine
+            torch.set_num_threads(count)
+            others.append(_grads(x, w, b, groups=groups, stride=1))
     finally:
         torch.set_num_threads(threads)
-    for a, b_, c in zip(first, second, single):
-        assert torch.equal(a, b_)
-        assert torch.equal(a, c)
+    for results in [second] + others:
+        for a, c in zip(first, results):
+            assert torch.equal(a, c)
 
 
 def test_compiled_kernels_are_loaded():

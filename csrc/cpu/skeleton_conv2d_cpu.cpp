@@ -126,6 +126,39 @@ void run_items(int64_t count, const Args& args, Kernel kernel) {
   at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) { kernel(args, begin, end); });
 }
 
+// Runs the items of a gather GEMM, (g * blocks + b) * chunks + chunk with `outer` = groups * blocks
+// column blocks. Where the packed weight is smaller than the source activations, the threads split
+// the pixel chunks rather than the items: the split is of the items counted chunk-major
+// (chunk * outer + o), so each thread gets a range of chunks in every block and still runs them
+// block by block (one block of weights at a time). A range of items would give one thread block 0
+// and the other block 1 of the same pixels, so the two cores would write neighbouring cache lines
+// of every output pixel (the weight gradient's accumulators did that until they went block-major;
+// see WgradArgs::dw), and each would read every pixel. But then each thread reads the whole
+// weight instead of its share, which costs more where the weight is the larger operand (512@7:
+// 5.2 MB of float32 weight, 0.8 MB of input at batch 8; 7% slower split by pixels), so those keep
+// the split by items. Every output is computed by one item, in one order: the same bits either way.
+template <typename Args, typename Kernel>
+void run_gather_items(int64_t count, int64_t outer, const at::Tensor& packed_weight, const at::Tensor& src,
+                      const Args& args, Kernel kernel) {
+  if (count <= 0) {
+    return;
+  }
+  if (packed_weight.nbytes() >= src.nbytes()) {
+    outer = 1;  // chunk-major with one "block" is the plain split by items
+  }
+  const int64_t chunks = count / outer;
+  at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t o = 0; o < outer; ++o) {
+      // the chunks c of block o with begin <= c * outer + o < end
+      const int64_t c0 = begin <= o ? 0 : ceil_div(begin - o, outer);
+      const int64_t c1 = end <= o ? 0 : ceil_div(end - o, outer);
+      if (c0 < c1) {
+        kernel(args, o * chunks + c0, o * chunks + c1);
+      }
+    }
+  });
+}
+
 // The output block width (in vectors) that wastes the fewest padded channels; ties go to the
 // wider block, whose register tile needs fewer loads per multiply-add.
 int choose_vectors(int64_t channels, int lanes, int max_vectors) {
@@ -235,15 +268,19 @@ at::Tensor pack_input_grad_weight(const at::Tensor& w, int64_t groups, int64_t b
   return packed;
 }
 
-// The weight gradient's [G][5][k][ld] (ld >= n) back to the weight's (G*n, k, 5).
+// The weight gradient's [G][blocks][5][k][block] back to the weight's (G*n, k, 5): the inverse of
+// pack_forward_weight.
 template <typename T>
 at::Tensor unpack_weight_grad(const at::Tensor& packed, int64_t groups, int64_t k, int64_t n) {
   at::Tensor out = at::empty({groups * n, k, kTaps}, packed.options());
-  const int64_t ld = packed.size(3);
+  const int64_t blocks = packed.size(1), block = packed.size(4);
   T* src = const_cast<T*>(packed.const_data_ptr<T>());  // read only: to_taps = false
   T* dst = out.mutable_data_ptr<T>();
   for (int64_t g = 0; g < groups; ++g) {
-    transpose_taps<T>(dst + g * n * k * kTaps, src + g * kTaps * k * ld, n, k, ld, /*to_taps=*/false);
+    for (int64_t b = 0; b < blocks; ++b) {
+      transpose_taps<T>(dst + (g * n + b * block) * k * kTaps, src + (g * blocks + b) * kTaps * k * block,
+                        std::min(block, n - b * block), k, block, /*to_taps=*/false);
+    }
   }
   return out;
 }
@@ -291,7 +328,8 @@ void gather_gemm(const TapMap& map, const at::Tensor& src, at::Tensor& dst, cons
   args.k = k;
   args.n = n;
   args.vectors = vectors;
-  run_items(table->gather_gemm_items(args), args, table->gather_gemm);
+  run_gather_items(table->gather_gemm_items(args), groups * ceil_div(n, int64_t{vectors} * table->lanes), packed,
+                   src, args, table->gather_gemm);
 }
 
 // The depthwise weight (C, 1, 5) as the kernels take it: [5][C] in `dtype`.
@@ -456,7 +494,7 @@ at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& x, const at::Tens
   const int64_t block = int64_t{vectors} * table->lanes;
   const int64_t blocks = ceil_div(n, block);
   const at::Tensor dy_blocked = pad_groups_to_blocks(dy, groups, n, block);
-  at::Tensor dw = at::empty({groups, kTaps, k, blocks * block}, x.options());
+  at::Tensor dw = at::empty({groups, blocks, kTaps, k, block}, x.options());
   WgradArgs<T> args;
   args.map = map;
   args.src = x.const_data_ptr<T>();
@@ -526,7 +564,8 @@ class Bf16GatherGemm {
     args.k = k_;
     args.n = n_;
     args.vectors = vectors_;
-    run_items(table_->gather_gemm_items(args), args, table_->gather_gemm);
+    run_gather_items(table_->gather_gemm_items(args), groups_ * ceil_div(n_, int64_t{vectors_} * table_->lanes),
+                     packed_, src, args, table_->gather_gemm);
   }
 
  private:
@@ -563,7 +602,7 @@ at::Tensor weight_grad_bf16(const at::Tensor& dy, const at::Tensor& x, const at:
   const int vectors = choose_vectors(n, table->lanes, table->max_vectors);
   const int64_t block = int64_t{vectors} * table->lanes;
   const at::Tensor dy_blocked = pad_groups_to_blocks(dy, groups, n, block);
-  at::Tensor dw = at::empty({groups, kTaps, k, ceil_div(n, block) * block}, x.options().dtype(at::kFloat));
+  at::Tensor dw = at::empty({groups, ceil_div(n, block), kTaps, k, block}, x.options().dtype(at::kFloat));
   const at::Tensor zeros = zero_pixel<at::BFloat16>(std::max(x.size(1), dy_blocked.size(1)), x.options());
   Bf16WgradArgs args;
   args.map = map;

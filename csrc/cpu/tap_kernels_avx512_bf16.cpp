@@ -164,7 +164,6 @@ void bf16_wgrad_impl(const Bf16WgradArgs& a, int64_t begin, int64_t end) {
   const int64_t points = a.map.batch * a.map.grid_h * a.map.grid_w;
   const int64_t blocks = ceil_div(a.n, B);
   const int64_t channel_tiles = ceil_div(a.k, P);
-  const int64_t ldw = blocks * B;
   const uint16_t* src[kTaps * kWgradChunk];
   alignas(64) uint32_t dy_pairs[kWgradPairs][B];    // [pair][column]: grad_output of pixels 2q, 2q + 1
   alignas(64) uint32_t x_pairs[kWgradPairs][kSlab];  // [pair][channel of the slab]: the input, one tap
@@ -209,11 +208,11 @@ void bf16_wgrad_impl(const Bf16WgradArgs& a, int64_t begin, int64_t end) {
       }
       const int64_t row0 = ct * P - slab * kSlab;
       const int64_t rows = min_i64(P, a.k - ct * P);
-      float* dw = a.dw + ((g * kTaps + t) * a.k + ct * P) * ldw + b * B;
+      float* dw = a.dw + (((g * blocks + b) * kTaps + t) * a.k + ct * P) * B;  // rows of B (Bf16WgradArgs::dw)
       __m512 acc[P][V];
       for (int p = 0; p < P; ++p)
         for (int v = 0; v < V; ++v)
-          acc[p][v] = m0 == 0 || p >= rows ? _mm512_setzero_ps() : _mm512_loadu_ps(dw + p * ldw + v * kLanes);
+          acc[p][v] = m0 == 0 || p >= rows ? _mm512_setzero_ps() : _mm512_loadu_ps(dw + p * B + v * kLanes);
       for (int64_t q = 0; q < pairs; ++q) {
         __m512bh g16[V];
         for (int v = 0; v < V; ++v)
@@ -224,7 +223,7 @@ void bf16_wgrad_impl(const Bf16WgradArgs& a, int64_t begin, int64_t end) {
         }
       }
       for (int64_t p = 0; p < rows; ++p)
-        for (int v = 0; v < V; ++v) _mm512_storeu_ps(dw + p * ldw + v * kLanes, acc[p][v]);
+        for (int v = 0; v < V; ++v) _mm512_storeu_ps(dw + p * B + v * kLanes, acc[p][v]);
     }
   }
 }

@@ -352,7 +352,6 @@ void wgrad_impl(const WgradArgs<T>& a, int64_t begin, int64_t end) {
   const int64_t points = a.map.batch * a.map.grid_h * a.map.grid_w;
   const int64_t blocks = ceil_div(a.n, B);
   const int64_t channel_tiles = ceil_div(a.k, P);
-  const int64_t ldw = blocks * B;
   const T* src[kTaps * kWgradChunk];
   const T* dy[kWgradChunk];
   for (int64_t m0 = 0; m0 < points; m0 += kWgradChunk) {
@@ -367,13 +366,13 @@ void wgrad_impl(const WgradArgs<T>& a, int64_t begin, int64_t end) {
       const int64_t g = item / channel_tiles / kTaps / blocks;
       const int64_t c0 = ct * P;
       const int64_t rows = min_i64(P, a.k - c0);
-      T* dw = a.dw + ((g * kTaps + t) * a.k + c0) * ldw + b * B;
+      T* dw = a.dw + (((g * blocks + b) * kTaps + t) * a.k + c0) * B;  // rows of B (WgradArgs::dw)
       const int64_t dy_off = g * a.dy_group_stride + b * B;
       const T* const* tap_src = src + t * kWgradChunk;
       if (rows == P) {
-        wgrad_tile<T, L, P, V>(tap_src, dy, count, g * a.k + c0, dy_off, dw, ldw, m0 == 0);
+        wgrad_tile<T, L, P, V>(tap_src, dy, count, g * a.k + c0, dy_off, dw, B, m0 == 0);
       } else {
-        wgrad_tile_rows<T, L, V>(tap_src, dy, count, g * a.k + c0, dy_off, dw, ldw, m0 == 0, rows);
+        wgrad_tile_rows<T, L, V>(tap_src, dy, count, g * a.k + c0, dy_off, dw, B, m0 == 0, rows);
       }
     }
   }
