@@ -193,29 +193,45 @@ inline void copy_run(const T* src, T* dst, int64_t count) {
   }
 }
 
-template <typename T>
-void transpose_taps(T* by_row, T* by_tap, int64_t rows, int64_t k, int64_t ld, bool to_taps) {
-  const int64_t row_tiles = ceil_div(rows, kTile), channel_tiles = ceil_div(k, kTile);
-  at::parallel_for(0, row_tiles * channel_tiles, 1, [&](int64_t begin, int64_t end) {
+// Moves a (G*n, k, 5) weight to or from [G][blocks][5][k][block] (to_taps: from the first), block
+// by block: output channel j of block b is row b * block + j of its group; the rows past n of a
+// last, partial block are left as they are. One parallel loop over 16 x 16 tiles of (rows,
+// channels) of every block, through a small buffer, so both sides are read and written along
+// their contiguous dimension. R and T may differ (a float32 weight gradient unpacked into
+// bfloat16: rounded as c10::BFloat16 rounds, as Tensor.to would).
+template <typename R, typename T>
+void transpose_blocks(R* by_row, T* by_tap, int64_t groups, int64_t n, int64_t k, int64_t block, bool to_taps) {
+  const int64_t blocks = ceil_div(n, block);
+  const int64_t row_tiles = ceil_div(block, kTile), channel_tiles = ceil_div(k, kTile);
+  const int64_t tiles_per_block = row_tiles * channel_tiles;
+  at::parallel_for(0, groups * blocks * tiles_per_block, 1, [&](int64_t begin, int64_t end) {
     T buffer[kTaps][kTile][kTile];  // [t][c][j]
     for (int64_t tile = begin; tile < end; ++tile) {
-      const int64_t j0 = (tile / channel_tiles) * kTile, c0 = (tile % channel_tiles) * kTile;
+      const int64_t gb = tile / tiles_per_block, g = gb / blocks, b = gb % blocks;
+      const int64_t rows = std::min(block, n - b * block);
+      const int64_t j0 = (tile % tiles_per_block / channel_tiles) * kTile;
+      const int64_t c0 = (tile % channel_tiles) * kTile;
+      if (j0 >= rows) {
+        continue;  // past the last row of a partial block
+      }
       const int64_t nj = std::min(kTile, rows - j0), nc = std::min(kTile, k - c0);
+      R* row_base = by_row + (g * n + b * block) * k * kTaps;
+      T* tap_base = by_tap + gb * kTaps * k * block;
       if (to_taps) {
         for (int64_t j = 0; j < nj; ++j) {
-          const T* src = by_row + (j0 + j) * k * kTaps + c0 * kTaps;
+          const R* src = row_base + (j0 + j) * k * kTaps + c0 * kTaps;
           for (int64_t c = 0; c < nc; ++c)
-            for (int t = 0; t < kTaps; ++t) buffer[t][c][j] = src[c * kTaps + t];
+            for (int t = 0; t < kTaps; ++t) buffer[t][c][j] = static_cast<T>(src[c * kTaps + t]);
         }
         for (int t = 0; t < kTaps; ++t)
-          for (int64_t c = 0; c < nc; ++c) copy_run(buffer[t][c], by_tap + (t * k + c0 + c) * ld + j0, nj);
+          for (int64_t c = 0; c < nc; ++c) copy_run(buffer[t][c], tap_base + (t * k + c0 + c) * block + j0, nj);
       } else {
         for (int t = 0; t < kTaps; ++t)
-          for (int64_t c = 0; c < nc; ++c) copy_run(by_tap + (t * k + c0 + c) * ld + j0, buffer[t][c], nj);
+          for (int64_t c = 0; c < nc; ++c) copy_run(tap_base + (t * k + c0 + c) * block + j0, buffer[t][c], nj);
         for (int64_t j = 0; j < nj; ++j) {
-          T* dst = by_row + (j0 + j) * k * kTaps + c0 * kTaps;
+          R* dst = row_base + (j0 + j) * k * kTaps + c0 * kTaps;
           for (int64_t c = 0; c < nc; ++c)
-            for (int t = 0; t < kTaps; ++t) dst[c * kTaps + t] = buffer[t][c][j];
+            for (int t = 0; t < kTaps; ++t) dst[c * kTaps + t] = static_cast<R>(buffer[t][c][j]);
         }
       }
     }
@@ -228,19 +244,12 @@ void transpose_taps(T* by_row, T* by_tap, int64_t rows, int64_t k, int64_t ld, b
 template <typename T>
 at::Tensor pack_forward_weight(const at::Tensor& w, int64_t groups, int64_t block) {
   const int64_t n = w.size(0) / groups, k = w.size(1);
-  const int64_t blocks = ceil_div(n, block);
-  at::Tensor packed = at::empty({groups, blocks, kTaps, k, block}, w.options());
+  at::Tensor packed = at::empty({groups, ceil_div(n, block), kTaps, k, block}, w.options());
   if (n % block != 0) {
     packed.zero_();
   }
   T* src = const_cast<T*>(w.const_data_ptr<T>());  // read only: to_taps = true
-  T* dst = packed.mutable_data_ptr<T>();
-  for (int64_t g = 0; g < groups; ++g) {
-    for (int64_t b = 0; b < blocks; ++b) {
-      transpose_taps<T>(src + (g * n + b * block) * k * kTaps, dst + (g * blocks + b) * kTaps * k * block,
-                        std::min(block, n - b * block), k, block, /*to_taps=*/true);
-    }
-  }
+  transpose_blocks<T, T>(src, packed.mutable_data_ptr<T>(), groups, n, k, block, /*to_taps=*/true);
   return packed;
 }
 
@@ -268,20 +277,14 @@ at::Tensor pack_input_grad_weight(const at::Tensor& w, int64_t groups, int64_t b
   return packed;
 }
 
-// The weight gradient's [G][blocks][5][k][block] back to the weight's (G*n, k, 5): the inverse of
-// pack_forward_weight.
-template <typename T>
-at::Tensor unpack_weight_grad(const at::Tensor& packed, int64_t groups, int64_t k, int64_t n) {
-  at::Tensor out = at::empty({groups * n, k, kTaps}, packed.options());
-  const int64_t blocks = packed.size(1), block = packed.size(4);
+// The weight gradient's [G][blocks][5][k][block] back to the weight's (G*n, k, 5) in dtype R: the
+// inverse of pack_forward_weight.
+template <typename T, typename R = T>
+at::Tensor unpack_weight_grad(const at::Tensor& packed, int64_t groups, int64_t k, int64_t n,
+                              at::ScalarType dtype = c10::CppTypeToScalarType<R>::value) {
+  at::Tensor out = at::empty({groups * n, k, kTaps}, packed.options().dtype(dtype));
   T* src = const_cast<T*>(packed.const_data_ptr<T>());  // read only: to_taps = false
-  T* dst = out.mutable_data_ptr<T>();
-  for (int64_t g = 0; g < groups; ++g) {
-    for (int64_t b = 0; b < blocks; ++b) {
-      transpose_taps<T>(dst + (g * n + b * block) * k * kTaps, src + (g * blocks + b) * kTaps * k * block,
-                        std::min(block, n - b * block), k, block, /*to_taps=*/false);
-    }
-  }
+  transpose_blocks<R, T>(out.mutable_data_ptr<R>(), src, groups, n, k, packed.size(4), /*to_taps=*/false);
   return out;
 }
 
@@ -523,24 +526,47 @@ bool native_bf16(const at::Tensor& input, const at::Tensor& weight, int64_t grou
   return input.scalar_type() == at::kBFloat16 && (is_depthwise(weight, groups) || bf16_kernels() != nullptr);
 }
 
-// A [G][5][K][N] weight (reduce over K, produce N) packed for the bf16 kernels:
-// [G][blocks][5][ceil(K / 2)][block][2], zero-padded in K and N. Each call, like the float32 packing.
-at::Tensor pack_bf16_pairs(const at::Tensor& taps_kn, int64_t block) {
-  const int64_t groups = taps_kn.size(0), K = taps_kn.size(2), N = taps_kn.size(3);
-  const int64_t blocks = ceil_div(N, block), pairs = ceil_div(K, 2);
-  const at::Tensor padded = at::constant_pad_nd(taps_kn, {0, blocks * block - N, 0, 2 * pairs - K});
-  return padded.view({groups, kTaps, pairs, 2, blocks, block}).permute({0, 4, 1, 2, 5, 3}).contiguous();
+// The output block width of the bf16 gather GEMMs for n produced channels, in vectors.
+int bf16_vectors(int64_t n) {
+  const Bf16KernelTable* table = bf16_kernels();
+  return choose_vectors(n, table->lanes, table->max_vectors);
 }
 
-// The bf16 gather GEMMs of one pass, whose weight `weight_kn` is [G][5][K][N] (reduce over K, produce
-// N): packed once, then run for each of the pass's tap maps.
+// A [G][blocks][5][K][block] bfloat16 weight (the layout of pack_forward_weight and
+// pack_input_grad_weight, K the reduced channels) with its reduction pairs interleaved for
+// VDPBF16PS: [G][blocks][5][ceil(K / 2)][block][2], the partner of an odd K's last row zero.
+at::Tensor interleave_pairs(const at::Tensor& taps) {
+  const int64_t rows = taps.size(0) * taps.size(1) * kTaps, K = taps.size(3), block = taps.size(4);
+  const int64_t pairs = ceil_div(K, 2);
+  at::Tensor out = at::empty({taps.size(0), taps.size(1), kTaps, pairs, block, 2}, taps.options());
+  const uint16_t* src = elements<uint16_t>(taps);
+  uint16_t* dst = mutable_elements<uint16_t>(out);
+  at::parallel_for(0, rows * pairs, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t pair_row = begin; pair_row < end; ++pair_row) {
+      const int64_t row = pair_row / pairs, q = pair_row % pairs;
+      const uint16_t* even = src + (row * K + 2 * q) * block;
+      uint16_t* d = dst + pair_row * 2 * block;
+      if (2 * q + 1 < K) {
+        const uint16_t* odd = even + block;
+        for (int64_t j = 0; j < block; ++j) d[2 * j] = even[j], d[2 * j + 1] = odd[j];
+      } else {
+        for (int64_t j = 0; j < block; ++j) d[2 * j] = even[j], d[2 * j + 1] = 0;
+      }
+    }
+  });
+  return out;
+}
+
+// The bf16 gather GEMMs of one pass, whose weight `taps` is packed [G][blocks][5][K][block] with
+// block = bf16_vectors(n) * lanes (reduce over K, produce n): interleaved once, then run for each
+// of the pass's tap maps.
 class Bf16GatherGemm {
  public:
-  Bf16GatherGemm(const at::Tensor& weight_kn, const std::optional<at::Tensor>& bias, const at::Tensor& src)
-      : table_(bf16_kernels()), groups_(weight_kn.size(0)), k_(weight_kn.size(2)), n_(weight_kn.size(3)) {
-    vectors_ = choose_vectors(n_, table_->lanes, table_->max_vectors);
+  Bf16GatherGemm(const at::Tensor& taps, int64_t n, const std::optional<at::Tensor>& bias, const at::Tensor& src)
+      : table_(bf16_kernels()), groups_(taps.size(0)), k_(taps.size(3)), n_(n), vectors_(bf16_vectors(n)) {
     const int64_t block = int64_t{vectors_} * table_->lanes;
-    packed_ = pack_bf16_pairs(weight_kn, block);
+    TORCH_INTERNAL_ASSERT(taps.size(4) == block && taps.size(1) == ceil_div(n, block));
+    packed_ = interleave_pairs(taps);
     if (bias.has_value() && bias->defined()) {
       packed_bias_ = pack_bias(bias->to(at::kFloat), groups_, block);
     }
@@ -584,8 +610,9 @@ void forward_bf16(const at::Tensor& x, const at::Tensor& w, const std::optional<
     depthwise<float, uint16_t>({map}, x, y, pack_depthwise_weight(w, at::kFloat), b.defined() ? b.const_data_ptr<float>() : nullptr);
     return;
   }
-  const int64_t n = w.size(0) / p.groups, k = w.size(1);
-  Bf16GatherGemm(w.view({p.groups, n, k, kTaps}).permute({0, 3, 2, 1}), bias, x).run(map, x, y);
+  const int64_t n = w.size(0) / p.groups;
+  const int64_t block = int64_t{bf16_vectors(n)} * bf16_kernels()->lanes;
+  Bf16GatherGemm(pack_forward_weight<at::BFloat16>(w, p.groups, block), n, bias, x).run(map, x, y);
 }
 
 // dy, x: bfloat16 channels_last; returns the bfloat16 weight gradient (G*n, k, 5), summed in float32.
@@ -618,7 +645,7 @@ at::Tensor weight_grad_bf16(const at::Tensor& dy, const at::Tensor& x, const at:
   args.n = n;
   args.vectors = vectors;
   run_items(table->wgrad_items(args), args, table->wgrad);
-  return unpack_weight_grad<float>(dw, groups, k, n).to(at::kBFloat16);
+  return unpack_weight_grad<float, at::BFloat16>(dw, groups, k, n);
 }
 
 // dy, dx: bfloat16 channels_last; reduces over the output channels with the transposed weight.
@@ -627,8 +654,9 @@ void input_grad_bf16(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, 
     depthwise<float, uint16_t>(input_grad_classes(dy, dx, p), dy, dx, pack_depthwise_weight(w, at::kFloat), nullptr);
     return;
   }
-  const int64_t n = w.size(0) / p.groups, k = w.size(1);
-  const Bf16GatherGemm gemm(w.view({p.groups, n, k, kTaps}).permute({0, 3, 1, 2}), std::nullopt, dy);  // [G][5][n][k]
+  const int64_t k = w.size(1);  // the channels produced: the transposed weight reduces over n
+  const int64_t block = int64_t{bf16_vectors(k)} * bf16_kernels()->lanes;
+  const Bf16GatherGemm gemm(pack_input_grad_weight<at::BFloat16>(w, p.groups, block), k, std::nullopt, dy);
   for (const TapMap& map : input_grad_classes(dy, dx, p)) {
     gemm.run(map, dy, dx);
   }
