@@ -19,6 +19,7 @@
 #include <cstring>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -388,6 +389,27 @@ void depthwise(const std::vector<TapMap>& maps, const at::Tensor& src, at::Tenso
   args.weight = packed.const_data_ptr<T>();
   args.bias = bias;
   args.channels = dst.size(1);
+  at::Tensor pair_weight;
+  if constexpr (std::is_same_v<S, uint16_t>) {  // bfloat16 storage: the interior reads channel pairs
+    const int64_t group = 2 * kernels<T>()->lanes, C = args.channels;
+    const int64_t pairs = C / group * group;
+    if (pairs > 0) {
+      // [5][pairs] weights, then [pairs] bias: within each group, the even channels, then the odd
+      const int64_t rows = bias != nullptr ? kTaps + 1 : kTaps;
+      pair_weight = at::empty({rows, pairs}, packed.options());
+      T* dst = pair_weight.mutable_data_ptr<T>();
+      for (int64_t r = 0; r < rows; ++r) {
+        const T* src = r < kTaps ? args.weight + r * C : bias;
+        for (int64_t g = 0; g < pairs; g += group) {
+          T* d = dst + r * pairs + g;
+          for (int64_t i = 0; i < group / 2; ++i) d[i] = src[g + 2 * i], d[group / 2 + i] = src[g + 2 * i + 1];
+        }
+      }
+      args.pair_weight = dst;
+      args.pair_bias = bias != nullptr ? dst + kTaps * pairs : nullptr;
+      args.pair_channels = pairs;
+    }
+  }
   const auto kernel = depthwise_kernels(kernels<T>(), args.src);
   run_items(kernel.first(args), args, kernel.second);
 }

@@ -69,6 +69,12 @@ struct DepthwiseArgs {
   const T* weight = nullptr;  // [5][channels]
   const T* bias = nullptr;    // [channels] or nullptr
   int64_t channels = 0;
+  // bfloat16 storage only (else nullptr): weight and bias of channels [0, pair_channels) again, each
+  // group of 2 * lanes channels reordered evens then odds, for the interior points, which read
+  // channels in pairs (depthwise_interior_pairs); pair_channels is a multiple of 2 * lanes.
+  const T* pair_weight = nullptr;  // [5][pair_channels]
+  const T* pair_bias = nullptr;    // [pair_channels] or nullptr
+  int64_t pair_channels = 0;
 };
 
 // dw[n * bands + band][t][c] = sum over the output pixels of image n whose row falls in band of

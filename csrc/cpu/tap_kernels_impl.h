@@ -104,15 +104,21 @@ inline void store_elems(T* p, V v) {
   store_vec(p, v);
 }
 
+// The bfloat16 bits of each lane of v, in the low half of a 32-bit lane.
+template <typename V>
+inline typename VecOf<uint32_t, sizeof(V) / sizeof(float)>::type bf16_bits(V v) {
+  typedef typename VecOf<uint32_t, sizeof(V) / sizeof(float)>::type u32v;
+  const u32v u = reinterpret_cast<u32v>(v);
+  const u32v rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  const u32v nan = reinterpret_cast<u32v>(v != v);  // all ones where NaN
+  return (rounded & ~nan) | (0x7FC0u & nan);
+}
+
 template <typename V>
 inline void store_elems(uint16_t* p, V v) {
   constexpr int L = sizeof(V) / sizeof(float);
   typedef typename VecOf<uint16_t, L>::type u16v;
-  typedef typename VecOf<uint32_t, L>::type u32v;
-  const u32v u = reinterpret_cast<u32v>(v);
-  const u32v rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  const u32v nan = reinterpret_cast<u32v>(v != v);  // all ones where NaN
-  const u16v bits = narrow_u32<L>((rounded & ~nan) | (0x7FC0u & nan));
+  const u16v bits = narrow_u32<L>(bf16_bits(v));
   __builtin_memcpy(p, &bits, sizeof(bits));
 }
 
@@ -433,6 +439,73 @@ inline __attribute__((always_inline)) void depthwise_interior_block(
   }
 }
 
+// bfloat16 sources taken 2 * L channels at a time: one load of L 32-bit words, each holding an
+// even channel (its low half, shifted up) and the next odd channel (its high half, masked), so a
+// tap costs one load and two bit operations for 2 * L channels where load_elems costs two widening
+// loads and two shifts. The weights and bias come reordered to match, evens then odds within each
+// 2 * L channels (DepthwiseArgs::pair_weight). Per channel the same sums in the same order as
+// depthwise_interior_block: the same bits.
+template <typename T>
+struct PairTaps {
+  const T* const* w = nullptr;  // per active tap: [pair_channels], reordered
+  const T* bias = nullptr;      // [pair_channels], reordered, or nullptr
+  int64_t channels = 0;         // a multiple of 2 * L
+};
+
+// Rounds two float vectors to bfloat16 as store_elems does and stores them interleaved: lane i of
+// `even` to element 2i, lane i of `odd` to element 2i + 1.
+template <typename V>
+inline void store_bf16_pairs(uint16_t* p, V even, V odd) {
+  const auto bits = bf16_bits(even) | (bf16_bits(odd) << 16);
+  __builtin_memcpy(p, &bits, sizeof(bits));
+}
+
+// Channels [0, p.channels) of `count` interior points for bfloat16 storage, 2 * L at a time; the
+// first channel left for the other blocks. Any other storage: none done.
+template <typename T, int L, int NT, typename S>
+inline int64_t depthwise_interior_pairs(const S* const*, const PairTaps<T>&, S*, int64_t, int64_t, int64_t) {
+  return 0;
+}
+
+// VP groups of 2 * L channels from channel c: NT * VP * 2 weight vectors and VP * 2 accumulators.
+template <typename T, int L, int NT, int VP>
+inline __attribute__((always_inline)) void depthwise_pairs_block(const uint16_t* const* s, const PairTaps<T>& p,
+                                                                 uint16_t* d, int64_t src_step, int64_t dst_step,
+                                                                 int64_t count, int64_t c) {
+  typedef typename VecOf<T, L>::type vec;
+  typedef typename VecOf<uint32_t, L>::type u32v;
+  vec we[NT > 0 ? NT : 1][VP], wo[NT > 0 ? NT : 1][VP], be[VP], bo[VP];
+  for (int t = 0; t < NT; ++t)
+    for (int v = 0; v < VP; ++v)
+      we[t][v] = load_vec<vec>(p.w[t] + c + 2 * L * v), wo[t][v] = load_vec<vec>(p.w[t] + c + 2 * L * v + L);
+  for (int v = 0; v < VP; ++v) {
+    be[v] = p.bias != nullptr ? load_vec<vec>(p.bias + c + 2 * L * v) : vec{};
+    bo[v] = p.bias != nullptr ? load_vec<vec>(p.bias + c + 2 * L * v + L) : vec{};
+  }
+  for (int64_t j = 0; j < count; ++j) {
+    vec ae[VP], ao[VP];
+    for (int v = 0; v < VP; ++v) ae[v] = be[v], ao[v] = bo[v];
+    for (int t = 0; t < NT; ++t)
+      for (int v = 0; v < VP; ++v) {
+        const u32v raw = load_vec<u32v>(s[t] + j * src_step + c + 2 * L * v);
+        ae[v] += reinterpret_cast<vec>(raw << 16) * we[t][v];
+        ao[v] += reinterpret_cast<vec>(raw & 0xFFFF0000u) * wo[t][v];
+      }
+    for (int v = 0; v < VP; ++v) store_bf16_pairs(d + j * dst_step + c + 2 * L * v, ae[v], ao[v]);
+  }
+}
+
+template <typename T, int L, int NT>
+inline int64_t depthwise_interior_pairs(const uint16_t* const* s, const PairTaps<T>& p, uint16_t* d,
+                                        int64_t src_step, int64_t dst_step, int64_t count) {
+  constexpr int VP = SKELETON_MAX_VECTORS / 2 > 0 ? SKELETON_MAX_VECTORS / 2 : 1;  // as many registers as V blocks
+  int64_t c = 0;
+  for (; c + 2 * L * VP <= p.channels; c += 2 * L * VP)
+    depthwise_pairs_block<T, L, NT, VP>(s, p, d, src_step, dst_step, count, c);
+  for (; c < p.channels; c += 2 * L) depthwise_pairs_block<T, L, NT, 1>(s, p, d, src_step, dst_step, count, c);
+  return p.channels;
+}
+
 // Points per chunk of depthwise_interior: a chunk's source rows stay in L1 while its channel blocks
 // sweep it. On this project's 2-core AVX-512 VM (dw144@56, N=8, float32), the forward took 1.46x
 // the time of a copy of its input with chunks of 8 points (median of 5 processes), 1.71x with the
@@ -446,8 +519,8 @@ constexpr int64_t kDepthwiseChunk = 8;
 // (SKELETON_MAX_VECTORS), then single vectors, then scalars.
 // s: the taps' sources at the first point, d: its destination.
 template <typename T, int L, int NT, typename S>
-void depthwise_interior(const S* const* s, const T* const* w, const T* bias, S* d, int64_t src_step,
-                        int64_t dst_step, int64_t count, int64_t C) {
+void depthwise_interior(const S* const* s, const T* const* w, const T* bias, const PairTaps<T>& pairs, S* d,
+                        int64_t src_step, int64_t dst_step, int64_t count, int64_t C) {
   constexpr int V = SKELETON_MAX_VECTORS;
   constexpr int64_t chunk = kDepthwiseChunk;
   for (int64_t j0 = 0; j0 < count; j0 += chunk) {
@@ -455,7 +528,7 @@ void depthwise_interior(const S* const* s, const T* const* w, const T* bias, S* 
     const S* sj[NT > 0 ? NT : 1];
     for (int t = 0; t < NT; ++t) sj[t] = s[t] + j0 * src_step;
     S* dj = d + j0 * dst_step;
-    int64_t c = 0;
+    int64_t c = depthwise_interior_pairs<T, L, NT>(sj, pairs, dj, src_step, dst_step, n);
     for (; c + V * L <= C; c += V * L) depthwise_interior_block<T, L, NT, V, S>(sj, w, bias, dj, src_step, dst_step, n, c);
     for (; c + L <= C; c += L) depthwise_interior_block<T, L, NT, 1, S>(sj, w, bias, dj, src_step, dst_step, n, c);
     for (; c < C; ++c) {
@@ -519,20 +592,28 @@ void depthwise_row(const DepthwiseArgs<T, S>& a, const TapMap& map, int64_t n, i
   if (j_lo < j_hi) {
     const S* s[kTaps];
     const T* w[kTaps];
+    const T* wp[kTaps];
     for (int k = 0; k < taps; ++k) {
       const int t = active[k];
       s[k] = row[t] + (step * j_lo + map.src_col_off[t]) * C;
       w[k] = a.weight + map.tap[t] * C;
+      wp[k] = a.pair_weight != nullptr ? a.pair_weight + map.tap[t] * a.pair_channels : nullptr;
+    }
+    PairTaps<T> pairs;
+    if (a.pair_weight != nullptr) {
+      pairs.w = wp;
+      pairs.bias = a.pair_bias;
+      pairs.channels = a.pair_channels;
     }
     S* const d = d0 + j_lo * dst_step;
     const int64_t count = j_hi - j_lo, src_step = step * C;
     switch (taps) {  // the tap count a compile-time constant, so each loop unrolls
-      case 5: depthwise_interior<T, L, 5>(s, w, a.bias, d, src_step, dst_step, count, C); break;
-      case 4: depthwise_interior<T, L, 4>(s, w, a.bias, d, src_step, dst_step, count, C); break;
-      case 3: depthwise_interior<T, L, 3>(s, w, a.bias, d, src_step, dst_step, count, C); break;
-      case 2: depthwise_interior<T, L, 2>(s, w, a.bias, d, src_step, dst_step, count, C); break;
-      case 1: depthwise_interior<T, L, 1>(s, w, a.bias, d, src_step, dst_step, count, C); break;
-      default: depthwise_interior<T, L, 0>(s, w, a.bias, d, src_step, dst_step, count, C); break;
+      case 5: depthwise_interior<T, L, 5>(s, w, a.bias, pairs, d, src_step, dst_step, count, C); break;
+      case 4: depthwise_interior<T, L, 4>(s, w, a.bias, pairs, d, src_step, dst_step, count, C); break;
+      case 3: depthwise_interior<T, L, 3>(s, w, a.bias, pairs, d, src_step, dst_step, count, C); break;
+      case 2: depthwise_interior<T, L, 2>(s, w, a.bias, pairs, d, src_step, dst_step, count, C); break;
+      case 1: depthwise_interior<T, L, 1>(s, w, a.bias, pairs, d, src_step, dst_step, count, C); break;
+      default: depthwise_interior<T, L, 0>(s, w, a.bias, pairs, d, src_step, dst_step, count, C); break;
     }
   }
   for (int64_t j = j_hi; j < map.grid_w; ++j) border(j);
