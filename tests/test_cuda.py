@@ -37,6 +37,15 @@ DTYPES = list(TOLERANCE)
 
 
 @pytest.fixture(autouse=True)
+def _default_routing(monkeypatch):
+    # These tests are of the default kernels, at float32 tolerances that assume no TF32: a routing
+    # switch left in the environment (the runbook's benchmark stages set them) must not leak in.
+    # Tests of the other routes set it themselves.
+    for name in ("SKELETON_CUDA_TENSOR_CORES", "SKELETON_CUDA_DIRECT_KERNELS", "SKELETON_CUDA_WIDE_INDEX"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
 def _kernels_built():
     # On a GPU machine a build without CUDA kernels is a failure, not a reason to skip: the public
     # function would silently fall back to the dense reference.
@@ -507,9 +516,12 @@ def _sum_f64(a, b, rows=2048):
 def test_int64_indexing(kind):
     # Tensors of more than 2^31 elements: with 32-bit offsets the tail of the image would be read
     # and written at wrapped addresses (wrong values or an illegal access).
+    # Peak: depthwise about 24 GiB (x, dy, dx: 8.1 GiB each); dense about 41 GiB (the tiled
+    # kernels' channels_last copies of the NCHW x and dy on top of them).
+    needed = 28 if kind == "depthwise" else 48
     free, _ = torch.cuda.mem_get_info()
-    if free < 40 * 2**30:
-        pytest.skip(f"needs 40 GiB of free GPU memory, {free / 2**30:.1f} GiB free")
+    if free < needed * 2**30:
+        pytest.skip(f"needs {needed} GiB of free GPU memory, {free / 2**30:.1f} GiB free")
     if kind == "depthwise":
         c, size, groups = 8, 16500, 8
         shape_nhwc = (1, size, size, c)

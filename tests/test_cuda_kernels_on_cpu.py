@@ -381,3 +381,51 @@ def test_tensor_cores_refuse_layers_of_2_31_grid_points(simt):
     at = [2**15 - 16, 64, 256, 256, 64, 256, 256, 1, 1, 1, 1, 1, 1, 1]  # 2^31 - 2^20 pixels
     assert simt.tensor_core_eligible(below, torch.bfloat16)
     assert not simt.tensor_core_eligible(at, torch.bfloat16)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_tensor_cores_copy_a_weight_view_already_in_their_order(simt, dtype):
+    """A weight that is a view laid out as the kernels read it ([5][C_out][C_in] for the forward,
+    [5][C_in][C_out] for the input gradient), 3 elements into its storage: contiguous() returns that
+    storage itself, not 16-byte aligned, so the launchers must copy it (they used to stop on an
+    internal assert). Results equal those of the contiguous weight, bit for bit."""
+    if not hasattr(simt, "tensor_core_forward"):
+        pytest.skip("no CUDA toolkit headers (cuda_bf16.h): the tensor-core file was not built")
+    config = dict(n=2, cin=16, cout=24, h=9, w=7, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, bias=False)
+    x, weight, _ = make_tensors(config, dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    weight = weight.contiguous()
+    dy = torch.randn(2, 24, 9, 7).to(dtype).contiguous(memory_format=torch.channels_last)
+    shape = shape_list(x, weight, [9, 7], config)
+    forward_view = torch.empty(3 + weight.numel(), dtype=dtype)[3:].view(5, 24, 16).permute(1, 2, 0)
+    input_grad_view = torch.empty(3 + weight.numel(), dtype=dtype)[3:].view(5, 16, 24).permute(2, 1, 0)
+    for view in (forward_view, input_grad_view):
+        view.copy_(weight)
+    results = {}
+    for name, w_forward, w_input_grad in (("contiguous", weight, weight), ("views", forward_view, input_grad_view)):
+        y = torch.empty(2, 24, 9, 7, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        dx = torch.empty_like(x)
+        simt.tensor_core_forward(x, w_forward, None, y, shape)
+        simt.tensor_core_input_grad(dy, w_input_grad, dx, shape)
+        results[name] = (y, dx)
+    for a, b in zip(results["contiguous"], results["views"]):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("family", ["tiled", "dense"])
+@pytest.mark.parametrize("channels", [(0, 4), (4, 0)], ids=["no-input-channels", "no-output-channels"])
+def test_layers_without_channels(simt, family, channels):
+    """A layer of 0 input or 0 output channels (which nn.Conv2d and the CPU path accept): the
+    output is the bias alone, the gradients zeros or empty; no launch of 0 blocks, which is an
+    error on a GPU and in the CPU runtime, and no division by a count of 0 column tiles."""
+    cin, cout = channels
+    config = dict(n=2, cin=cin, cout=cout, h=5, w=6, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, bias=True)
+    x = torch.randn(2, cin, 5, 6)
+    weight, bias = torch.randn(cout, cin, 5), torch.randn(cout)
+    grad_output = torch.randn(2, cout, 5, 6)
+    if family == "tiled":
+        assert simt.tiled_eligible(shape_list(x, weight, [5, 6], config))
+    y, dx, dw = run_layer(simt, x, weight, bias, grad_output, config, family=family)
+    torch.testing.assert_close(y, bias.view(1, -1, 1, 1).expand(2, cout, 5, 6).contiguous(), rtol=0, atol=0)
+    assert dx.shape == x.shape and not dx.any()
+    assert dw.shape == weight.shape and not dw.any()

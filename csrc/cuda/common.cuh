@@ -62,7 +62,7 @@ inline unsigned grid_size(int64_t count) {
 // least `min_chunk` pixels.
 inline int64_t reduction_chunks(int64_t pixels, int64_t columns, int64_t min_chunk) {
   constexpr int64_t kTargetBlocks = 2048;
-  int64_t chunks = ceil_div(kTargetBlocks, columns);
+  int64_t chunks = ceil_div(kTargetBlocks, std::max<int64_t>(columns, 1));  // no columns: a layer of 0 channels
   chunks = std::min(chunks, ceil_div(pixels, min_chunk));
   return std::max<int64_t>(1, std::min<int64_t>(chunks, 65535));
 }

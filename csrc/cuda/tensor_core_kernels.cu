@@ -305,11 +305,18 @@ void check_activation(const at::Tensor& t, const char* what, Layout layout) {
               " to be a channels_last-contiguous, 16-byte aligned 4-D tensor");
 }
 
-// The packed weight is a fresh contiguous copy (the permutation never leaves it contiguous for
-// eligible shapes), hence 16-byte aligned; cp.async would fault otherwise.
-void check_packed(const at::Tensor& packed) {
+// The weight in the order the kernels read it (`permuted`, a view of the caller's weight), as a
+// contiguous, 16-byte aligned tensor (cp.async would fault otherwise). Usually a fresh copy; but a
+// weight that is itself a view already laid out in that order comes back from contiguous() as
+// the same storage, at whatever offset the view has, so that one is copied.
+at::Tensor packed_weight(const at::Tensor& permuted) {
+  at::Tensor packed = permuted.contiguous();
+  if (reinterpret_cast<uintptr_t>(packed.const_data_ptr()) % 16 != 0) {
+    packed = packed.clone();
+  }
   TORCH_INTERNAL_ASSERT(packed.is_contiguous() && reinterpret_cast<uintptr_t>(packed.const_data_ptr()) % 16 == 0,
                         "skeleton_conv2d (tensor cores): packed weight not 16-byte aligned");
+  return packed;
 }
 
 // Pixel chunks of the weight gradient: a function of the shape only (never of the GPU or the dtype),
@@ -327,8 +334,11 @@ Chunking wgrad_chunking(const ConvShape& s) {
 }
 
 // Whether this device runs the tensor-core kernels: compute capability 8.0 or newer, and the kernels
-// were compiled for an architecture that has the instructions (a build for "7.5+PTX" alone would
-// JIT the trap body). Cached per device; any CUDA error here just means "no".
+// were compiled for a virtual architecture that has the instructions. ptxVersion is that
+// architecture (what __CUDA_ARCH__ saw); binaryVersion is the GPU the code was finally compiled
+// for, which for a build of "7.5+PTX" alone is the H100 itself, JIT-compiling the trap body. Definite
+// answers are cached per device; a query that fails answers "no" for this call only (and clears
+// the error it left, and only that one).
 bool device_supported(c10::DeviceIndex device) {
 #if defined(SKELETON_SIMT_EMULATOR)
   (void)device;
@@ -342,20 +352,28 @@ bool device_supported(c10::DeviceIndex device) {
   if (known != 0) {
     return known == 1;
   }
+  auto failed = [](cudaError_t status) {
+    if (status != cudaSuccess) {
+      (void)cudaGetLastError();
+      return true;
+    }
+    return false;
+  };
+  int current = -1, major = 0;
+  if (failed(cudaGetDevice(&current)) || current != device ||  // only the current device is asked
+      failed(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device))) {
+    return false;
+  }
   bool ok = false;
-  int major = 0;
-  int current = -1;
-  if (cudaGetDevice(&current) == cudaSuccess && current == device &&
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 8) {
+  if (major >= 8) {
     cudaFuncAttributes gather{}, wgrad{};
-    ok = cudaFuncGetAttributes(&gather, tc_gather_gemm_kernel<__nv_bfloat16, 128>) == cudaSuccess &&
-         cudaFuncGetAttributes(&wgrad, tc_wgrad_kernel<__nv_bfloat16>) == cudaSuccess && gather.binaryVersion >= 80 &&
-         wgrad.binaryVersion >= 80;
+    if (failed(cudaFuncGetAttributes(&gather, tc_gather_gemm_kernel<__nv_bfloat16, 128>)) ||
+        failed(cudaFuncGetAttributes(&wgrad, tc_wgrad_kernel<__nv_bfloat16>))) {
+      return false;
+    }
+    ok = gather.ptxVersion >= 80 && wgrad.ptxVersion >= 80 && gather.binaryVersion >= 80 && wgrad.binaryVersion >= 80;
   }
-  (void)cudaGetLastError();  // leave no sticky error from the queries behind
-  if (current == device) {   // only cache an answer about the device that was asked about
-    cache[device].store(ok ? 1 : 2, std::memory_order_relaxed);
-  }
+  cache[device].store(ok ? 1 : 2, std::memory_order_relaxed);
   return ok;
 #endif
 }
@@ -480,8 +498,7 @@ void forward_in(Layout layout, const at::Tensor& x, const at::Tensor& w, const a
   check_activation(y, "output", layout);
   const int64_t cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
   // (C_out, C_in/G, 5) -> [G][5][C_out/G][C_in/G]: per tap, the produced channels' rows, K contiguous
-  const at::Tensor packed = w.reshape({s.groups, cout_g, cin_g, kTaps}).permute({0, 3, 1, 2}).contiguous();
-  check_packed(packed);
+  const at::Tensor packed = packed_weight(w.reshape({s.groups, cout_g, cin_g, kTaps}).permute({0, 3, 1, 2}));
   const at::Tensor b = bias.defined() ? bias.contiguous() : bias;
   dispatch_types(x.scalar_type(), "skeleton_conv2d", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -502,8 +519,7 @@ void input_grad_in(Layout layout, const at::Tensor& dy, const at::Tensor& w, at:
   check_activation(dx, "grad_input", layout);
   const int64_t cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
   // (C_out, C_in/G, 5) -> [G][5][C_in/G][C_out/G]: the transposed weight, K (= C_out/G) contiguous
-  const at::Tensor packed = w.reshape({s.groups, cout_g, cin_g, kTaps}).permute({0, 3, 2, 1}).contiguous();
-  check_packed(packed);
+  const at::Tensor packed = packed_weight(w.reshape({s.groups, cout_g, cin_g, kTaps}).permute({0, 3, 2, 1}));
   dispatch_types(dy.scalar_type(), "skeleton_conv2d_backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
     for (const GatherProblem& problem : input_grad_problems(s)) {  // one per residue class

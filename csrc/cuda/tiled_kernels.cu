@@ -342,8 +342,8 @@ void launch_gather(TiledGatherParams<T>& p) {
   p.rows = p.map.batch * p.map.grid_h * p.map.grid_w;
   p.k_chunks = static_cast<int>(ceil_div(p.k, kTileK));
   p.n_tiles = static_cast<int>(ceil_div(p.n, kTileN));
-  if (p.rows == 0) {
-    return;
+  if (p.rows == 0 || p.n == 0) {
+    return;  // nothing to write (a launch of no blocks is an error)
   }
   const int64_t blocks = gather_blocks_tiled(p.rows, p.groups, p.n);
   launch(tiled_gather_gemm_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(kTiledThreads), p);
@@ -408,8 +408,8 @@ at::Tensor tiled_weight_grad(const at::Tensor& dy, const at::Tensor& x, const Co
   const at::ScalarType acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::TensorOptions acc_options = x.options().dtype(acc_dtype);
   const int64_t pixels = s.batch * s.out_h * s.out_w;
-  if (pixels == 0) {
-    return at::zeros({s.out_channels, cin_g, kTaps}, acc_options);  // a sum over no pixels
+  if (pixels == 0 || cin_g == 0 || cout_g == 0) {
+    return at::zeros({s.out_channels, cin_g, kTaps}, acc_options);  // a sum over no pixels, or no weights
   }
   const TiledChunking c = tiled_wgrad_chunking(s);
   at::Tensor partials = at::empty({c.chunks, s.groups * kTaps * cin_g * cout_g}, acc_options);

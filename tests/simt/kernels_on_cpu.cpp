@@ -55,6 +55,8 @@ at::Tensor weight_grad_op(const at::Tensor& dy, const at::Tensor& x, c10::IntArr
   return Launcher(dy, x, shape_of(shape));
 }
 
+bool tiled_eligible_op(c10::IntArrayRef shape) { return tiled_eligible(shape_of(shape)); }
+
 #if defined(SKELETON_SIMT_TENSOR_CORES)
 bool tensor_core_eligible_op(c10::IntArrayRef shape, at::ScalarType dtype) {
   return tensor_core_eligible(shape_of(shape), dtype, 0);
@@ -138,6 +140,7 @@ TORCH_LIBRARY(skeleton_simt, m) {
   m.def("tiled_forward(Tensor x, Tensor w, Tensor? bias, Tensor(a!) y, int[] shape) -> ()", &forward_op<tiled_forward>);
   m.def("tiled_input_grad(Tensor dy, Tensor w, Tensor(a!) dx, int[] shape) -> ()", &input_grad_op<tiled_input_grad>);
   m.def("tiled_weight_grad(Tensor dy, Tensor x, int[] shape) -> Tensor", &weight_grad_op<tiled_weight_grad>);
+  m.def("tiled_eligible(int[] shape) -> bool", &tiled_eligible_op);
 #if defined(SKELETON_SIMT_TENSOR_CORES)
   m.def("tensor_core_forward(Tensor x, Tensor w, Tensor? bias, Tensor(a!) y, int[] shape) -> ()",
         &forward_op<tensor_core_forward>);
