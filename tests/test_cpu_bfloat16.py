@@ -153,6 +153,8 @@ DEPTHWISE = [
     dict(n=1, cin=95, cout=95, h=12, w=40, stride=(2, 2), padding=(0, 3), dilation=(2, 3), groups=95, bias=False),
     dict(n=3, cin=7, cout=7, h=5, w=6, stride=(1, 2), padding=(2, 1), dilation=(1, 1), groups=7, bias=True),
     dict(n=1, cin=64, cout=64, h=14, w=14, stride=(2, 2), padding=(1, 1), dilation=(1, 1), groups=64, bias=True),
+    # 48 = one group of 32 channel pairs (AVX-512) + 16: the pair path's single-group blocks
+    dict(n=2, cin=48, cout=48, h=7, w=9, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=48, bias=True),
 ]
 
 

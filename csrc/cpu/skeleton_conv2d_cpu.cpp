@@ -147,6 +147,7 @@ void run_gather_items(int64_t count, int64_t outer, const at::Tensor& packed_wei
   if (packed_weight.nbytes() >= src.nbytes()) {
     outer = 1;  // chunk-major with one "block" is the plain split by items
   }
+  TORCH_INTERNAL_ASSERT(count % outer == 0, "gather GEMM: ", count, " items are not ", outer, " blocks of chunks");
   const int64_t chunks = count / outer;
   at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) {
     for (int64_t o = 0; o < outer; ++o) {
@@ -390,7 +391,8 @@ void depthwise(const std::vector<TapMap>& maps, const at::Tensor& src, at::Tenso
   args.bias = bias;
   args.channels = dst.size(1);
   at::Tensor pair_weight;
-  if constexpr (std::is_same_v<S, uint16_t>) {  // bfloat16 storage: the interior reads channel pairs
+  // bfloat16 storage: the interior reads channel pairs (little-endian CPUs: depthwise_interior_pairs)
+  if constexpr (std::is_same_v<S, uint16_t> && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__) {
     const int64_t group = 2 * kernels<T>()->lanes, C = args.channels;
     const int64_t pairs = C / group * group;
     if (pairs > 0) {

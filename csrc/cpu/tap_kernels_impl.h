@@ -460,8 +460,8 @@ inline void store_bf16_pairs(uint16_t* p, V even, V odd) {
   __builtin_memcpy(p, &bits, sizeof(bits));
 }
 
-// Channels [0, p.channels) of `count` interior points for bfloat16 storage, 2 * L at a time; the
-// first channel left for the other blocks. Any other storage: none done.
+// Channels [0, p.channels) of `count` interior points for bfloat16 storage, 2 * L at a time; returns
+// the first channel left for the other blocks. Any other storage: none done.
 template <typename T, int L, int NT, typename S>
 inline int64_t depthwise_interior_pairs(const S* const*, const PairTaps<T>&, S*, int64_t, int64_t, int64_t) {
   return 0;
@@ -498,7 +498,12 @@ inline __attribute__((always_inline)) void depthwise_pairs_block(const uint16_t*
 template <typename T, int L, int NT>
 inline int64_t depthwise_interior_pairs(const uint16_t* const* s, const PairTaps<T>& p, uint16_t* d,
                                         int64_t src_step, int64_t dst_step, int64_t count) {
-  constexpr int VP = SKELETON_MAX_VECTORS / 2 > 0 ? SKELETON_MAX_VECTORS / 2 : 1;  // as many registers as V blocks
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+  return 0;  // the even channel is the low half of a word only on little-endian CPUs
+#endif
+  // 2 * NT * VP weights + 4 * VP bias and sums: about the registers of depthwise_interior_block's
+  // widest block (NT * V + 2 * V, V = 2 * VP)
+  constexpr int VP = SKELETON_MAX_VECTORS / 2 > 0 ? SKELETON_MAX_VECTORS / 2 : 1;
   int64_t c = 0;
   for (; c + 2 * L * VP <= p.channels; c += 2 * L * VP)
     depthwise_pairs_block<T, L, NT, VP>(s, p, d, src_step, dst_step, count, c);
