@@ -512,13 +512,17 @@ def _sum_f64(a, b, rows=2048):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["depthwise", "dense"])
-def test_int64_indexing(kind):
+@pytest.mark.parametrize("kind", ["depthwise", "dense", "dense-direct"])
+def test_int64_indexing(kind, monkeypatch):
     # Tensors of more than 2^31 elements: with 32-bit offsets the tail of the image would be read
-    # and written at wrapped addresses (wrong values or an illegal access).
-    # Peak: depthwise about 24 GiB (x, dy, dx: 8.1 GiB each); dense about 41 GiB (the tiled
-    # kernels' channels_last copies of the NCHW x and dy on top of them).
-    needed = 28 if kind == "depthwise" else 48
+    # and written at wrapped addresses (wrong values or an illegal access). The dense layer has
+    # fewer grid points than the tiled kernels' limit, so they take it; "dense-direct" forces the
+    # direct kernels (dense_kernels.cu), which exist for layers past that limit.
+    # Peak: depthwise and direct about 24 GiB (x, dy, dx: 8.1 GiB each); tiled about 41 GiB (their
+    # channels_last copies of the NCHW x and dy on top of them).
+    needed = 48 if kind == "dense" else 28
+    if kind == "dense-direct":
+        monkeypatch.setenv("SKELETON_CUDA_DIRECT_KERNELS", "1")
     free, _ = torch.cuda.mem_get_info()
     if free < needed * 2**30:
         pytest.skip(f"needs {needed} GiB of free GPU memory, {free / 2**30:.1f} GiB free")

@@ -282,9 +282,8 @@ at::Tensor pack_input_grad_weight(const at::Tensor& w, int64_t groups, int64_t b
 // The weight gradient's [G][blocks][5][k][block] back to the weight's (G*n, k, 5) in dtype R: the
 // inverse of pack_forward_weight.
 template <typename T, typename R = T>
-at::Tensor unpack_weight_grad(const at::Tensor& packed, int64_t groups, int64_t k, int64_t n,
-                              at::ScalarType dtype = c10::CppTypeToScalarType<R>::value) {
-  at::Tensor out = at::empty({groups * n, k, kTaps}, packed.options().dtype(dtype));
+at::Tensor unpack_weight_grad(const at::Tensor& packed, int64_t groups, int64_t k, int64_t n) {
+  at::Tensor out = at::empty({groups * n, k, kTaps}, packed.options().dtype(c10::CppTypeToScalarType<R>::value));
   T* src = const_cast<T*>(packed.const_data_ptr<T>());  // read only: to_taps = false
   transpose_blocks<R, T>(out.mutable_data_ptr<R>(), src, groups, n, k, packed.size(4), /*to_taps=*/false);
   return out;
@@ -650,7 +649,7 @@ at::Tensor weight_grad_bf16(const at::Tensor& dy, const at::Tensor& x, const at:
   }
   const Bf16KernelTable* table = bf16_kernels();
   const int64_t groups = p.groups, k = w.size(1), n = w.size(0) / groups;
-  const int vectors = choose_vectors(n, table->lanes, table->max_vectors);
+  const int vectors = bf16_vectors(n);
   const int64_t block = int64_t{vectors} * table->lanes;
   const at::Tensor dy_blocked = pad_groups_to_blocks(dy, groups, n, block);
   at::Tensor dw = at::empty({groups, ceil_div(n, block), kTaps, k, block}, x.options().dtype(at::kFloat));
