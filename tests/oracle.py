@@ -9,6 +9,7 @@ import random
 
 import torch
 
+import skeleton_cuda
 from skeleton_cuda.reference import skeleton_conv2d_reference
 
 # (rtol, atol as a fraction of the largest reference value) per dtype of the op's inputs, and for
@@ -186,3 +187,19 @@ def check_against_oracle(
         assert grad.shape == ref.shape, name
         assert_close_to_oracle(grad, ref, dtype, name, precision)
     return out, x
+
+
+def check_layer_without_channels(cin, cout, dtype, device="cpu", memory_format=torch.contiguous_format):
+    """A layer of 0 input or 0 output channels (the argument checks accept both): the output is the
+    bias alone, grad_input and grad_weight zeros of their shapes, grad_bias the sum of grad_output."""
+    x = torch.randn(2, cin, 6, 5, device=device).to(dtype).contiguous(memory_format=memory_format).requires_grad_()
+    weight = torch.randn(cout, cin, 5, device=device).to(dtype).requires_grad_()
+    bias = torch.randn(cout, device=device).to(dtype).requires_grad_()
+    y = skeleton_cuda.skeleton_conv2d(x, weight, bias)
+    assert y.shape == (2, cout, 6, 5)
+    assert torch.equal(y, bias.view(1, -1, 1, 1).expand(2, cout, 6, 5))
+    grad_output = torch.randn_like(y)
+    y.backward(grad_output)
+    assert x.grad.shape == x.shape and not x.grad.any()
+    assert weight.grad.shape == weight.shape and not weight.grad.any()
+    torch.testing.assert_close(bias.grad.float(), grad_output.float().sum((0, 2, 3)), rtol=1e-2, atol=1e-2)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import skeleton_cuda
-from oracle import check_against_oracle, config_id, cpu_isa_supported, random_configs
+from oracle import check_against_oracle, check_layer_without_channels, config_id, cpu_isa_supported, random_configs
 
 pytestmark = pytest.mark.skipif(not skeleton_cuda.has_compiled_ops(), reason="compiled ops not built")
 
@@ -123,3 +123,10 @@ def test_padding_forms(padding):
     ref = torch.nn.functional.conv2d(x, skeleton_cuda.skeleton_to_dense_weight(w), dilation=2, padding=padding)
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("channels", [(0, 4), (4, 0)], ids=["no-input-channels", "no-output-channels"])
+def test_layers_without_channels(channels, dtype, memory_format):
+    check_layer_without_channels(*channels, dtype, memory_format=memory_format)

@@ -13,6 +13,7 @@ import torch
 from torch._prims_common import suggest_memory_format
 
 import skeleton_cuda
+from oracle import check_layer_without_channels
 from skeleton_cuda.reference import skeleton_conv2d_reference
 
 pytestmark = [
@@ -577,3 +578,11 @@ def test_int64_indexing(kind, monkeypatch):
                 got = dw[co, ci_local, t].item()
                 # float32 partial sums over ~2.7e8 products of unit normals: error far below 1e-4 sqrt(P).
                 assert abs(got - expected) <= 1e-4 * pixels**0.5, (co, ci_local, t, got, expected)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("channels", [(0, 4), (4, 0)], ids=["no-input-channels", "no-output-channels"])
+def test_layers_without_channels(channels, dtype, memory_format):
+    # The tiled kernels' routing divided by a count of 0 column tiles, and launched 0 blocks.
+    check_layer_without_channels(*channels, dtype, device=CUDA, memory_format=memory_format)
