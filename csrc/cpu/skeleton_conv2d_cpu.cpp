@@ -390,8 +390,7 @@ void depthwise(const std::vector<TapMap>& maps, const at::Tensor& src, at::Tenso
   args.bias = bias;
   args.channels = dst.size(1);
   at::Tensor pair_weight;
-  // bfloat16 storage: the interior reads channel pairs (little-endian CPUs: depthwise_interior_pairs)
-  if constexpr (std::is_same_v<S, uint16_t> && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__) {
+  if constexpr (std::is_same_v<S, uint16_t>) {  // bfloat16 storage: the interior reads channel pairs
     const int64_t group = 2 * kernels<T>()->lanes, C = args.channels;
     const int64_t pairs = C / group * group;
     if (pairs > 0) {
@@ -549,10 +548,14 @@ bool native_bf16(const at::Tensor& input, const at::Tensor& weight, int64_t grou
   return input.scalar_type() == at::kBFloat16 && (is_depthwise(weight, groups) || bf16_kernels() != nullptr);
 }
 
-// The output block width of the bf16 gather GEMMs for n produced channels, in vectors.
+// The output block width of the bf16 kernels for n produced channels, in vectors, and in channels.
 int bf16_vectors(int64_t n) {
   const Bf16KernelTable* table = bf16_kernels();
   return choose_vectors(n, table->lanes, table->max_vectors);
+}
+
+int64_t bf16_block(int64_t n) {
+  return int64_t{bf16_vectors(n)} * bf16_kernels()->lanes;
 }
 
 // A [G][blocks][5][K][block] bfloat16 weight (the layout of pack_forward_weight and
@@ -581,14 +584,15 @@ at::Tensor interleave_pairs(const at::Tensor& taps) {
 }
 
 // The bf16 gather GEMMs of one pass, whose weight `taps` is packed [G][blocks][5][K][block] with
-// block = bf16_vectors(n) * lanes (reduce over K, produce n): interleaved once, then run for each
-// of the pass's tap maps.
+// block = bf16_block(n) (reduce over K, produce n): interleaved once, then run for each of the
+// pass's tap maps.
 class Bf16GatherGemm {
  public:
   Bf16GatherGemm(const at::Tensor& taps, int64_t n, const std::optional<at::Tensor>& bias, const at::Tensor& src)
-      : table_(bf16_kernels()), groups_(taps.size(0)), k_(taps.size(3)), n_(n), vectors_(bf16_vectors(n)) {
-    const int64_t block = int64_t{vectors_} * table_->lanes;
-    TORCH_INTERNAL_ASSERT(taps.size(4) == block && taps.size(1) == ceil_div(n, block));
+      : table_(bf16_kernels()), groups_(taps.size(0)), blocks_(taps.size(1)), k_(taps.size(3)), n_(n),
+        vectors_(bf16_vectors(n)) {
+    const int64_t block = taps.size(4);
+    TORCH_INTERNAL_ASSERT(block == bf16_block(n) && blocks_ == ceil_div(n, block));
     packed_ = interleave_pairs(taps);
     if (bias.has_value() && bias->defined()) {
       packed_bias_ = pack_bias(bias->to(at::kFloat), groups_, block);
@@ -613,13 +617,12 @@ class Bf16GatherGemm {
     args.k = k_;
     args.n = n_;
     args.vectors = vectors_;
-    run_gather_items(table_->gather_gemm_items(args), groups_ * ceil_div(n_, int64_t{vectors_} * table_->lanes),
-                     packed_, src, args, table_->gather_gemm);
+    run_gather_items(table_->gather_gemm_items(args), groups_ * blocks_, packed_, src, args, table_->gather_gemm);
   }
 
  private:
   const Bf16KernelTable* table_;
-  int64_t groups_, k_, n_;
+  int64_t groups_, blocks_, k_, n_;
   int vectors_ = 1;
   at::Tensor packed_, packed_bias_, zeros_;
 };
@@ -634,8 +637,7 @@ void forward_bf16(const at::Tensor& x, const at::Tensor& w, const std::optional<
     return;
   }
   const int64_t n = w.size(0) / p.groups;
-  const int64_t block = int64_t{bf16_vectors(n)} * bf16_kernels()->lanes;
-  Bf16GatherGemm(pack_forward_weight<at::BFloat16>(w, p.groups, block), n, bias, x).run(map, x, y);
+  Bf16GatherGemm(pack_forward_weight<at::BFloat16>(w, p.groups, bf16_block(n)), n, bias, x).run(map, x, y);
 }
 
 // dy, x: bfloat16 channels_last; returns the bfloat16 weight gradient (G*n, k, 5), summed in float32.
@@ -678,8 +680,7 @@ void input_grad_bf16(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, 
     return;
   }
   const int64_t k = w.size(1);  // the channels produced: the transposed weight reduces over n
-  const int64_t block = int64_t{bf16_vectors(k)} * bf16_kernels()->lanes;
-  const Bf16GatherGemm gemm(pack_input_grad_weight<at::BFloat16>(w, p.groups, block), k, std::nullopt, dy);
+  const Bf16GatherGemm gemm(pack_input_grad_weight<at::BFloat16>(w, p.groups, bf16_block(k)), k, std::nullopt, dy);
   for (const TapMap& map : input_grad_classes(dy, dx, p)) {
     gemm.run(map, dy, dx);
   }
