@@ -335,14 +335,15 @@ def test_pack_and_scalar_depthwise_paths_agree():
     torch.testing.assert_close(packed[2], scalar[2], rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format], ids=["nhwc", "nchw"])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_depthwise_index_paths_agree(stride, monkeypatch):
-    # The depthwise kernels divide indices by multiply-high and shift below 2^31 elements and by
-    # 64-bit division beyond (SKELETON_CUDA_WIDE_INDEX=1 forces the latter): the same quotients,
-    # so the same bits in every result.
+def test_depthwise_index_paths_agree(stride, memory_format, monkeypatch):
+    # The depthwise kernels (both layouts) divide indices by multiply-high and shift below 2^31
+    # elements and by 64-bit division beyond (SKELETON_CUDA_WIDE_INDEX=1 forces the latter): the
+    # same quotients, so the same bits in every result.
     gen = torch.Generator().manual_seed(4)
     c = 24
-    x = torch.randn(2, c, 17, 19, generator=gen).to(CUDA).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, c, 17, 19, generator=gen).to(CUDA).contiguous(memory_format=memory_format)
     weight = torch.randn(c, 1, 5, generator=gen).to(CUDA)
     bias = torch.randn(c, generator=gen).to(CUDA)
     args = ([stride, stride], [1, 2], [1, 2], c)
@@ -386,14 +387,15 @@ def test_runs_on_the_tensors_device():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("kind", ["dense", "depthwise"])
+@pytest.mark.parametrize("kind", ["dense", "depthwise", "depthwise-nchw"])
 def test_bitwise_deterministic(kind, dtype):
     # Large enough for many partial sums per weight element; an unordered (atomic) reduction
     # would change the float32 low bits between runs.
     gen = torch.Generator().manual_seed(5)
     c = 32 if kind == "dense" else 96
     groups = 1 if kind == "dense" else c
-    x = torch.randn(8, c, 56, 56, generator=gen).to(CUDA, dtype).contiguous(memory_format=torch.channels_last)
+    memory_format = torch.contiguous_format if kind == "depthwise-nchw" else torch.channels_last
+    x = torch.randn(8, c, 56, 56, generator=gen).to(CUDA, dtype).contiguous(memory_format=memory_format)
     w = torch.randn(c, c // groups, 5, generator=gen).to(CUDA, dtype)
     b = torch.randn(c, generator=gen).to(CUDA, dtype)
     dy = torch.randn(8, c, 56, 56, generator=gen).to(CUDA, dtype)
@@ -407,6 +409,45 @@ def test_bitwise_deterministic(kind, dtype):
         again = run()
         for name, a, b_ in zip(["output", "grad_input", "grad_weight", "grad_bias"], first, again):
             assert torch.equal(a, b_), f"{name} differs between runs"
+
+
+# ---- launches ----------------------------------------------------------------------------------
+
+
+def kernels_launched(fn):
+    """Names of the GPU kernels fn() launches, from the profiler (None where it records none)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    names = [n for n in names if not n.lower().startswith(("memcpy", "memset"))]
+    return names or None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format], ids=["nhwc", "nchw"])
+def test_depthwise_launches(memory_format, dtype):
+    # Small depthwise layers are bound by launches as much as by memory. NCHW: the forward is one
+    # kernel (the (C, 1, 5) weight read in place, warp-uniform), the backward three (input
+    # gradient; weight-gradient partials carrying the bias sums; one pass that adds them and writes
+    # both gradients in the weight's layout and dtype). channels_last adds one small copy to each,
+    # the weight as [5][C] (depthwise_kernels.cu says why). No layout conversion in either.
+    c = 64
+    x = torch.randn(4, c, 28, 28, device=CUDA, dtype=dtype).contiguous(memory_format=memory_format)
+    w = torch.randn(c, 1, 5, device=CUDA, dtype=dtype)
+    b = torch.randn(c, device=CUDA, dtype=dtype)
+    dy = torch.randn(4, c, 28, 28, device=CUDA, dtype=dtype).contiguous(memory_format=memory_format)
+    args = ([1, 1], [1, 1], [1, 1], c)
+    forward = kernels_launched(lambda: FORWARD(x, w, b, *args))
+    if forward is None:
+        pytest.skip("the profiler recorded no GPU kernels here")
+    backward = kernels_launched(lambda: BACKWARD(dy, x, w, *args, [True, True, True]))
+    weight_copy = 1 if memory_format == torch.channels_last else 0
+    assert len(forward) == 1 + weight_copy, forward
+    assert len(backward) == 3 + weight_copy, backward
 
 
 # ---- integration: autocast, torch.compile, CUDA graphs ------------------------------------------
@@ -513,7 +554,7 @@ def _sum_f64(a, b, rows=2048):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["depthwise", "dense", "dense-direct"])
+@pytest.mark.parametrize("kind", ["depthwise", "depthwise-nchw", "dense", "dense-direct"])
 def test_int64_indexing(kind, monkeypatch):
     # Tensors of more than 2^31 elements: with 32-bit offsets the tail of the image would be read
     # and written at wrapped addresses (wrong values or an illegal access). The dense layer has
@@ -531,6 +572,9 @@ def test_int64_indexing(kind, monkeypatch):
         c, size, groups = 8, 16500, 8
         shape_nhwc = (1, size, size, c)
         x = torch.randn(shape_nhwc, device=CUDA).permute(0, 3, 1, 2)  # channels_last
+    elif kind == "depthwise-nchw":  # the NCHW depthwise kernels (depthwise_nchw_kernels.cu)
+        c, size, groups = 8, 16500, 8
+        x = torch.randn(1, c, size, size, device=CUDA)
     else:
         c, size, groups = 2, 33000, 1
         x = torch.randn(1, c, size, size, device=CUDA)

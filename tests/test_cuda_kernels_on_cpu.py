@@ -1,14 +1,15 @@
 """The CUDA kernel files run on the CPU: no GPU needed.
 
 tests/simt/ compiles csrc/cuda/dense_kernels.cu, tiled_kernels.cu, depthwise_kernels.cu,
-partial_sums.cu and (where a CUDA toolkit's headers are found) tensor_core_kernels.cu as C++
-against a small runtime that runs every CUDA thread as a fiber (barriers, warp shuffles and the
-warp-collective ldmatrix / mma.sync included), and exposes their host launchers as
-torch.ops.skeleton_simt.* on CPU tensors. These tests drive those launchers the way the CUDA entry
-points (csrc/cuda/skeleton_conv2d_cuda.cu) do and compare with the float64 oracle: the kernels'
-index math, tap geometry, weight packing, layouts, pack paths, chunked reductions and barriers are
-checked here, in CI, before any GPU runs them. Every tensor the kernels touch sits between NaN
-guard zones: a read outside it turns the result into NaN, a write outside it shows in the guard.
+depthwise_nchw_kernels.cu, partial_sums.cu and (where a CUDA toolkit's headers are found)
+tensor_core_kernels.cu as C++ against a small runtime that runs every CUDA thread as a fiber
+(barriers, warp shuffles and the warp-collective ldmatrix / mma.sync included), and exposes their
+host launchers as torch.ops.skeleton_simt.* on CPU tensors. These tests drive those launchers the
+way the CUDA entry points (csrc/cuda/skeleton_conv2d_cuda.cu) do and compare with the float64
+oracle: the kernels' index math, tap geometry, weight packing, layouts, pack paths, chunked
+reductions and barriers are checked here, in CI, before any GPU runs them. Every tensor the kernels
+touch sits between NaN guard zones: a read outside it turns the result into NaN, a write outside it
+shows in the guard.
 
 What only a GPU can check (timing, the memory model, the real warp, the real tensor cores) is in
 tests/test_cuda.py and tests/test_cuda_tensor_cores.py."""
@@ -99,16 +100,21 @@ def shape_list(x, weight, out_hw, config):
 
 
 def run_layer(ops, x, weight, bias, grad_output, config, offset=0, family="tiled"):
-    """Output, grad_input and grad_weight as the CUDA backend computes them: depthwise layers, and
-    dense / grouped ones on the tiled or tensor-core kernels (family "tensor_core"), on
-    channels_last-contiguous buffers; on the NCHW tensor-core kernels (family "tensor_core_nchw")
-    on contiguous NCHW buffers; dense / grouped ones on the direct kernels
-    (family "dense") on the caller's layout."""
+    """Output, grad_input, grad_weight and (depthwise layers) grad_bias as the CUDA backend computes
+    them: depthwise layers (on the NCHW depthwise kernels with family "nchw"), and dense / grouped
+    ones on the tiled or tensor-core kernels (family "tensor_core"), on channels_last-contiguous
+    buffers; on the NCHW tensor-core kernels (family "tensor_core_nchw") and the NCHW depthwise
+    kernels on contiguous NCHW buffers; dense / grouped ones on the direct kernels (family "dense")
+    on the caller's layout."""
     depthwise = weight.size(1) == 1 and weight.size(0) == config["groups"]
-    kind = "depthwise" if depthwise else family
+    kind = ("depthwise_nchw" if family == "nchw" else "depthwise") if depthwise else family
     out_hw = grad_output.shape[2:]
     shape = shape_list(x, weight, out_hw, config)
-    layout = {"dense": suggest_memory_format(x), "tensor_core_nchw": torch.contiguous_format}.get(kind, torch.channels_last)
+    layout = {
+        "dense": suggest_memory_format(x),
+        "tensor_core_nchw": torch.contiguous_format,
+        "depthwise_nchw": torch.contiguous_format,
+    }.get(kind, torch.channels_last)
     xg = Guarded(x, layout, offset)
     dyg = Guarded(grad_output, layout, offset)
     wg = Guarded(weight, torch.contiguous_format)
@@ -121,9 +127,16 @@ def run_layer(ops, x, weight, bias, grad_output, config, offset=0, family="tiled
     getattr(ops, f"{kind}_forward")(x_arg, w_arg, bg.tensor if bg else None, yg.tensor, shape)
     getattr(ops, f"{kind}_input_grad")(dyg.tensor, w_arg, dxg.tensor, shape)
     grad_weight = getattr(ops, f"{kind}_weight_grad")(dyg.tensor, x_arg, shape)
+    # The launchers' contract (csrc/cuda/launchers.cuh): the weight's shape, dtype and layout.
+    assert grad_weight.shape == weight.shape and grad_weight.dtype == weight.dtype and grad_weight.is_contiguous()
     yg.assert_guards_intact("output")
     dxg.assert_guards_intact("grad_input")
-    return yg.tensor, dxg.tensor, grad_weight
+    grad_bias = None
+    if depthwise:  # the weight gradient with the bias sums riding along: the same weight bits
+        grad_weight_too, grad_bias = getattr(ops, f"{kind}_weight_and_bias_grad")(dyg.tensor, x_arg, shape)
+        assert torch.equal(grad_weight_too, grad_weight)
+        assert grad_bias.shape == (weight.size(0),) and grad_bias.dtype == weight.dtype
+    return yg.tensor, dxg.tensor, grad_weight, grad_bias
 
 
 def output_size(config):
@@ -138,9 +151,12 @@ def check_layer(ops, config, dtype, memory_format, offset=0, noncontiguous=False
     generator = torch.Generator().manual_seed(1)
     grad_output = torch.randn(config["n"], config["cout"], *output_size(config), generator=generator).to(dtype)
     ref_y, _, (ref_dx, ref_dw, _) = oracle(x, weight, bias, config, grad_output)
-    y, dx, dw = run_layer(ops, x, weight, bias, grad_output, config, offset, family)
+    y, dx, dw, db = run_layer(ops, x, weight, bias, grad_output, config, offset, family)
     rtol, atol_fraction = TOLERANCE[precision or dtype]
-    for name, actual, expected in (("output", y, ref_y), ("grad_input", dx, ref_dx), ("grad_weight", dw, ref_dw)):
+    checks = [("output", y, ref_y), ("grad_input", dx, ref_dx), ("grad_weight", dw, ref_dw)]
+    if db is not None:  # the bias gradient is the sum of grad_output over (N, H, W), bias or not
+        checks.append(("grad_bias", db, grad_output.to(torch.float64).sum((0, 2, 3))))
+    for name, actual, expected in checks:
         expected = expected.detach()
         atol = atol_fraction * max(expected.abs().max().item(), 1.0)
         torch.testing.assert_close(actual.to(torch.float64).reshape(expected.shape), expected, rtol=rtol, atol=atol,
@@ -174,6 +190,26 @@ def test_direct_kernels_match_float64_oracle(simt, config, dtype):
                 family="dense")
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("config", [c for c in CONFIGS if is_depthwise(c)], ids=config_id)
+def test_nchw_depthwise_kernels_match_float64_oracle(simt, config, dtype):
+    # Depthwise layers of NCHW activations, read and written in place by their own kernels.
+    check_layer(simt, config, dtype, torch.contiguous_format, family="nchw")
+
+
+@pytest.mark.parametrize("index", ["narrow", "wide"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_nchw_depthwise_index_paths(simt, dtype, index, monkeypatch):
+    # Both index paths of the NCHW kernels, on strided, dilated, padded layers with several chunks.
+    monkeypatch.setenv("SKELETON_CUDA_WIDE_INDEX", "1" if index == "wide" else "0")
+    for config in (
+        dict(n=2, cin=16, cout=16, h=9, w=10, stride=(2, 1), padding=(1, 1), dilation=(1, 2), groups=16, bias=True),
+        dict(n=3, cin=5, cout=5, h=11, w=7, stride=(3, 2), padding=(2, 0), dilation=(2, 3), groups=5, bias=False),
+        dict(n=4, cin=3, cout=3, h=33, w=30, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=3, bias=True),
+    ):
+        check_layer(simt, config, dtype, torch.contiguous_format, family="nchw")
+
+
 @pytest.mark.parametrize("index", ["narrow", "wide"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_depthwise_pack_and_scalar_paths(simt, dtype, index, monkeypatch):
@@ -187,6 +223,32 @@ def test_depthwise_pack_and_scalar_paths(simt, dtype, index, monkeypatch):
     ):
         for offset in (0, 1):
             check_layer(simt, config, dtype, torch.channels_last, offset=offset)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_depthwise_reads_a_misaligned_weight(simt, dtype):
+    """A (C, 1, 5) weight one element off a 16-byte boundary (a view): the channels_last kernels
+    read their [5][C] copy of it as 16-byte packs, the NCHW ones the weight itself, element by
+    element. Results as with the aligned weight, bit for bit, and nothing read outside the view."""
+    config = dict(n=2, cin=16, cout=16, h=7, w=9, stride=(1, 2), padding=(1, 1), dilation=(1, 1), groups=16,
+                  bias=True)
+    x, weight, bias = make_tensors(config, dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    dy = torch.randn(2, 16, *output_size(config)).to(dtype).contiguous(memory_format=torch.channels_last)
+    shape = shape_list(x, weight, output_size(config), config)
+    for kind, layout in (("depthwise", torch.channels_last), ("depthwise_nchw", torch.contiguous_format)):
+        x_l, dy_l = x.contiguous(memory_format=layout), dy.contiguous(memory_format=layout)
+        results = []
+        for offset in (0, 1):
+            w = Guarded(weight, torch.contiguous_format, offset)
+            y = torch.empty_like(dy_l)
+            dx = torch.empty_like(x_l)
+            getattr(simt, f"{kind}_forward")(x_l, w.tensor, bias, y, shape)
+            getattr(simt, f"{kind}_input_grad")(dy_l, w.tensor, dx, shape)
+            assert not (y.isnan().any() or dx.isnan().any()), f"{kind}: read outside the weight"
+            results.append((y, dx))
+        for a, b in zip(*results):
+            assert torch.equal(a, b), kind
 
 
 def test_fast_division_is_exact(simt):
@@ -211,10 +273,12 @@ def test_fast_division_is_exact(simt):
     ],
     ids=["chunks", "depthwise_chunks", "depthwise_wide", "tiles", "grouped_tiles"],
 )
-@pytest.mark.parametrize("family", ["tiled", "dense"])
+@pytest.mark.parametrize("family", ["tiled", "dense", "nchw"])
 def test_tiles_and_chunks(simt, config, family):
     if family == "dense" and is_depthwise(config):
         pytest.skip("depthwise layers have their own kernels")
+    if family == "nchw" and not is_depthwise(config):
+        pytest.skip("the NCHW depthwise kernels are for depthwise layers")
     check_layer(simt, config, torch.float32, torch.channels_last, family=family)
 
 
@@ -224,7 +288,7 @@ def test_weight_gradient_does_not_depend_on_thread_order(simt):
     for groups in (1, 12):
         config = dict(n=2, cin=12, cout=12, h=21, w=20, stride=(1, 1), padding=(1, 1), dilation=(1, 1),
                       groups=groups, bias=False)
-        for family in ("tiled", "dense"):
+        for family in ("tiled", "dense") + (("nchw",) if groups == 12 else ()):  # depthwise: both layouts
             first = check_layer(simt, config, torch.float32, torch.channels_last, family=family)
             second = check_layer(simt, config, torch.float32, torch.channels_last, family=family)
             for a, b in zip(first, second):
@@ -425,7 +489,7 @@ def test_layers_without_channels(simt, family, channels):
     grad_output = torch.randn(2, cout, 5, 6)
     if family == "tiled":
         assert simt.tiled_eligible(shape_list(x, weight, [5, 6], config))
-    y, dx, dw = run_layer(simt, x, weight, bias, grad_output, config, family=family)
+    y, dx, dw, _ = run_layer(simt, x, weight, bias, grad_output, config, family=family)
     torch.testing.assert_close(y, bias.view(1, -1, 1, 1).expand(2, cout, 5, 6).contiguous(), rtol=0, atol=0)
     assert dx.shape == x.shape and not dx.any()
     assert dw.shape == weight.shape and not dw.any()

@@ -190,7 +190,7 @@ at::Tensor dense_weight_grad(const at::Tensor& dy_any, const at::Tensor& x_any, 
   const at::ScalarType acc_dtype = x_any.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::TensorOptions acc_options = x_any.options().dtype(acc_dtype);
   if (pairs == 0 || pixels == 0) {
-    return at::zeros({s.out_channels, cin_g, kTaps}, acc_options);
+    return at::zeros({s.out_channels, cin_g, kTaps}, x_any.options());
   }
   TORCH_CHECK(pairs <= INT32_MAX, "skeleton_conv2d: weight too large for the CUDA weight-gradient kernel (",
               pairs, " channel pairs)");
@@ -205,7 +205,7 @@ at::Tensor dense_weight_grad(const at::Tensor& dy_any, const at::Tensor& x_any, 
     launch(dense_weight_grad_partials_kernel<scalar_t>, grid, kBlock, x.const_data_ptr<scalar_t>(),
            dy.const_data_ptr<scalar_t>(), partials.mutable_data_ptr<at::opmath_type<scalar_t>>(), s, chunk_len);
   });
-  return sum_partials(partials).view({s.out_channels, cin_g, kTaps});
+  return finish_weight_grad(partials, s, PartialsOrder::kWeight, /*with_bias=*/false, x.scalar_type()).weight;
 }
 
 }  // namespace gpu

@@ -4,8 +4,14 @@
 //
 // Forward and input gradient: one thread per (pixel, pack) of the result. The up to five taps it
 // reads are neighbours of pixels that neighbouring warps read too, so each activation comes from
-// DRAM about once and is re-read from L1/L2. Weight gradient: blocks of (channel packs x pixel
-// lanes) accumulate per-chunk partial sums that a second pass adds in a fixed order.
+// DRAM about once and is re-read from L1/L2. Both read the weight as [5][C] (a small copy), so
+// that one tap of a channel pack is one 16-byte load when the thread needs it. (Reading the
+// (C, 1, 5) weight in place, as five packs holding all taps of the pack, saves that launch but
+// keeps 20 more registers live: 64 instead of 46-48 on sm_90, 4 resident blocks per SM instead of
+// 5, fewer bytes in flight for a kernel that lives on them; and capping it at 48 spills.)
+// Weight gradient: blocks of (channel packs x pixel lanes) accumulate per-chunk partial sums, with
+// the bias sums as a sixth row when asked, that a second pass adds in a fixed order and writes as
+// the (C, 1, 5) weight gradient (partial_sums.cu).
 //
 // Pack loads need the channel count to be a multiple of V and 16-byte aligned pointers; anything
 // else runs the same kernels with V = 1. Index division goes through a Div (index_division.cuh):
@@ -20,34 +26,13 @@
 #include <initializer_list>
 
 #include "common.cuh"
-#include "index_division.cuh"
+#include "depthwise_indexing.cuh"
 #include "launch.cuh"
 #include "launchers.cuh"
 
 namespace skeleton_cuda {
 namespace gpu {
 namespace {
-
-// The divisors of the depthwise kernels' index math, as Div (WideDiv or NarrowDiv).
-template <class Div>
-struct DepthwiseDivisors {
-  Div packs, out_w, out_h, in_w, in_h, stride_h, stride_w;
-};
-
-template <class Div>
-DepthwiseDivisors<Div> depthwise_divisors(const ConvShape& s, int64_t packs) {
-  return {Div(packs), Div(s.out_w), Div(s.out_h), Div(s.in_w), Div(s.in_h), Div(s.stride_h), Div(s.stride_w)};
-}
-
-// Pixel p of an (N, H, W) grid as (n, h, w).
-template <class Div>
-SKC_HOST_DEVICE void split_grid_pixel(int64_t p, const Div& w_div, const Div& h_div, int64_t W, int64_t H, int64_t& n,
-                                      int64_t& h, int64_t& w) {
-  const int64_t row = w_div.div(p);  // n * H + h
-  w = p - row * W;
-  n = h_div.div(row);
-  h = row - n * H;
-}
 
 // y[n, oh, ow, c] = bias[c] + sum_t w5[t][c] * x[n, oh * stride - pad + row_t * dil, ..., c].
 template <typename T, int V, class Div>
@@ -136,8 +121,10 @@ __global__ void depthwise_input_grad_kernel(const T* __restrict__ dy, const T* _
   }
 }
 
-// First pass of the weight gradient: partials[chunk][t][c] = sum over the pixels of the chunk of
-// dy[n, oh, ow, c] * x[n, tap t of (oh, ow), c]. Block (blockDim.x channel packs) x (blockDim.y
+// First pass of the weight gradient: partials[chunk][c * 5 + t] = sum over the pixels of the chunk
+// of dy[n, oh, ow, c] * x[n, tap t of (oh, ow), c] (the weight's (C, 1, 5) order), and with
+// `with_bias` C more columns partials[chunk][5 C + c] = sum of dy[n, oh, ow, c] (the bias
+// gradient's share: dy is in registers anyway). Block (blockDim.x channel packs) x (blockDim.y
 // pixel lanes), blockDim.x * blockDim.y == kBlock; blockIdx.x picks the packs, blockIdx.y the
 // chunk [chunk * chunk_len, (chunk + 1) * chunk_len) of the N * H_out * W_out pixels. Lane ty sums
 // pixels begin + ty, begin + ty + blockDim.y, ...; the lanes are then added in order 0, 1, ...
@@ -145,7 +132,8 @@ __global__ void depthwise_input_grad_kernel(const T* __restrict__ dy, const T* _
 template <typename T, int V, class Div>
 __global__ void depthwise_weight_grad_partials_kernel(const T* __restrict__ x, const T* __restrict__ dy,
                                                       at::opmath_type<T>* __restrict__ partials,
-                                                      ConvShape s, int64_t chunk_len, DepthwiseDivisors<Div> d) {
+                                                      ConvShape s, int64_t chunk_len, bool with_bias,
+                                                      DepthwiseDivisors<Div> d) {
   using acc_t = at::opmath_type<T>;
   __shared__ acc_t staging[kBlock * V];
   const int64_t C = s.in_channels, packs = C / V;
@@ -156,7 +144,7 @@ __global__ void depthwise_weight_grad_partials_kernel(const T* __restrict__ x, c
   const int64_t begin = blockIdx.y * chunk_len;
   const int64_t end = std::min(begin + chunk_len, pixels);
 
-  acc_t acc[kTaps][V] = {};
+  acc_t acc[kTaps + 1][V] = {};  // the five taps, then the bias sum
   if (active) {
     for (int64_t q = begin + threadIdx.y; q < end; q += blockDim.y) {
       int64_t n, oh, ow;
@@ -166,6 +154,7 @@ __global__ void depthwise_weight_grad_partials_kernel(const T* __restrict__ x, c
 #pragma unroll
       for (int j = 0; j < V; ++j) {
         g[j] = static_cast<acc_t>(gv.v[j]);
+        acc[kTaps][j] += g[j];
       }
       const T* xn = x + n * s.in_h * s.in_w * C + c;
 #pragma unroll
@@ -184,9 +173,13 @@ __global__ void depthwise_weight_grad_partials_kernel(const T* __restrict__ x, c
   }
 
   const int slot = (threadIdx.y * blockDim.x + threadIdx.x) * V;
+  const int rows = with_bias ? kTaps + 1 : kTaps;  // uniform over the block: every thread meets the barriers
 #pragma unroll
-  for (int t = 0; t < kTaps; ++t) {
-    __syncthreads();  // the previous tap's staging values have been read
+  for (int t = 0; t < kTaps + 1; ++t) {
+    if (t == rows) {
+      break;
+    }
+    __syncthreads();  // the previous row's staging values have been read
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       staging[slot + j] = acc[t][j];
@@ -199,7 +192,9 @@ __global__ void depthwise_weight_grad_partials_kernel(const T* __restrict__ x, c
         for (unsigned lane = 0; lane < blockDim.y; ++lane) {
           total += staging[(lane * blockDim.x + threadIdx.x) * V + j];
         }
-        partials[(blockIdx.y * int64_t{kTaps} + t) * C + c + j] = total;
+        // The weight's own (C, 1, 5) order, then the C bias sums.
+        const int64_t column = t < kTaps ? (c + j) * kTaps + t : kTaps * C + c + j;
+        partials[blockIdx.y * (rows * C) + column] = total;
       }
     }
   }
@@ -220,29 +215,14 @@ int pack_width(int64_t channels, std::initializer_list<const void*> pointers) {
   return V;
 }
 
-// Calls f(divisors) with NarrowDiv divisors where every dividend and divisor of the layer's index
-// math stays below 2^31, else (or with SKELETON_CUDA_WIDE_INDEX=1) WideDiv ones.
-template <typename F>
-void with_divisors(const ConvShape& s, int64_t packs, F f) {
-  const int64_t largest_dividend = std::max({s.batch * s.in_h * s.in_w * s.in_channels,
-                                             s.batch * s.out_h * s.out_w * s.in_channels, s.in_h + s.pad_h,
-                                             s.in_w + s.pad_w});
-  const int64_t largest_divisor = std::max({packs, s.in_h, s.in_w, s.out_h, s.out_w, s.stride_h, s.stride_w});
-  if (narrow_division_exact(largest_dividend, largest_divisor)) {
-    f(depthwise_divisors<NarrowDiv>(s, packs));
-  } else {
-    f(depthwise_divisors<WideDiv>(s, packs));
-  }
-}
-
 // The (C, 1, 5) weight as [5][C], so that a pack of channels of one tap is contiguous.
 at::Tensor taps_by_channel(const at::Tensor& w, int64_t channels) {
   return w.reshape({channels, kTaps}).t().contiguous();
 }
 
 template <typename T, int V>
-at::Tensor launch_weight_grad(const at::Tensor& dy, const at::Tensor& x, const at::TensorOptions& acc_options,
-                              const ConvShape& s) {
+WeightGrads launch_weight_grad(const at::Tensor& dy, const at::Tensor& x, const at::TensorOptions& acc_options,
+                               const ConvShape& s, bool with_bias) {
   const int64_t C = s.in_channels, packs = C / V;
   const int64_t pixels = s.batch * s.out_h * s.out_w;
   int tx = 1;  // channel packs per block: a power of two, so that few threads idle for small C
@@ -254,14 +234,31 @@ at::Tensor launch_weight_grad(const at::Tensor& dy, const at::Tensor& x, const a
   int64_t chunks = reduction_chunks(pixels, columns, 8 * int64_t{ty});
   const int64_t chunk_len = ceil_div(pixels, chunks);
   chunks = ceil_div(pixels, chunk_len);  // no empty chunk
-  at::Tensor partials = at::empty({chunks, kTaps * C}, acc_options);
+  at::Tensor partials = at::empty({chunks, (with_bias ? kTaps + 1 : kTaps) * C}, acc_options);
   const dim3 grid(static_cast<unsigned>(columns), static_cast<unsigned>(chunks));
   with_divisors(s, packs, [&](auto d) {
     launch(depthwise_weight_grad_partials_kernel<T, V, decltype(d.packs)>, grid, dim3(tx, ty), x.const_data_ptr<T>(),
-           dy.const_data_ptr<T>(), partials.mutable_data_ptr<at::opmath_type<T>>(), s, chunk_len, d);
+           dy.const_data_ptr<T>(), partials.mutable_data_ptr<at::opmath_type<T>>(), s, chunk_len, with_bias, d);
   });
-  // [5][C] -> (C, 1, 5)
-  return sum_partials(partials).view({kTaps, C}).t().contiguous().view({C, 1, kTaps});
+  return finish_weight_grad(partials, s, PartialsOrder::kWeight, with_bias, x.scalar_type());
+}
+
+WeightGrads weight_grads(const at::Tensor& dy, const at::Tensor& x, const ConvShape& s, bool with_bias) {
+  const int64_t C = s.in_channels;
+  const at::ScalarType acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::TensorOptions acc_options = x.options().dtype(acc_dtype);
+  if (s.batch * s.out_h * s.out_w == 0) {  // sums over no pixels
+    return {at::zeros({C, 1, kTaps}, x.options()), with_bias ? at::zeros({C}, x.options()) : at::Tensor()};
+  }
+  WeightGrads result;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "skeleton_conv2d_depthwise_weight_grad", [&] {
+    using T = scalar_t;
+    constexpr int V = kPackBytes / sizeof(T);
+    result = pack_width<T>(C, {x.const_data_ptr(), dy.const_data_ptr()}) == V
+                 ? launch_weight_grad<T, V>(dy, x, acc_options, s, with_bias)
+                 : launch_weight_grad<T, 1>(dy, x, acc_options, s, with_bias);
+  });
+  return result;
 }
 
 }  // namespace
@@ -308,21 +305,11 @@ void depthwise_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor&
 }
 
 at::Tensor depthwise_weight_grad(const at::Tensor& dy, const at::Tensor& x, const ConvShape& s) {
-  const int64_t C = s.in_channels;
-  const at::ScalarType acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::TensorOptions acc_options = x.options().dtype(acc_dtype);
-  if (s.batch * s.out_h * s.out_w == 0) {
-    return at::zeros({C, 1, kTaps}, acc_options);
-  }
-  at::Tensor result;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "skeleton_conv2d_depthwise_weight_grad", [&] {
-    using T = scalar_t;
-    constexpr int V = kPackBytes / sizeof(T);
-    result = pack_width<T>(C, {x.const_data_ptr(), dy.const_data_ptr()}) == V
-                 ? launch_weight_grad<T, V>(dy, x, acc_options, s)
-                 : launch_weight_grad<T, 1>(dy, x, acc_options, s);
-  });
-  return result;
+  return weight_grads(dy, x, s, /*with_bias=*/false).weight;
+}
+
+WeightGrads depthwise_weight_and_bias_grad(const at::Tensor& dy, const at::Tensor& x, const ConvShape& s) {
+  return weight_grads(dy, x, s, /*with_bias=*/true);
 }
 
 }  // namespace gpu

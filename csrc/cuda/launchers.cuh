@@ -14,6 +14,12 @@
 namespace skeleton_cuda {
 namespace gpu {
 
+// A weight gradient, (C_out, C_in / groups, 5) contiguous in the weight's dtype, and where the
+// kernels computed it alongside, the bias gradient (C_out,) (else undefined).
+struct WeightGrads {
+  at::Tensor weight, bias;
+};
+
 // ---- dense and grouped layers (dense_kernels.cu): any input layout, read through strides ------
 
 // y = conv(x, w) + bias. y is NCHW- or channels_last-contiguous; w is (C_out, C_in / groups, 5);
@@ -24,8 +30,9 @@ void dense_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b
 // dx = gradient of the input. dx is NCHW- or channels_last-contiguous.
 void dense_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const ConvShape& s);
 
-// Gradient of the weight, (C_out, C_in / groups, 5) in the accumulation dtype (float32, or
-// float64 for float64), from a deterministic two-pass reduction.
+// Gradient of the weight, (C_out, C_in / groups, 5) contiguous in the weight's dtype, from a
+// deterministic two-pass reduction (fp32 accumulation for the 16-bit types). So are all the
+// weight_grad launchers below.
 at::Tensor dense_weight_grad(const at::Tensor& dy, const at::Tensor& x, const ConvShape& s);
 
 // ---- dense and grouped layers, tiled (tiled_kernels.cu): channels_last-contiguous x, y, dy, dx --
@@ -38,7 +45,7 @@ void tiled_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b
 
 void tiled_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const ConvShape& s);
 
-// (C_out, C_in / groups, 5) in the accumulation dtype, deterministic (fixed pixel chunks, sum_partials).
+// Deterministic: fixed pixel chunks, added in order by finish_weight_grad.
 at::Tensor tiled_weight_grad(const at::Tensor& dy, const at::Tensor& x, const ConvShape& s);
 
 // ---- depthwise layers (depthwise_kernels.cu): channels_last-contiguous x, y, dy, dx ------------
@@ -48,8 +55,22 @@ void depthwise_forward(const at::Tensor& x, const at::Tensor& w, const at::Tenso
 
 void depthwise_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const ConvShape& s);
 
-// Gradient of the (C, 1, 5) weight in the accumulation dtype, deterministic.
+// Gradient of the (C, 1, 5) weight, deterministic.
 at::Tensor depthwise_weight_grad(const at::Tensor& dy, const at::Tensor& x, const ConvShape& s);
+
+// The weight and the bias gradient in one pass over dy and x: the bias sums ride along in the
+// weight gradient's partials, which saves a separate reduction that reads all of dy again.
+WeightGrads depthwise_weight_and_bias_grad(const at::Tensor& dy, const at::Tensor& x, const ConvShape& s);
+
+// The same passes on contiguous NCHW x, y, dy, dx, in place (depthwise_nchw_kernels.cu).
+void depthwise_nchw_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, at::Tensor& y,
+                            const ConvShape& s);
+
+void depthwise_nchw_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const ConvShape& s);
+
+at::Tensor depthwise_nchw_weight_grad(const at::Tensor& dy, const at::Tensor& x, const ConvShape& s);
+
+WeightGrads depthwise_nchw_weight_and_bias_grad(const at::Tensor& dy, const at::Tensor& x, const ConvShape& s);
 
 // ---- tensor cores (tensor_core_kernels.cu): opt-in, bfloat16 / float16 / float32 as TF32, sm_80+ --
 // Activations are channels_last-contiguous and 16-byte aligned (checked); w as given to the op.
@@ -65,7 +86,7 @@ void tensor_core_forward(const at::Tensor& x, const at::Tensor& w, const at::Ten
 
 void tensor_core_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const ConvShape& s);
 
-// (C_out, C_in / groups, 5) in float32, deterministic (fixed pixel chunks, sum_partials).
+// Deterministic: fixed pixel chunks, added in order by finish_weight_grad.
 at::Tensor tensor_core_weight_grad(const at::Tensor& dy, const at::Tensor& x, const ConvShape& s);
 
 // The same passes for activations in contiguous NCHW memory (y, dx, x, dy all NCHW-contiguous,
@@ -90,9 +111,17 @@ std::vector<int64_t> tensor_core_gather_launches();
 
 // ---- shared second pass (partial_sums.cu) -----------------------------------------------------
 
-// Sums a contiguous (S, M) float32 / float64 tensor of per-block partial sums over S, in order
-// s = 0, 1, ..., S - 1: returns (M,).
-at::Tensor sum_partials(const at::Tensor& partials);
+// The order of the weight elements in a partial-sum row: the weight's own (C_out, C_in/G, 5)
+// (the direct and depthwise kernels), or tap-major [G][5][C_in/G][C_out/G] (the tiled and
+// tensor-core kernels).
+enum class PartialsOrder { kWeight, kTapMajor };
+
+// Sums a contiguous (S, M) tensor of per-chunk partial sums (float32, or float64 for a float64
+// layer) over S, in order s = 0, 1, ..., S - 1, in one launch that also reorders and rounds: the
+// first C_out * C_in/G * 5 columns, in `order`, become the weight gradient; with `with_bias`, the
+// C_out columns after them the bias gradient. Both in `dtype` (the weight's).
+WeightGrads finish_weight_grad(const at::Tensor& partials, const ConvShape& s, PartialsOrder order, bool with_bias,
+                               at::ScalarType dtype);
 
 // Host helpers.
 inline Strides strides_of(const at::Tensor& t) {

@@ -1,9 +1,15 @@
 // Second pass of the deterministic weight-gradient reductions: adds per-block partial sums in a
-// fixed order. The first passes (dense_kernels.cu, depthwise_kernels.cu) write one partial per
-// (pixel chunk, weight element) instead of accumulating with atomics, whose order varies run to run.
+// fixed order and writes the result where the caller wants it. The first passes (dense_kernels.cu,
+// tiled_kernels.cu, depthwise_kernels.cu, tensor_core_kernels.cu) write one partial per (pixel
+// chunk, weight element) instead of accumulating with atomics, whose order varies run to run.
+//
+// One launch does the sum, the reordering into the weight's (C_out, C_in/G, 5) layout and the
+// rounding to the weight's dtype: as separate ATen ops they were three launches per weight
+// gradient, which on the small late layers of a network cost as much as the reduction itself.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 
 #include "common.cuh"
 #include "launch.cuh"
@@ -13,34 +19,77 @@ namespace skeleton_cuda {
 namespace gpu {
 namespace {
 
-// out[m] = partials[0][m] + partials[1][m] + ... + partials[count - 1][m], left to right.
-template <typename acc_t>
+// Where column m of the partials goes. Columns [0, weight_width) are weight elements: tap-major
+// ([G][5][C_in/G][C_out/G], m = ((g * 5 + t) * cin_g + c) * cout_g + j) or already in the weight's
+// order; the columns after them are bias sums in channel order.
+struct WeightColumns {
+  bool tap_major;
+  int64_t cin_g, cout_g, weight_width;
+
+  C10_HOST_DEVICE int64_t weight_index(int64_t m) const {
+    if (!tap_major) {
+      return m;
+    }
+    const int64_t j = m % cout_g, rest = m / cout_g;
+    const int64_t c = rest % cin_g, tap_and_group = rest / cin_g;
+    const int64_t t = tap_and_group % kTaps, g = tap_and_group / kTaps;
+    return ((g * cout_g + j) * cin_g + c) * kTaps + t;
+  }
+};
+
+// total[m] = partials[0][m] + partials[1][m] + ... + partials[count - 1][m], left to right, rounded
+// once to out_t: into weight[] or bias[] as `columns` says.
+template <typename acc_t, typename out_t>
 __global__ void sum_partials_kernel(const acc_t* __restrict__ partials, int64_t count, int64_t width,
-                                    acc_t* __restrict__ out) {
+                                    WeightColumns columns, out_t* __restrict__ weight, out_t* __restrict__ bias) {
   for (int64_t m = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; m < width;
        m += int64_t{blockDim.x} * gridDim.x) {
     acc_t total = 0;
     for (int64_t s = 0; s < count; ++s) {
       total += partials[s * width + m];
     }
-    out[m] = total;
+    if (m < columns.weight_width) {
+      weight[columns.weight_index(m)] = static_cast<out_t>(total);
+    } else {
+      bias[m - columns.weight_width] = static_cast<out_t>(total);
+    }
   }
 }
 
 }  // namespace
 
-at::Tensor sum_partials(const at::Tensor& partials) {
-  TORCH_CHECK(partials.dim() == 2 && partials.is_contiguous(), "sum_partials: expected a contiguous (S, M) tensor");
-  const int64_t count = partials.size(0), width = partials.size(1);
-  at::Tensor out = at::empty({width}, partials.options());
-  if (width == 0) {
-    return out;
+WeightGrads finish_weight_grad(const at::Tensor& partials, const ConvShape& s, PartialsOrder order, bool with_bias,
+                               at::ScalarType dtype) {
+  const int64_t cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
+  const WeightColumns columns{order == PartialsOrder::kTapMajor, cin_g, cout_g, s.out_channels * cin_g * kTaps};
+  const int64_t width = columns.weight_width + (with_bias ? s.out_channels : 0);
+  const at::ScalarType acc_dtype = dtype == at::kDouble ? at::kDouble : at::kFloat;
+  TORCH_CHECK(partials.dim() == 2 && partials.is_contiguous() && partials.size(1) == width &&
+                  partials.scalar_type() == acc_dtype,
+              "finish_weight_grad: expected contiguous (S, ", width, ") partials of ", acc_dtype);
+  const at::TensorOptions options = partials.options().dtype(dtype);
+  WeightGrads result;
+  result.weight = at::empty({s.out_channels, cin_g, kTaps}, options);
+  if (with_bias) {
+    result.bias = at::empty({s.out_channels}, options);
   }
-  AT_DISPATCH_FLOATING_TYPES(partials.scalar_type(), "skeleton_conv2d_sum_partials", [&] {
-    launch(sum_partials_kernel<scalar_t>, grid_size(width), kBlock, partials.const_data_ptr<scalar_t>(), count, width,
-           out.mutable_data_ptr<scalar_t>());
+  if (width == 0) {
+    return result;
+  }
+  if (partials.size(0) == 0) {  // a sum over no chunks
+    result.weight.zero_();
+    if (with_bias) {
+      result.bias.zero_();
+    }
+    return result;
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "skeleton_conv2d_sum_partials", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    launch(sum_partials_kernel<acc_t, scalar_t>, grid_size(width), kBlock, partials.const_data_ptr<acc_t>(),
+           partials.size(0), width, columns, result.weight.mutable_data_ptr<scalar_t>(),
+           with_bias ? result.bias.mutable_data_ptr<scalar_t>() : nullptr);
   });
-  return out;
+  return result;
 }
 
 }  // namespace gpu

@@ -59,11 +59,6 @@ gpu::ConvShape make_shape(const at::Tensor& input, const at::Tensor& weight,
   return s;
 }
 
-// float16 / bfloat16 / float32 reduce in float32, float64 in float64.
-at::ScalarType accumulation_dtype(at::ScalarType dtype) {
-  return dtype == at::kDouble ? at::kDouble : at::kFloat;
-}
-
 at::Tensor empty_in_format(c10::IntArrayRef sizes, const at::TensorOptions& options, at::MemoryFormat format) {
   return at::empty(sizes, options.memory_format(format));
 }
@@ -128,22 +123,28 @@ at::Tensor aligned_contiguous(const at::Tensor& t, at::MemoryFormat format, uint
 }
 
 // The kernel families, of which one runs a layer (all three passes), and their launchers.
-enum class Family { kDepthwise, kTensorCores, kTensorCoresNchw, kTiled, kDirect };
+enum class Family { kDepthwise, kDepthwiseNchw, kTensorCores, kTensorCoresNchw, kTiled, kDirect };
 
 struct FamilyKernels {
   void (*forward)(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, at::Tensor& y,
                   const gpu::ConvShape& s);
   void (*input_grad)(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const gpu::ConvShape& s);
   at::Tensor (*weight_grad)(const at::Tensor& dy, const at::Tensor& x, const gpu::ConvShape& s);
+  // Weight and bias gradient in one pass, for the families whose weight-gradient kernels read every
+  // element of dy anyway (the depthwise ones); nullptr for the others, whose bias gradient is a sum.
+  gpu::WeightGrads (*weight_and_bias_grad)(const at::Tensor& dy, const at::Tensor& x, const gpu::ConvShape& s);
 };
 
 const FamilyKernels& kernels_of(Family family) {
   static const FamilyKernels table[] = {  // in the order of Family
-      {gpu::depthwise_forward, gpu::depthwise_input_grad, gpu::depthwise_weight_grad},
-      {gpu::tensor_core_forward, gpu::tensor_core_input_grad, gpu::tensor_core_weight_grad},
-      {gpu::tensor_core_forward_nchw, gpu::tensor_core_input_grad_nchw, gpu::tensor_core_weight_grad_nchw},
-      {gpu::tiled_forward, gpu::tiled_input_grad, gpu::tiled_weight_grad},
-      {gpu::dense_forward, gpu::dense_input_grad, gpu::dense_weight_grad},
+      {gpu::depthwise_forward, gpu::depthwise_input_grad, gpu::depthwise_weight_grad,
+       gpu::depthwise_weight_and_bias_grad},
+      {gpu::depthwise_nchw_forward, gpu::depthwise_nchw_input_grad, gpu::depthwise_nchw_weight_grad,
+       gpu::depthwise_nchw_weight_and_bias_grad},
+      {gpu::tensor_core_forward, gpu::tensor_core_input_grad, gpu::tensor_core_weight_grad, nullptr},
+      {gpu::tensor_core_forward_nchw, gpu::tensor_core_input_grad_nchw, gpu::tensor_core_weight_grad_nchw, nullptr},
+      {gpu::tiled_forward, gpu::tiled_input_grad, gpu::tiled_weight_grad, nullptr},
+      {gpu::dense_forward, gpu::dense_input_grad, gpu::dense_weight_grad, nullptr},
   };
   return table[static_cast<int>(family)];
 }
@@ -152,7 +153,9 @@ const FamilyKernels& kernels_of(Family family) {
 // queries the current device).
 Family choose_family(const at::Tensor& input, const at::Tensor& weight, const gpu::ConvShape& s, int64_t groups) {
   if (is_depthwise(weight, groups)) {
-    return Family::kDepthwise;
+    // Memory-bound: NCHW activations are read and written in place rather than converted.
+    return input.suggest_memory_format() == at::MemoryFormat::Contiguous ? Family::kDepthwiseNchw
+                                                                          : Family::kDepthwise;
   }
   if (use_tensor_cores(input, s)) {
     return tensor_cores_in_nchw(input) ? Family::kTensorCoresNchw : Family::kTensorCores;
@@ -171,6 +174,8 @@ at::Tensor as_read_by(Family family, const at::Tensor& t) {
       return aligned_contiguous(t, kChannelsLast, 16);
     case Family::kTensorCoresNchw:
       return aligned_contiguous(t, at::MemoryFormat::Contiguous, static_cast<uintptr_t>(t.element_size()));
+    case Family::kDepthwiseNchw:
+      return t.contiguous();
     default:
       return t.contiguous(kChannelsLast);
   }
@@ -178,7 +183,8 @@ at::Tensor as_read_by(Family family, const at::Tensor& t) {
 
 // The layout of the buffers a family's kernels write (the direct kernels write any layout).
 at::MemoryFormat written_format(Family family) {
-  return family == Family::kTensorCoresNchw ? at::MemoryFormat::Contiguous : kChannelsLast;
+  return family == Family::kTensorCoresNchw || family == Family::kDepthwiseNchw ? at::MemoryFormat::Contiguous
+                                                                                : kChannelsLast;
 }
 
 // Runs a kernel of `family` that writes `result`, which has the caller's memory format: in place
@@ -245,16 +251,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cuda(
   }
 
   at::Tensor grad_weight = at::empty({0}, input.options());
+  at::Tensor grad_bias = at::empty({0}, input.options());
+  const bool bias_with_weight = output_mask[1] && output_mask[2] && kernels.weight_and_bias_grad != nullptr;
   if (output_mask[1]) {
-    grad_weight = kernels.weight_grad(dy, as_read_by(family, input), s).to(weight.scalar_type()).contiguous();
+    if (bias_with_weight) {
+      gpu::WeightGrads grads = kernels.weight_and_bias_grad(dy, as_read_by(family, input), s);
+      grad_weight = std::move(grads.weight);
+      grad_bias = std::move(grads.bias);
+    } else {
+      grad_weight = kernels.weight_grad(dy, as_read_by(family, input), s);
+    }
+    TORCH_INTERNAL_ASSERT(grad_weight.scalar_type() == weight.scalar_type() && grad_weight.is_contiguous(),
+                          "skeleton_conv2d_backward: a weight-gradient launcher broke its contract");
   }
 
-  at::Tensor grad_bias = at::empty({0}, input.options());
-  if (output_mask[2]) {
+  if (output_mask[2] && !bias_with_weight) {
     // ATen's CUDA sum is deterministic run to run: blocks stage partials that the last block adds
-    // in a fixed order (ATen/native/cuda/Reduce.cuh), no atomics on the values.
-    grad_bias = grad_output.sum(at::IntArrayRef{0, 2, 3}, /*keepdim=*/false, accumulation_dtype(input.scalar_type()))
-                    .to(weight.scalar_type());
+    // in a fixed order (ATen/native/cuda/Reduce.cuh), no atomics on the values. Asked for the
+    // weight's dtype it still accumulates 16-bit types in float32 (reduce_dispatch), in one launch.
+    grad_bias = grad_output.sum(at::IntArrayRef{0, 2, 3}, /*keepdim=*/false, weight.scalar_type());
   }
   return {grad_input, grad_weight, grad_bias};
 }

@@ -158,7 +158,7 @@ struct GatherGemmParams {
 // x and dy channels_last-contiguous. Block b covers rows [m_tile * kWM, +kWM) of the 5 * k rows,
 // columns [n_tile * kWN, +kWN), pixels [chunk * chunk_len, +chunk_len), with
 // b = ((chunk * groups + g) * m_tiles + m_tile) * n_tiles + n_tile. Every element of partials is
-// written exactly once, so the second pass (sum_partials) sees no uninitialised memory.
+// written exactly once, so the second pass (finish_weight_grad) sees no uninitialised memory.
 template <typename T>
 struct WgradParams {
   const T* x = nullptr;

@@ -64,7 +64,7 @@
 // its rows cover and wastes at most one partial tile for 5 x C_in/g rows. K is split over pixel
 // chunks (a function of the shape only: reduction_chunks of common.cuh, chunk length a multiple of
 // 32), each block writes its fp32 tile into partials[chunk] (every element exactly once, no atomics),
-// and sum_partials (partial_sums.cu) adds the chunks in a fixed order: bitwise reproducible.
+// and finish_weight_grad (partial_sums.cu) adds the chunks in a fixed order: bitwise reproducible.
 //   Block tile 128 x 64 x kWK pixels (32 for 16-bit types, 16 for float: the same bytes), 4 warps
 //   of 64 x 32. A' (x gathered per tap) and B' (dy) are stored [pixel][column] as they arrive from
 //   channels_last memory, so the 16-bit types take ldmatrix.trans and float one 32-bit shared load
@@ -541,7 +541,7 @@ at::Tensor weight_grad_in(Layout layout, const at::Tensor& dy, const at::Tensor&
   const int64_t pixels = s.batch * s.out_h * s.out_w;
   count_call(2, layout);
   if (pixels == 0) {
-    return at::zeros({s.out_channels, cin_g, kTaps}, acc_options);  // a sum over no pixels
+    return at::zeros({s.out_channels, cin_g, kTaps}, x.options());  // a sum over no pixels
   }
   check_activation(x, "input", layout);
   check_activation(dy, "grad_output", layout);
@@ -568,11 +568,8 @@ at::Tensor weight_grad_in(Layout layout, const at::Tensor& dy, const at::Tensor&
     tc::finish_wgrad_params(p, s.batch, s.pad_h, s.pad_w, s.dil_h, s.dil_w);
     launch_wgrad(p, tc::wgrad_blocks(c.chunks, s.groups, cin_g, cout_g), layout);
   });
-  // [G][5][C_in/G][C_out/G] -> (C_out, C_in/G, 5)
-  return sum_partials(partials)
-      .view({s.groups, kTaps, cin_g, cout_g})
-      .permute({0, 3, 2, 1})
-      .reshape({s.out_channels, cin_g, kTaps});
+  // [G][5][C_in/G][C_out/G] -> (C_out, C_in/G, 5), in the weight's dtype
+  return finish_weight_grad(partials, s, PartialsOrder::kTapMajor, /*with_bias=*/false, x.scalar_type()).weight;
 }
 
 }  // namespace

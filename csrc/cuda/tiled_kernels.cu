@@ -18,7 +18,7 @@
 // reaches is written as zeros). The weight is packed [G][5][K][N] (N contiguous).
 // Weight gradient: rows (tap, input channel) = 5 x C_in/G, columns C_out/G, K = output pixels in
 // shape-determined chunks (reduction_chunks): each block writes its tile of partials[chunk] once
-// and sum_partials adds the chunks in a fixed order. Deterministic, no atomics.
+// and finish_weight_grad adds the chunks in a fixed order. Deterministic, no atomics.
 //
 // Pipeline: two shared-memory buffers; while the threads multiply one, they hold the next step's
 // values in registers (loaded from global memory before the multiply, so its latency hides behind
@@ -409,7 +409,7 @@ at::Tensor tiled_weight_grad(const at::Tensor& dy, const at::Tensor& x, const Co
   const at::TensorOptions acc_options = x.options().dtype(acc_dtype);
   const int64_t pixels = s.batch * s.out_h * s.out_w;
   if (pixels == 0 || cin_g == 0 || cout_g == 0) {
-    return at::zeros({s.out_channels, cin_g, kTaps}, acc_options);  // a sum over no pixels, or no weights
+    return at::zeros({s.out_channels, cin_g, kTaps}, x.options());  // a sum over no pixels, or no weights
   }
   const TiledChunking c = tiled_wgrad_chunking(s);
   at::Tensor partials = at::empty({c.chunks, s.groups * kTaps * cin_g * cout_g}, acc_options);
@@ -446,10 +446,7 @@ at::Tensor tiled_weight_grad(const at::Tensor& dy, const at::Tensor& x, const Co
     launch(tiled_wgrad_kernel<scalar_t>, grid, dim3(kTiledThreads), p);
   });
   // [G][5][C_in/G][C_out/G] -> (C_out, C_in/G, 5)
-  return sum_partials(partials)
-      .view({s.groups, kTaps, cin_g, cout_g})
-      .permute({0, 3, 2, 1})
-      .reshape({s.out_channels, cin_g, kTaps});
+  return finish_weight_grad(partials, s, PartialsOrder::kTapMajor, /*with_bias=*/false, x.scalar_type()).weight;
 }
 
 }  // namespace gpu

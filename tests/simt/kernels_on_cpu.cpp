@@ -1,4 +1,4 @@
-// The direct, tiled, depthwise and (with SKELETON_SIMT_TENSOR_CORES) tensor-core CUDA kernel files,
+// The direct, tiled, depthwise (both layouts) and (with SKELETON_SIMT_TENSOR_CORES) tensor-core CUDA kernel files,
 // compiled as C++ for the SIMT runtime, and their host launchers exposed as torch.ops.skeleton_simt.*
 // on CPU tensors (tests/test_cuda_kernels_on_cpu.py builds this with torch.utils.cpp_extension and
 // checks them against the float64 oracle).
@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <tuple>
 #include <vector>
 
 #include "simt_runtime.h"
@@ -22,6 +23,7 @@
 
 #include "../../csrc/cuda/dense_kernels.cu"
 #include "../../csrc/cuda/depthwise_kernels.cu"
+#include "../../csrc/cuda/depthwise_nchw_kernels.cu"
 #include "../../csrc/cuda/partial_sums.cu"
 #include "../../csrc/cuda/tiled_kernels.cu"
 #if defined(SKELETON_SIMT_TENSOR_CORES)  // needs cuda_bf16.h / cuda_fp16.h (a CUDA toolkit's headers)
@@ -53,6 +55,13 @@ void input_grad_op(const at::Tensor& dy, const at::Tensor& w, at::Tensor dx, c10
 template <at::Tensor (*Launcher)(const at::Tensor&, const at::Tensor&, const ConvShape&)>
 at::Tensor weight_grad_op(const at::Tensor& dy, const at::Tensor& x, c10::IntArrayRef shape) {
   return Launcher(dy, x, shape_of(shape));
+}
+
+template <WeightGrads (*Launcher)(const at::Tensor&, const at::Tensor&, const ConvShape&)>
+std::tuple<at::Tensor, at::Tensor> weight_and_bias_grad_op(const at::Tensor& dy, const at::Tensor& x,
+                                                           c10::IntArrayRef shape) {
+  WeightGrads grads = Launcher(dy, x, shape_of(shape));
+  return {grads.weight, grads.bias};
 }
 
 bool tiled_eligible_op(c10::IntArrayRef shape) { return tiled_eligible(shape_of(shape)); }
@@ -163,4 +172,14 @@ TORCH_LIBRARY(skeleton_simt, m) {
   m.def("depthwise_input_grad(Tensor dy, Tensor w, Tensor(a!) dx, int[] shape) -> ()",
         &input_grad_op<depthwise_input_grad>);
   m.def("depthwise_weight_grad(Tensor dy, Tensor x, int[] shape) -> Tensor", &weight_grad_op<depthwise_weight_grad>);
+  m.def("depthwise_weight_and_bias_grad(Tensor dy, Tensor x, int[] shape) -> (Tensor, Tensor)",
+        &weight_and_bias_grad_op<depthwise_weight_and_bias_grad>);
+  m.def("depthwise_nchw_forward(Tensor x, Tensor w, Tensor? bias, Tensor(a!) y, int[] shape) -> ()",
+        &forward_op<depthwise_nchw_forward>);
+  m.def("depthwise_nchw_input_grad(Tensor dy, Tensor w, Tensor(a!) dx, int[] shape) -> ()",
+        &input_grad_op<depthwise_nchw_input_grad>);
+  m.def("depthwise_nchw_weight_grad(Tensor dy, Tensor x, int[] shape) -> Tensor",
+        &weight_grad_op<depthwise_nchw_weight_grad>);
+  m.def("depthwise_nchw_weight_and_bias_grad(Tensor dy, Tensor x, int[] shape) -> (Tensor, Tensor)",
+        &weight_and_bias_grad_op<depthwise_nchw_weight_and_bias_grad>);
 }
