@@ -130,3 +130,20 @@ def test_padding_forms(padding):
 @pytest.mark.parametrize("channels", [(0, 4), (4, 0)], ids=["no-input-channels", "no-output-channels"])
 def test_layers_without_channels(channels, dtype, memory_format):
     check_layer_without_channels(*channels, dtype, memory_format=memory_format)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("groups", [1, 8], ids=["dense", "depthwise"])
+def test_input_without_rows(groups, memory_format):
+    # 0 input rows, padding 2: a 2-row output of the bias alone (F.conv2d, the oracle, refuses such
+    # an input on the CPU, so the answer is written out). tests/test_cuda.py has the GPU twin.
+    x = torch.empty(1, 8, 0, 5).contiguous(memory_format=memory_format)
+    w, b = torch.randn(8, 8 // groups, 5), torch.randn(8)
+    args = ([1, 1], [2, 2], [1, 1], groups)
+    y = torch.ops.skeleton_cuda.skeleton_conv2d(x, w, b, *args)
+    assert torch.equal(y, b.view(1, 8, 1, 1).expand(1, 8, 2, 7))
+    dy = torch.randn(1, 8, 2, 7)
+    dx, dw, db = torch.ops.skeleton_cuda.skeleton_conv2d_backward(dy, x, w, *args, [True, True, True])
+    assert dx.shape == x.shape
+    assert torch.equal(dw, torch.zeros_like(w))
+    torch.testing.assert_close(db, dy.sum((0, 2, 3)))

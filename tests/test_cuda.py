@@ -305,6 +305,27 @@ def test_empty_batch(depthwise, channels_last):
     assert torch.equal(db, torch.zeros_like(b))
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_input_without_rows(depthwise, channels_last):
+    # 0 input rows, padding 2: a 2-row output of the bias alone (the CPU op and the CPU runtime of
+    # the kernels agree). The depthwise kernels used to build a divisor from the 0 (SIGFPE).
+    c = 8
+    x = torch.empty(1, c, 0, 5, device=CUDA)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(c, 1 if depthwise else c, 5, device=CUDA)
+    b = torch.randn(c, device=CUDA)
+    args = ([1, 1], [2, 2], [1, 1], c if depthwise else 1)
+    y = FORWARD(x, w, b, *args)
+    assert torch.equal(y, b.view(1, c, 1, 1).expand(1, c, 2, 7))
+    dy = torch.randn(1, c, 2, 7, device=CUDA)
+    dx, dw, db = BACKWARD(dy, x, w, *args, [True, True, True])
+    assert dx.shape == x.shape
+    assert torch.equal(dw, torch.zeros_like(w))
+    torch.testing.assert_close(db, dy.sum((0, 2, 3)))
+
+
 def test_pack_and_scalar_depthwise_paths_agree():
     # 16 float32 channels: aligned channels_last tensors take the 4-channel pack kernels, the same
     # values one element off alignment the scalar ones. Per element both add the same products in

@@ -476,6 +476,27 @@ def test_tensor_cores_copy_a_weight_view_already_in_their_order(simt, dtype):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("family", ["tiled", "dense", "depthwise", "nchw"])
+def test_input_without_rows(simt, family):
+    """An input of 0 rows that the padding turns into an output of 2 (as F.conv2d allows): the
+    output is the bias alone and the weight gradient zeros. The depthwise kernels' divisors of the
+    input's size used to be built from that 0, a division by zero on the host (SIGFPE)."""
+    groups = 4 if family in ("depthwise", "nchw") else 1
+    config = dict(n=1, cin=4, cout=4, h=0, w=5, stride=(1, 1), padding=(2, 2), dilation=(1, 1), groups=groups,
+                  bias=True)
+    x = torch.randn(1, 4, 0, 5)
+    weight, bias = torch.randn(4, 4 // groups, 5), torch.randn(4)
+    grad_output = torch.randn(1, 4, *output_size(config))
+    assert grad_output.shape == (1, 4, 2, 7)
+    # (F.conv2d, the oracle, refuses inputs without rows on the CPU: the answer is written out here.)
+    y, dx, dw, db = run_layer(simt, x, weight, bias, grad_output, config, family=family)
+    torch.testing.assert_close(y, bias.view(1, -1, 1, 1).expand(1, 4, 2, 7).contiguous(), rtol=0, atol=0)
+    assert dx.shape == x.shape
+    assert dw.shape == weight.shape and not dw.any()
+    if db is not None:
+        torch.testing.assert_close(db, grad_output.sum((0, 2, 3)))
+
+
 @pytest.mark.parametrize("family", ["tiled", "dense"])
 @pytest.mark.parametrize("channels", [(0, 4), (4, 0)], ids=["no-input-channels", "no-output-channels"])
 def test_layers_without_channels(simt, family, channels):

@@ -22,9 +22,13 @@ struct DepthwiseDivisors {
       out_w, out_h, in_w, in_h, stride_h, stride_w;
 };
 
+// A size of 0 becomes a divisor of 1: an input of 0 rows is legal where the padding makes an
+// output (FastDivmod(0) would divide by zero on the host), and nothing is ever divided by it then:
+// only the input gradient splits input pixels, and it has no elements to run.
 template <class Div>
 DepthwiseDivisors<Div> depthwise_divisors(const ConvShape& s, int64_t packs) {
-  return {Div(packs), Div(s.out_w), Div(s.out_h), Div(s.in_w), Div(s.in_h), Div(s.stride_h), Div(s.stride_w)};
+  auto div = [](int64_t v) { return Div(std::max<int64_t>(v, 1)); };
+  return {div(packs), div(s.out_w), div(s.out_h), div(s.in_w), div(s.in_h), div(s.stride_h), div(s.stride_w)};
 }
 
 // Pixel p of an (N, H, W) grid as (n, h, w).

@@ -265,6 +265,9 @@ WeightGrads weight_grads(const at::Tensor& dy, const at::Tensor& x, const ConvSh
 
 void depthwise_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, at::Tensor& y,
                        const ConvShape& s) {
+  if (y.numel() == 0) {
+    return;  // a launch of 0 blocks is an error
+  }
   const at::Tensor w5 = taps_by_channel(w, s.in_channels);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "skeleton_conv2d_depthwise_forward", [&] {
     using T = scalar_t;
@@ -285,6 +288,9 @@ void depthwise_forward(const at::Tensor& x, const at::Tensor& w, const at::Tenso
 }
 
 void depthwise_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const ConvShape& s) {
+  if (dx.numel() == 0) {
+    return;
+  }
   const at::Tensor w5 = taps_by_channel(w, s.in_channels);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "skeleton_conv2d_depthwise_input_grad", [&] {
     using T = scalar_t;

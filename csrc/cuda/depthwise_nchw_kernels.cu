@@ -165,6 +165,9 @@ WeightGrads nchw_weight_grads(const at::Tensor& dy, const at::Tensor& x, const C
 
 void depthwise_nchw_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, at::Tensor& y,
                             const ConvShape& s) {
+  if (y.numel() == 0) {
+    return;  // a launch of 0 blocks is an error
+  }
   const at::Tensor wc = w.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "skeleton_conv2d_depthwise_nchw_forward", [&] {
     const scalar_t* b = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
@@ -176,6 +179,9 @@ void depthwise_nchw_forward(const at::Tensor& x, const at::Tensor& w, const at::
 }
 
 void depthwise_nchw_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const ConvShape& s) {
+  if (dx.numel() == 0) {
+    return;
+  }
   const at::Tensor wc = w.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dy.scalar_type(), "skeleton_conv2d_depthwise_nchw_input_grad", [&] {
     with_divisors(s, s.in_channels, [&](auto d) {
