@@ -718,7 +718,7 @@ bool run_config(const Config& c, bool eager, bool nchw, std::mt19937& rng, bool 
         run_block(rt, [&](int tid) { tc::wgrad_block<T, EmuArch>(p, rt.smem, tid, b); });
       }
     }
-    // Second pass as sum_partials does (fixed order), then [G][5][k][n] -> (C_out, k, 5).
+    // Second pass as finish_weight_grad does (fixed order), then [G][5][k][n] -> (C_out, k, 5).
     std::vector<double> dw(c.cout * cin_g * kTaps);
     for (int64_t g = 0; g < c.groups; ++g)
       for (int t = 0; t < kTaps; ++t)

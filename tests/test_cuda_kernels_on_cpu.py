@@ -197,32 +197,21 @@ def test_nchw_depthwise_kernels_match_float64_oracle(simt, config, dtype):
     check_layer(simt, config, dtype, torch.contiguous_format, family="nchw")
 
 
+@pytest.mark.parametrize("family", ["nhwc", "nchw"])
 @pytest.mark.parametrize("index", ["narrow", "wide"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_nchw_depthwise_index_paths(simt, dtype, index, monkeypatch):
-    # Both index paths of the NCHW kernels, on strided, dilated, padded layers with several chunks.
-    monkeypatch.setenv("SKELETON_CUDA_WIDE_INDEX", "1" if index == "wide" else "0")
-    for config in (
-        dict(n=2, cin=16, cout=16, h=9, w=10, stride=(2, 1), padding=(1, 1), dilation=(1, 2), groups=16, bias=True),
-        dict(n=3, cin=5, cout=5, h=11, w=7, stride=(3, 2), padding=(2, 0), dilation=(2, 3), groups=5, bias=False),
-        dict(n=4, cin=3, cout=3, h=33, w=30, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=3, bias=True),
-    ):
-        check_layer(simt, config, dtype, torch.contiguous_format, family="nchw")
-
-
-@pytest.mark.parametrize("index", ["narrow", "wide"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_depthwise_pack_and_scalar_paths(simt, dtype, index, monkeypatch):
-    # 16 channels split into 16-byte packs; a misaligned start (offset 1) takes the scalar kernels.
-    # Both index paths: multiply-high division (layers below 2^31 elements) and the 64-bit one,
-    # which SKELETON_CUDA_WIDE_INDEX=1 forces on this small layer.
+def test_depthwise_pack_and_scalar_paths(simt, dtype, index, family, monkeypatch):
+    # channels_last: 16 channels split into 16-byte packs; a misaligned start (offset 1) takes the
+    # scalar kernels. NCHW: element-wise kernels, aligned or not. Both index paths: multiply-high
+    # division (layers below 2^31 elements) and the 64-bit one, which SKELETON_CUDA_WIDE_INDEX=1
+    # forces on these small layers.
     monkeypatch.setenv("SKELETON_CUDA_WIDE_INDEX", "1" if index == "wide" else "0")
     for config in (
         dict(n=2, cin=16, cout=16, h=9, w=10, stride=(2, 1), padding=(1, 1), dilation=(1, 2), groups=16, bias=True),
         dict(n=3, cin=24, cout=24, h=11, w=7, stride=(3, 2), padding=(2, 0), dilation=(2, 3), groups=24, bias=False),
     ):
         for offset in (0, 1):
-            check_layer(simt, config, dtype, torch.channels_last, offset=offset)
+            check_layer(simt, config, dtype, torch.channels_last, offset=offset, family=family)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
