@@ -271,6 +271,18 @@ def test_tiles_and_chunks(simt, config, family):
     check_layer(simt, config, torch.float32, torch.channels_last, family=family)
 
 
+def test_weight_gradient_reorder_index_paths(simt, monkeypatch):
+    # finish_weight_grad places tap-major partials ([G][5][C_in/G][C_out/G]) into the weight's
+    # order with multiply-high division, or 64-bit division (SKELETON_CUDA_WIDE_INDEX=1): the same
+    # places, so the same bits, and both right.
+    config = dict(n=1, cin=48, cout=144, h=7, w=9, stride=(1, 2), padding=(2, 1), dilation=(2, 1), groups=2, bias=True)
+    results = []
+    for index in ("0", "1"):
+        monkeypatch.setenv("SKELETON_CUDA_WIDE_INDEX", index)
+        results.append(check_layer(simt, config, torch.float32, torch.channels_last, family="tiled")[2])
+    assert torch.equal(results[0], results[1])
+
+
 def test_weight_gradient_does_not_depend_on_thread_order(simt):
     # The runtime runs the threads in a different random order every launch: the fixed-order
     # reductions must give the same bits anyway.
