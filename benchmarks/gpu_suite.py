@@ -11,7 +11,7 @@ tensor cores without converting to channels_last, else "tiled" (the default for 
 "direct" with SKELETON_CUDA_DIRECT_KERNELS=1, or "depthwise").
 
 Dense suite (N=64): 64@56, 128@28, 256@14, 512@7, stride 2 128@56 and 256@28; (N=128): 64@32,
-256@8. Depthwise suite (N=64, bf16 channels_last): MobileNetV2's 144@56, 384@14, 960@7,
+256@8. Depthwise suite (N=64, bf16 channels_last and fp32 NCHW): MobileNetV2's 144@56, 384@14, 960@7,
 96@112 stride 2. Achieved TFLOP/s and GB/s are reported against peaks measured in the same run.
 """
 
@@ -141,7 +141,7 @@ def time_layer(n, channels, size, stride, groups, dtype, memory_format, device, 
 
 def run(rounds=50, precisions=None):
     """The whole suite, or its dense layers in the named `precisions` only (keys of PRECISIONS; the
-    depthwise suite always runs)."""
+    depthwise suite always runs, bf16 channels_last and fp32 NCHW)."""
     device = torch.device("cuda")
     dense_precisions = {name: PRECISIONS[name] for name in (precisions or PRECISIONS)}
     torch.backends.cudnn.benchmark = True
@@ -149,7 +149,9 @@ def run(rounds=50, precisions=None):
     torch.manual_seed(0)
     peaks = measure_peaks(device)
     rows = []
-    for suite, layers, suite_precisions in (("dense", DENSE, dense_precisions), ("depthwise", DEPTHWISE, {"bf16-nhwc": PRECISIONS["bf16-nhwc"]})):
+    # Depthwise: bf16 channels_last (issue 3's goals) and fp32 NCHW, PyTorch's default (its own kernels).
+    depthwise_precisions = {name: PRECISIONS[name] for name in ("bf16-nhwc", "fp32-nchw")}
+    for suite, layers, suite_precisions in (("dense", DENSE, dense_precisions), ("depthwise", DEPTHWISE, depthwise_precisions)):
         for precision, (dtype, memory_format) in suite_precisions.items():
             for name, n, channels, size, stride in layers:
                 groups = channels if suite == "depthwise" else 1
