@@ -158,8 +158,9 @@ for stage in "${stages[@]}"; do
       done
       ;;
     bench-quick)
-      # The first ratios against cuDNN (20 layers, not yet timed on a GPU): the tensor cores on the
-      # two precisions of issue 4's goals, and the depthwise kernels of issue 3.
+      # The first ratios against cuDNN (24 layers, not yet timed on a GPU): the tensor cores on the
+      # two precisions of issue 4's goals, and the depthwise kernels of issue 3 (bf16 channels_last,
+      # fp32 NCHW). Each row is in the log as it finishes; the JSON comes at the end.
       tensor_cores_on limited 600 "$PY" benchmarks/run.py --device cuda --rounds 15 --precision bf16-nhwc --precision fp32-nchw \
         --output cuda-quick.json >"$OUT/bench-quick.log" 2>&1
       record bench-quick $?
