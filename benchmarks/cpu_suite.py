@@ -36,9 +36,12 @@ def layer_candidates(n, channels, size, stride, groups, dtype=torch.float32):
     }
 
 
-def run(rounds=25):
+def run(rounds=25, on_row=None):
+    """The suite; on_row(partial result) after every layer (as the GPU suite)."""
     torch.manual_seed(0)
     allocator = keep_freed_memory()
+    machine = machine_info(torch.device("cpu"))
+    machine["allocator"] = allocator or "default"
     rows = []
     with torch.no_grad():
         for precision, dtype in PRECISIONS.items():
@@ -64,14 +67,14 @@ def run(rounds=25):
                     rows.append(row)
                     print(f"  {precision} {suite:9s} {name:12s} fwd {row['fwd_speedup']:.2f}x  bwd {row['bwd_speedup']:.2f}x",
                           flush=True)
+                    if on_row is not None:
+                        on_row({"machine": machine, "rounds": rounds, "inner": 3, "rows": rows, "partial": True})
     summary = {}
     for precision in PRECISIONS:
         for suite in ("dense", "depthwise"):
             part = [r for r in rows if r["suite"] == suite and r["precision"] == precision]
             for key in ("fwd_speedup", "decomp_fwd_speedup", "bwd_speedup", "fwd_bwd_speedup"):
                 summary[f"{suite}/{precision}/{key}_geomean"] = round(geomean([r[key] for r in part]), 3)
-    machine = machine_info(torch.device("cpu"))
-    machine["allocator"] = allocator or "default"
     return {"machine": machine, "rounds": rounds, "inner": 3, "rows": rows, "summary": summary}
 
 

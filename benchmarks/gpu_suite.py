@@ -139,15 +139,17 @@ def time_layer(n, channels, size, stride, groups, dtype, memory_format, device, 
     return row
 
 
-def run(rounds=50, precisions=None):
+def run(rounds=50, precisions=None, on_row=None):
     """The whole suite, or its dense layers in the named `precisions` only (keys of PRECISIONS; the
-    depthwise suite always runs, bf16 channels_last and fp32 NCHW)."""
+    depthwise suite always runs, bf16 channels_last and fp32 NCHW). on_row(partial result) after
+    every layer, so that a run cut off by a time limit still leaves its finished rows."""
     device = torch.device("cuda")
     dense_precisions = {name: PRECISIONS[name] for name in (precisions or PRECISIONS)}
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(0)
     peaks = measure_peaks(device)
+    machine = machine_info(device)
     rows = []
     # Depthwise: bf16 channels_last (issue 3's goals) and fp32 NCHW, PyTorch's default (its own kernels).
     depthwise_precisions = {name: PRECISIONS[name] for name in ("bf16-nhwc", "fp32-nchw")}
@@ -160,6 +162,8 @@ def run(rounds=50, precisions=None):
                 rows.append(row)
                 print(f"  {suite:9s} {precision:9s} {name:12s} fwd {row['fwd_speedup_skeleton']:.2f}x "
                       f"fwd+bwd {row['fwdbwd_speedup_skeleton']:.2f}x", flush=True)
+                if on_row is not None:
+                    on_row({"machine": machine, "peaks": peaks, "rounds": rounds, "rows": rows, "partial": True})
                 torch.cuda.empty_cache()
     summary = {}
     for suite in ("dense", "depthwise"):
@@ -171,7 +175,7 @@ def run(rounds=50, precisions=None):
                         "fwd_speedup_decomposition", "fwdbwd_speedup_decomposition"):
                 summary[f"{suite}/{precision}/{key}_geomean"] = round(geomean([r[key] for r in part]), 3)
                 summary[f"{suite}/{precision}/{key}_min"] = round(min(r[key] for r in part), 3)
-    return {"machine": machine_info(device), "peaks": peaks, "rounds": rounds, "rows": rows, "summary": summary}
+    return {"machine": machine, "peaks": peaks, "rounds": rounds, "rows": rows, "summary": summary}
 
 
 def show(result):

@@ -5,7 +5,8 @@
     python benchmarks/run.py --device cuda --rounds 15 --precision bf16-nhwc --precision fp32-nchw
 
 Prints the table and writes benchmarks/results/<device>-<name>.json (plus a PNG plot of the
-ratios when matplotlib is installed).
+ratios when matplotlib is installed). The JSON is rewritten after every layer with the rows so far
+and "partial": true, so a run cut short (a GPU lease's time limit) keeps what it measured.
 """
 
 import argparse
@@ -40,7 +41,14 @@ def main():
         import gpu_suite as suite
     else:
         import cpu_suite as suite
-    kwargs = {"rounds": args.rounds} if args.rounds else {}
+    def file_name(machine):
+        return args.output or f"{device}-{slug(machine.get('gpu') or machine.get('cpu', 'cpu'))}.json"
+
+    # The rows so far after every layer ("partial": true), so that a run stopped by a time limit
+    # (a GPU lease) leaves what it measured; the complete result replaces it at the end.
+    kwargs = {"on_row": lambda partial: write_results(file_name(partial["machine"]), partial)}
+    if args.rounds:
+        kwargs["rounds"] = args.rounds
     if args.precision:
         if device != "cuda":
             parser.error("--precision selects layers of the GPU suite; this run is on the CPU")
@@ -48,8 +56,7 @@ def main():
     print(f"skeleton_cuda benchmark on {device}", flush=True)
     result = suite.run(**kwargs)
     suite.show(result)
-    machine = result["machine"]
-    name = args.output or f"{device}-{slug(machine.get('gpu') or machine.get('cpu', 'cpu'))}.json"
+    name = file_name(result["machine"])
     print("wrote", write_results(name, result))
     if hasattr(suite, "plot"):
         path = suite.plot(result, os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", name[:-5] + ".png"))

@@ -30,7 +30,11 @@ def test_all_benchmarked_implementations_compute_the_same_layer(stride, groups):
 def test_cpu_suite_runs_and_reports(monkeypatch, tmp_path):
     monkeypatch.setattr(cpu_suite, "DENSE", [("8@6", 1, 8, 6, 1)])
     monkeypatch.setattr(cpu_suite, "DEPTHWISE", [("dw8@6/s2", 1, 8, 6, 2)])
-    result = cpu_suite.run(rounds=2)
+    partials = []
+    result = cpu_suite.run(rounds=2, on_row=lambda partial: partials.append(json.loads(json.dumps(partial))))
+    # After every layer, the rows so far: what a run cut short leaves behind.
+    assert [len(p["rows"]) for p in partials] == [1, 2, 3, 4] and all(p["partial"] for p in partials)
+    assert partials[-1]["rows"] == result["rows"] and "partial" not in result
     assert [(r["precision"], r["layer"]) for r in result["rows"]] == [
         ("fp32-nhwc", "8@6"), ("fp32-nhwc", "dw8@6/s2"), ("bf16-nhwc", "8@6"), ("bf16-nhwc", "dw8@6/s2")
     ]
