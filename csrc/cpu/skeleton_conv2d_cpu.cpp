@@ -184,14 +184,14 @@ TapGeometry geometry(int64_t batch, int64_t in_h, int64_t in_w, int64_t out_h, i
 
 constexpr int64_t kTile = 16;
 
-// Copies a tile row; a full one has a compile-time length, so it becomes two vector moves
-// instead of a library memmove call per 64 bytes.
-template <typename T>
-inline void copy_run(const T* src, T* dst, int64_t count) {
+// Copies a tile row, converting T to R; a full one has a compile-time length, so it becomes a few
+// vector moves (and roundings) instead of a library memmove call per 64 bytes.
+template <typename T, typename R>
+inline void copy_run(const T* src, R* dst, int64_t count) {
   if (count == kTile) {
-    for (int64_t j = 0; j < kTile; ++j) dst[j] = src[j];
+    for (int64_t j = 0; j < kTile; ++j) dst[j] = static_cast<R>(src[j]);
   } else {
-    for (int64_t j = 0; j < count; ++j) dst[j] = src[j];
+    for (int64_t j = 0; j < count; ++j) dst[j] = static_cast<R>(src[j]);
   }
 }
 
@@ -200,14 +200,19 @@ inline void copy_run(const T* src, T* dst, int64_t count) {
 // last, partial block are left as they are. One parallel loop over 16 x 16 tiles of (rows,
 // channels) of every block, through a small buffer, so both sides are read and written along
 // their contiguous dimension. R and T may differ (a float32 weight gradient unpacked into
-// bfloat16: rounded as c10::BFloat16 rounds, as Tensor.to would).
+// bfloat16: rounded as c10::BFloat16 rounds, as Tensor.to would). With `pairs` (to_taps only) the
+// destination is [G][blocks][5][ceil(k / 2)][block][2], channels 2q and 2q + 1 side by side in
+// each lane (what VDPBF16PS multiplies); the partner of an odd k's last channel is left as is.
 template <typename R, typename T>
-void transpose_blocks(R* by_row, T* by_tap, int64_t groups, int64_t n, int64_t k, int64_t block, bool to_taps) {
+void transpose_blocks(R* by_row, T* by_tap, int64_t groups, int64_t n, int64_t k, int64_t block, bool to_taps,
+                      bool pairs = false) {
+  TORCH_INTERNAL_ASSERT(to_taps || !pairs);
   const int64_t blocks = ceil_div(n, block);
+  const int64_t k_padded = pairs ? 2 * ceil_div(k, 2) : k;  // channel rows per tap in by_tap
   const int64_t row_tiles = ceil_div(block, kTile), channel_tiles = ceil_div(k, kTile);
   const int64_t tiles_per_block = row_tiles * channel_tiles;
   at::parallel_for(0, groups * blocks * tiles_per_block, 1, [&](int64_t begin, int64_t end) {
-    T buffer[kTaps][kTile][kTile];  // [t][c][j]
+    T buffer[kTaps][kTile][kTile];  // [t][c][j], to_taps
     for (int64_t tile = begin; tile < end; ++tile) {
       const int64_t gb = tile / tiles_per_block, g = gb / blocks, b = gb % blocks;
       const int64_t rows = std::min(block, n - b * block);
@@ -218,22 +223,34 @@ void transpose_blocks(R* by_row, T* by_tap, int64_t groups, int64_t n, int64_t k
       }
       const int64_t nj = std::min(kTile, rows - j0), nc = std::min(kTile, k - c0);
       R* row_base = by_row + (g * n + b * block) * k * kTaps;
-      T* tap_base = by_tap + gb * kTaps * k * block;
+      T* tap_base = by_tap + gb * kTaps * k_padded * block;
       if (to_taps) {
         for (int64_t j = 0; j < nj; ++j) {
           const R* src = row_base + (j0 + j) * k * kTaps + c0 * kTaps;
           for (int64_t c = 0; c < nc; ++c)
             for (int t = 0; t < kTaps; ++t) buffer[t][c][j] = static_cast<T>(src[c * kTaps + t]);
         }
-        for (int t = 0; t < kTaps; ++t)
-          for (int64_t c = 0; c < nc; ++c) copy_run(buffer[t][c], tap_base + (t * k + c0 + c) * block + j0, nj);
+        if (pairs) {
+          for (int t = 0; t < kTaps; ++t)
+            for (int64_t c = 0; c < nc; ++c) {
+              const int64_t channel = c0 + c;
+              T* dst = tap_base + ((t * k_padded + channel - channel % 2) * block + 2 * j0) + channel % 2;
+              for (int64_t j = 0; j < nj; ++j) dst[2 * j] = buffer[t][c][j];
+            }
+        } else {
+          for (int t = 0; t < kTaps; ++t)
+            for (int64_t c = 0; c < nc; ++c) copy_run(buffer[t][c], tap_base + (t * k + c0 + c) * block + j0, nj);
+        }
       } else {
+        // Converted while reading contiguous runs (a float32 -> bfloat16 rounding vectorizes
+        // there), then scattered as R.
+        R converted[kTaps][kTile][kTile];  // [t][c][j]
         for (int t = 0; t < kTaps; ++t)
-          for (int64_t c = 0; c < nc; ++c) copy_run(tap_base + (t * k + c0 + c) * block + j0, buffer[t][c], nj);
+          for (int64_t c = 0; c < nc; ++c) copy_run(tap_base + (t * k + c0 + c) * block + j0, converted[t][c], nj);
         for (int64_t j = 0; j < nj; ++j) {
           R* dst = row_base + (j0 + j) * k * kTaps + c0 * kTaps;
           for (int64_t c = 0; c < nc; ++c)
-            for (int t = 0; t < kTaps; ++t) dst[c * kTaps + t] = static_cast<R>(buffer[t][c][j]);
+            for (int t = 0; t < kTaps; ++t) dst[c * kTaps + t] = converted[t][c][j];
         }
       }
     }
@@ -242,36 +259,51 @@ void transpose_blocks(R* by_row, T* by_tap, int64_t groups, int64_t n, int64_t k
 
 // Packs the (G*n, k, 5) weight into [G][blocks][5][k][block]: the weights of one output block
 // are contiguous, one row of `block` output channels per (tap, input channel), zero-padded.
-// Runs every call (the weight changes every training step), so it must be cheap.
+// Runs every call (the weight changes every training step), so it must be cheap. With `pairs`,
+// [G][blocks][5][ceil(k / 2)][block][2] (the bfloat16 kernels' order, see transpose_blocks),
+// written directly: interleaving a packed copy afterwards was another pass over the weight.
 template <typename T>
-at::Tensor pack_forward_weight(const at::Tensor& w, int64_t groups, int64_t block) {
+at::Tensor pack_forward_weight(const at::Tensor& w, int64_t groups, int64_t block, bool pairs = false) {
   const int64_t n = w.size(0) / groups, k = w.size(1);
-  at::Tensor packed = at::empty({groups, ceil_div(n, block), kTaps, k, block}, w.options());
-  if (n % block != 0) {
-    packed.zero_();
+  const int64_t blocks = ceil_div(n, block);
+  at::Tensor packed = pairs ? at::empty({groups, blocks, kTaps, ceil_div(k, 2), block, 2}, w.options())
+                            : at::empty({groups, blocks, kTaps, k, block}, w.options());
+  if (n % block != 0 || (pairs && k % 2 != 0)) {
+    packed.zero_();  // the lanes past n, and the partner of an odd k's last channel
   }
   T* src = const_cast<T*>(w.const_data_ptr<T>());  // read only: to_taps = true
-  transpose_blocks<T, T>(src, packed.mutable_data_ptr<T>(), groups, n, k, block, /*to_taps=*/true);
+  transpose_blocks<T, T>(src, packed.mutable_data_ptr<T>(), groups, n, k, block, /*to_taps=*/true, pairs);
   return packed;
 }
 
-// The transposed weight for the input gradient: [G][blocks of input channels][5][n][block].
+// The transposed weight for the input gradient: [G][blocks of input channels][5][n][block], or
+// with `pairs` [G][blocks][5][ceil(n / 2)][block][2] (the reduction runs over n here).
 template <typename T>
-at::Tensor pack_input_grad_weight(const at::Tensor& w, int64_t groups, int64_t block) {
+at::Tensor pack_input_grad_weight(const at::Tensor& w, int64_t groups, int64_t block, bool pairs = false) {
   const int64_t n = w.size(0) / groups, k = w.size(1);
   const int64_t blocks = ceil_div(k, block);
-  at::Tensor packed = at::empty({groups, blocks, kTaps, n, block}, w.options());
+  const int64_t n_padded = pairs ? 2 * ceil_div(n, 2) : n;
+  at::Tensor packed = pairs ? at::empty({groups, blocks, kTaps, n_padded / 2, block, 2}, w.options())
+                            : at::empty({groups, blocks, kTaps, n, block}, w.options());
+  if (n_padded != n) {
+    packed.zero_();  // the partner of an odd n's last channel
+  }
   const T* src = w.const_data_ptr<T>();
   T* dst = packed.mutable_data_ptr<T>();
   at::parallel_for(0, groups * blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t gb = begin; gb < end; ++gb) {
       const int64_t g = gb / blocks, b = gb % blocks;
-      T* d = dst + gb * kTaps * n * block;
+      T* d = dst + gb * kTaps * n_padded * block;
       for (int64_t co = 0; co < n; ++co) {
         const T* s = src + (g * n + co) * k * kTaps;
+        // Element (t, co, j) sits at (t * n + co) * block + j, or in pairs at
+        // ((t * n_padded + co - co % 2) * block + 2 j) + co % 2.
+        const int64_t row = pairs ? co - co % 2 : co, lane = pairs ? 2 : 1, offset = pairs ? co % 2 : 0;
         for (int64_t j = 0; j < block; ++j) {
           const int64_t c = b * block + j;
-          for (int t = 0; t < kTaps; ++t) d[(t * n + co) * block + j] = c < k ? s[c * kTaps + t] : T(0);
+          for (int t = 0; t < kTaps; ++t) {
+            d[(t * n_padded + row) * block + lane * j + offset] = c < k ? s[c * kTaps + t] : T(0);
+          }
         }
       }
     }
@@ -558,42 +590,19 @@ int64_t bf16_block(int64_t n) {
   return int64_t{bf16_vectors(n)} * bf16_kernels()->lanes;
 }
 
-// A [G][blocks][5][K][block] bfloat16 weight (the layout of pack_forward_weight and
-// pack_input_grad_weight, K the reduced channels) with its reduction pairs interleaved for
-// VDPBF16PS: [G][blocks][5][ceil(K / 2)][block][2], the partner of an odd K's last row zero.
-at::Tensor interleave_pairs(const at::Tensor& taps) {
-  const int64_t rows = taps.size(0) * taps.size(1) * kTaps, K = taps.size(3), block = taps.size(4);
-  const int64_t pairs = ceil_div(K, 2);
-  at::Tensor out = at::empty({taps.size(0), taps.size(1), kTaps, pairs, block, 2}, taps.options());
-  const uint16_t* src = elements<uint16_t>(taps);
-  uint16_t* dst = mutable_elements<uint16_t>(out);
-  at::parallel_for(0, rows * pairs, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t pair_row = begin; pair_row < end; ++pair_row) {
-      const int64_t row = pair_row / pairs, q = pair_row % pairs;
-      const uint16_t* even = src + (row * K + 2 * q) * block;
-      uint16_t* d = dst + pair_row * 2 * block;
-      if (2 * q + 1 < K) {
-        const uint16_t* odd = even + block;
-        for (int64_t j = 0; j < block; ++j) d[2 * j] = even[j], d[2 * j + 1] = odd[j];
-      } else {
-        for (int64_t j = 0; j < block; ++j) d[2 * j] = even[j], d[2 * j + 1] = 0;
-      }
-    }
-  });
-  return out;
-}
-
-// The bf16 gather GEMMs of one pass, whose weight `taps` is packed [G][blocks][5][K][block] with
-// block = bf16_block(n) (reduce over K, produce n): interleaved once, then run for each of the
-// pass's tap maps.
+// The bf16 gather GEMMs of one pass (reduce over k channels, produce n), whose weight `pairs` is
+// packed [G][blocks][5][ceil(k / 2)][block][2] with block = bf16_block(n) (pack_forward_weight or
+// pack_input_grad_weight with pairs), run for each of the pass's tap maps.
 class Bf16GatherGemm {
  public:
-  Bf16GatherGemm(const at::Tensor& taps, int64_t n, const std::optional<at::Tensor>& bias, const at::Tensor& src)
-      : table_(bf16_kernels()), groups_(taps.size(0)), blocks_(taps.size(1)), k_(taps.size(3)), n_(n),
+  Bf16GatherGemm(const at::Tensor& pairs, int64_t k, int64_t n, const std::optional<at::Tensor>& bias,
+                 const at::Tensor& src)
+      : table_(bf16_kernels()), groups_(pairs.size(0)), blocks_(pairs.size(1)), k_(k), n_(n),
         vectors_(bf16_vectors(n)) {
-    const int64_t block = taps.size(4);
-    TORCH_INTERNAL_ASSERT(block == bf16_block(n) && blocks_ == ceil_div(n, block));
-    packed_ = interleave_pairs(taps);
+    const int64_t block = pairs.size(4);
+    TORCH_INTERNAL_ASSERT(pairs.dim() == 6 && pairs.size(3) == ceil_div(k, 2) && pairs.size(5) == 2 &&
+                          block == bf16_block(n) && blocks_ == ceil_div(n, block));
+    packed_ = pairs;
     if (bias.has_value() && bias->defined()) {
       packed_bias_ = pack_bias(bias->to(at::kFloat), groups_, block);
     }
@@ -636,8 +645,9 @@ void forward_bf16(const at::Tensor& x, const at::Tensor& w, const std::optional<
     depthwise<float, uint16_t>({map}, x, y, pack_depthwise_weight(w, at::kFloat), b.defined() ? b.const_data_ptr<float>() : nullptr);
     return;
   }
-  const int64_t n = w.size(0) / p.groups;
-  Bf16GatherGemm(pack_forward_weight<at::BFloat16>(w, p.groups, bf16_block(n)), n, bias, x).run(map, x, y);
+  const int64_t n = w.size(0) / p.groups, k = w.size(1);
+  const at::Tensor pairs = pack_forward_weight<at::BFloat16>(w, p.groups, bf16_block(n), /*pairs=*/true);
+  Bf16GatherGemm(pairs, k, n, bias, x).run(map, x, y);
 }
 
 // dy, x: bfloat16 channels_last; returns the bfloat16 weight gradient (G*n, k, 5), summed in float32.
@@ -679,8 +689,9 @@ void input_grad_bf16(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, 
     depthwise<float, uint16_t>(input_grad_classes(dy, dx, p), dy, dx, pack_depthwise_weight(w, at::kFloat), nullptr);
     return;
   }
-  const int64_t k = w.size(1);  // the channels produced: the transposed weight reduces over n
-  const Bf16GatherGemm gemm(pack_input_grad_weight<at::BFloat16>(w, p.groups, bf16_block(k)), k, std::nullopt, dy);
+  const int64_t k = w.size(1), n = w.size(0) / p.groups;  // produces k, reduces over n
+  const at::Tensor pairs = pack_input_grad_weight<at::BFloat16>(w, p.groups, bf16_block(k), /*pairs=*/true);
+  const Bf16GatherGemm gemm(pairs, n, k, std::nullopt, dy);
   for (const TapMap& map : input_grad_classes(dy, dx, p)) {
     gemm.run(map, dy, dx);
   }
