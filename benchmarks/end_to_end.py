@@ -85,9 +85,13 @@ def training_step(model, batch, size, device, amp_dtype, compile_model):
 AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def run(device, modes, rounds, steps, amp_dtype=None):
+def run(device, modes, rounds, steps, amp_dtype=None, on_row=None):
+    """on_row(partial result) after every model and mode (see benchmarks/run.py)."""
     configs = GPU_CONFIGS if device.type == "cuda" else CPU_CONFIGS
     allocator = keep_freed_memory() if device.type == "cpu" else None
+    machine = machine_info(device)
+    if allocator:
+        machine["allocator"] = allocator
     rows = []
     for label, builder, batch, size in configs:
         for mode in modes:
@@ -108,12 +112,12 @@ def run(device, modes, rounds, steps, amp_dtype=None):
             rows.append(row)
             print(f"  {label:12s} {mode:7s} dense {dense:.1f} ms  skeleton {skeleton:.1f} ms  "
                   f"{row['speedup']:.2f}x (bound {row['bound']:.2f}x)", flush=True)
+            if on_row is not None:
+                on_row({"machine": machine, "amp": str(amp_dtype), "rounds": rounds, "steps_per_round": steps,
+                        "rows": rows, "partial": True})
             del models, steps_fn
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    machine = machine_info(device)
-    if allocator:
-        machine["allocator"] = allocator
     return {"machine": machine, "amp": str(amp_dtype), "rounds": rounds, "steps_per_round": steps, "rows": rows}
 
 
@@ -132,10 +136,12 @@ def main():
     on_gpu = device.type == "cuda"
     modes = (args.modes or ("eager,compile" if on_gpu else "eager")).split(",")
     amp = args.amp or ("bf16" if on_gpu else "none")
-    result = run(device, modes, args.rounds or (10 if on_gpu else 5), args.steps or (5 if on_gpu else 2), AMP[amp])
+    name = args.output or f"end-to-end-{device.type}{'' if amp == ('bf16' if on_gpu else 'none') else '-' + amp}.json"
+    # The rows so far after every model ("partial": true): a run cut short keeps what it measured.
+    result = run(device, modes, args.rounds or (10 if on_gpu else 5), args.steps or (5 if on_gpu else 2), AMP[amp],
+                 on_row=lambda partial: write_results(name, partial))
     print_table(result["rows"], ["model", "mode", "batch", "image", "dense_ms", "skeleton_ms", "1x1_ms", "speedup",
                                  "share_3x3", "bound", "of_bound"])
-    name = args.output or f"end-to-end-{device.type}{'' if amp == ('bf16' if on_gpu else 'none') else '-' + amp}.json"
     print("wrote", write_results(name, result))
 
 

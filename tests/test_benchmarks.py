@@ -68,7 +68,10 @@ def test_end_to_end_variants_keep_shapes_and_run(monkeypatch):
     )
     tiny = [("tiny", lambda: torchvision.models.resnet18(num_classes=10), 2, 32)]
     monkeypatch.setattr(end_to_end, "CPU_CONFIGS", tiny)
-    result = end_to_end.run(torch.device("cpu"), ["eager"], rounds=1, steps=1)
+    partials = []
+    result = end_to_end.run(torch.device("cpu"), ["eager"], rounds=1, steps=1,
+                            on_row=lambda partial: partials.append(len(partial["rows"])))
+    assert partials == list(range(1, len(result["rows"]) + 1))
     (row,) = result["rows"]
     assert row["dense_ms"] > 0 and row["skeleton_ms"] > 0 and row["bound"] >= 1.0
     assert end_to_end.run(torch.device("cpu"), ["eager"], rounds=1, steps=1, amp_dtype=torch.bfloat16)["amp"] == "torch.bfloat16"
