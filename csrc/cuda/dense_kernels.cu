@@ -187,8 +187,7 @@ at::Tensor dense_weight_grad(const at::Tensor& dy_any, const at::Tensor& x_any, 
   const int64_t cin_g = s.in_channels / s.groups;
   const int64_t pairs = s.out_channels * cin_g;
   const int64_t pixels = s.batch * s.out_h * s.out_w;
-  const at::ScalarType acc_dtype = x_any.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::TensorOptions acc_options = x_any.options().dtype(acc_dtype);
+  const at::TensorOptions acc_options = x_any.options().dtype(partials_dtype(x_any.scalar_type()));
   if (pairs == 0 || pixels == 0) {
     return at::zeros({s.out_channels, cin_g, kTaps}, x_any.options());
   }

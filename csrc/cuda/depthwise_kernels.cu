@@ -245,8 +245,7 @@ WeightGrads launch_weight_grad(const at::Tensor& dy, const at::Tensor& x, const 
 
 WeightGrads weight_grads(const at::Tensor& dy, const at::Tensor& x, const ConvShape& s, bool with_bias) {
   const int64_t C = s.in_channels;
-  const at::ScalarType acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::TensorOptions acc_options = x.options().dtype(acc_dtype);
+  const at::TensorOptions acc_options = x.options().dtype(partials_dtype(x.scalar_type()));
   if (s.batch * s.out_h * s.out_w == 0) {  // sums over no pixels
     return {at::zeros({C, 1, kTaps}, x.options()), with_bias ? at::zeros({C}, x.options()) : at::Tensor()};
   }

@@ -148,8 +148,8 @@ WeightGrads nchw_weight_grads(const at::Tensor& dy, const at::Tensor& x, const C
   int64_t chunks = reduction_chunks(pixels, C, 4 * int64_t{kBlock});
   const int64_t chunk_len = ceil_div(pixels, chunks);
   chunks = ceil_div(pixels, chunk_len);  // no empty chunk
-  const at::ScalarType acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor partials = at::empty({chunks, (with_bias ? kTaps + 1 : kTaps) * C}, x.options().dtype(acc_dtype));
+  at::Tensor partials =
+      at::empty({chunks, (with_bias ? kTaps + 1 : kTaps) * C}, x.options().dtype(partials_dtype(x.scalar_type())));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "skeleton_conv2d_depthwise_nchw_weight_grad", [&] {
     with_divisors(s, C, [&](auto d) {
       launch(depthwise_nchw_weight_grad_partials_kernel<scalar_t, decltype(d.packs)>,

@@ -116,8 +116,13 @@ std::vector<int64_t> tensor_core_gather_launches();
 // tensor-core kernels).
 enum class PartialsOrder { kWeight, kTapMajor };
 
-// Sums a contiguous (S, M) tensor of per-chunk partial sums (float32, or float64 for a float64
-// layer) over S, in order s = 0, 1, ..., S - 1, in one launch that also reorders and rounds: the
+// The dtype of the per-chunk partial sums of a layer of `dtype`: float32 (the 16-bit types
+// accumulate in it), or float64 for a float64 layer.
+inline at::ScalarType partials_dtype(at::ScalarType dtype) {
+  return dtype == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// Sums a contiguous (S, M) tensor of per-chunk partial sums (partials_dtype of the layer) over S, in order s = 0, 1, ..., S - 1, in one launch that also reorders and rounds: the
 // first C_out * C_in/G * 5 columns, in `order`, become the weight gradient; with `with_bias`, the
 // C_out columns after them the bias gradient. Both in `dtype` (the weight's).
 WeightGrads finish_weight_grad(const at::Tensor& partials, const ConvShape& s, PartialsOrder order, bool with_bias,
@@ -126,6 +131,17 @@ WeightGrads finish_weight_grad(const at::Tensor& partials, const ConvShape& s, P
 // Host helpers.
 inline Strides strides_of(const at::Tensor& t) {
   return Strides{t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+}
+
+// t contiguous in `format`, with data starting on an `alignment`-byte boundary (what cp.async of
+// that size needs): t itself when it already is one, else a copy (fresh allocations are aligned).
+// contiguous() alone can hand back a view at any offset: one already laid out in `format`.
+inline at::Tensor aligned_contiguous(const at::Tensor& t, at::MemoryFormat format, uintptr_t alignment) {
+  at::Tensor c = t.contiguous(format);
+  if (reinterpret_cast<uintptr_t>(c.const_data_ptr()) % alignment != 0) {
+    return c.clone(format);
+  }
+  return c;
 }
 
 }  // namespace gpu

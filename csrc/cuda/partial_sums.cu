@@ -79,7 +79,7 @@ WeightGrads finish_weight_grad(const at::Tensor& partials, const ConvShape& s, P
   const bool tap_major = order == PartialsOrder::kTapMajor;
   const int64_t weight_width = s.out_channels * cin_g * kTaps;
   const int64_t width = weight_width + (with_bias ? s.out_channels : 0);
-  const at::ScalarType acc_dtype = dtype == at::kDouble ? at::kDouble : at::kFloat;
+  const at::ScalarType acc_dtype = partials_dtype(dtype);
   TORCH_CHECK(partials.dim() == 2 && partials.is_contiguous() && partials.size(1) == width &&
                   partials.scalar_type() == acc_dtype,
               "finish_weight_grad: expected contiguous (S, ", width, ") partials of ", acc_dtype);
@@ -90,14 +90,7 @@ WeightGrads finish_weight_grad(const at::Tensor& partials, const ConvShape& s, P
     result.bias = at::empty({s.out_channels}, options);
   }
   if (width == 0) {
-    return result;
-  }
-  if (partials.size(0) == 0) {  // a sum over no chunks
-    result.weight.zero_();
-    if (with_bias) {
-      result.bias.zero_();
-    }
-    return result;
+    return result;  // a launch of 0 blocks is an error; a sum over 0 chunks is zeros from the kernel
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "skeleton_conv2d_sum_partials", [&] {
     using acc_t = at::opmath_type<scalar_t>;

@@ -110,18 +110,6 @@ bool use_tiled(const gpu::ConvShape& s) {
   return gpu::tiled_eligible(s);
 }
 
-// t contiguous in `format`, with data starting on an `alignment`-byte boundary (what cp.async of
-// that size needs): t itself when it already is one, else a copy (fresh allocations are aligned).
-at::Tensor aligned_contiguous(const at::Tensor& t, at::MemoryFormat format, uintptr_t alignment) {
-  at::Tensor c = t.contiguous(format);
-  if (reinterpret_cast<uintptr_t>(c.const_data_ptr()) % alignment != 0) {
-    at::Tensor aligned = empty_in_format(c.sizes(), c.options(), format);
-    aligned.copy_(c);
-    return aligned;
-  }
-  return c;
-}
-
 // The kernel families, of which one runs a layer (all three passes), and their launchers.
 enum class Family { kDepthwise, kDepthwiseNchw, kTensorCores, kTensorCoresNchw, kTiled, kDirect };
 
@@ -171,9 +159,9 @@ at::Tensor as_read_by(Family family, const at::Tensor& t) {
     case Family::kDirect:
       return t;
     case Family::kTensorCores:
-      return aligned_contiguous(t, kChannelsLast, 16);
+      return gpu::aligned_contiguous(t, kChannelsLast, 16);
     case Family::kTensorCoresNchw:
-      return aligned_contiguous(t, at::MemoryFormat::Contiguous, static_cast<uintptr_t>(t.element_size()));
+      return gpu::aligned_contiguous(t, at::MemoryFormat::Contiguous, static_cast<uintptr_t>(t.element_size()));
     case Family::kDepthwiseNchw:
       return t.contiguous();
     default:

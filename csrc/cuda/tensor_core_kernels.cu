@@ -310,10 +310,7 @@ void check_activation(const at::Tensor& t, const char* what, Layout layout) {
 // weight that is itself a view already laid out in that order comes back from contiguous() as
 // the same storage, at whatever offset the view has, so that one is copied.
 at::Tensor packed_weight(const at::Tensor& permuted) {
-  at::Tensor packed = permuted.contiguous();
-  if (reinterpret_cast<uintptr_t>(packed.const_data_ptr()) % 16 != 0) {
-    packed = packed.clone();
-  }
+  const at::Tensor packed = aligned_contiguous(permuted, at::MemoryFormat::Contiguous, 16);
   TORCH_INTERNAL_ASSERT(packed.is_contiguous() && reinterpret_cast<uintptr_t>(packed.const_data_ptr()) % 16 == 0,
                         "skeleton_conv2d (tensor cores): packed weight not 16-byte aligned");
   return packed;

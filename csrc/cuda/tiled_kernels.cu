@@ -405,8 +405,7 @@ void tiled_input_grad(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx,
 
 at::Tensor tiled_weight_grad(const at::Tensor& dy, const at::Tensor& x, const ConvShape& s) {
   const int64_t cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
-  const at::ScalarType acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::TensorOptions acc_options = x.options().dtype(acc_dtype);
+  const at::TensorOptions acc_options = x.options().dtype(partials_dtype(x.scalar_type()));
   const int64_t pixels = s.batch * s.out_h * s.out_w;
   if (pixels == 0 || cin_g == 0 || cout_g == 0) {
     return at::zeros({s.out_channels, cin_g, kTaps}, x.options());  // a sum over no pixels, or no weights
