@@ -203,3 +203,20 @@ def check_layer_without_channels(cin, cout, dtype, device="cpu", memory_format=t
     assert x.grad.shape == x.shape and not x.grad.any()
     assert weight.grad.shape == weight.shape and not weight.grad.any()
     torch.testing.assert_close(bias.grad.float(), grad_output.float().sum((0, 2, 3)), rtol=1e-2, atol=1e-2)
+
+
+def check_input_without_rows(groups, device="cpu", memory_format=torch.contiguous_format):
+    """An input of 0 rows that padding 2 turns into a 2-row output: the bias alone, grad_input
+    empty, grad_weight zeros, grad_bias the sum of grad_output. (F.conv2d, the oracle, refuses such
+    an input on the CPU, so the answer is written out.) 8 channels, dense (groups 1) or depthwise."""
+    x = torch.empty(1, 8, 0, 5, device=device).contiguous(memory_format=memory_format)
+    w = torch.randn(8, 8 // groups, 5, device=device)
+    b = torch.randn(8, device=device)
+    args = ([1, 1], [2, 2], [1, 1], groups)
+    y = torch.ops.skeleton_cuda.skeleton_conv2d(x, w, b, *args)
+    assert torch.equal(y, b.view(1, 8, 1, 1).expand(1, 8, 2, 7))
+    dy = torch.randn(1, 8, 2, 7, device=device)
+    dx, dw, db = torch.ops.skeleton_cuda.skeleton_conv2d_backward(dy, x, w, *args, [True, True, True])
+    assert dx.shape == x.shape
+    assert torch.equal(dw, torch.zeros_like(w))
+    torch.testing.assert_close(db, dy.sum((0, 2, 3)))

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import skeleton_cuda
-from oracle import check_against_oracle, check_layer_without_channels, config_id, cpu_isa_supported, random_configs
+from oracle import (check_against_oracle, check_input_without_rows, check_layer_without_channels, config_id,
+                    cpu_isa_supported, random_configs)
 
 pytestmark = pytest.mark.skipif(not skeleton_cuda.has_compiled_ops(), reason="compiled ops not built")
 
@@ -135,15 +136,5 @@ def test_layers_without_channels(channels, dtype, memory_format):
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize("groups", [1, 8], ids=["dense", "depthwise"])
 def test_input_without_rows(groups, memory_format):
-    # 0 input rows, padding 2: a 2-row output of the bias alone (F.conv2d, the oracle, refuses such
-    # an input on the CPU, so the answer is written out). tests/test_cuda.py has the GPU twin.
-    x = torch.empty(1, 8, 0, 5).contiguous(memory_format=memory_format)
-    w, b = torch.randn(8, 8 // groups, 5), torch.randn(8)
-    args = ([1, 1], [2, 2], [1, 1], groups)
-    y = torch.ops.skeleton_cuda.skeleton_conv2d(x, w, b, *args)
-    assert torch.equal(y, b.view(1, 8, 1, 1).expand(1, 8, 2, 7))
-    dy = torch.randn(1, 8, 2, 7)
-    dx, dw, db = torch.ops.skeleton_cuda.skeleton_conv2d_backward(dy, x, w, *args, [True, True, True])
-    assert dx.shape == x.shape
-    assert torch.equal(dw, torch.zeros_like(w))
-    torch.testing.assert_close(db, dy.sum((0, 2, 3)))
+    # tests/test_cuda.py runs the same check on the GPU.
+    check_input_without_rows(groups, memory_format=memory_format)

@@ -13,7 +13,7 @@ import torch
 from torch._prims_common import suggest_memory_format
 
 import skeleton_cuda
-from oracle import check_layer_without_channels
+from oracle import check_input_without_rows, check_layer_without_channels
 from skeleton_cuda.reference import skeleton_conv2d_reference
 
 pytestmark = [
@@ -308,24 +308,12 @@ def test_empty_batch(depthwise, channels_last):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("depthwise", [False, True])
 def test_input_without_rows(depthwise, channels_last):
-    # 0 input rows, padding 2: a 2-row output of the bias alone (the CPU op and the CPU runtime of
-    # the kernels agree). The depthwise kernels used to build a divisor from the 0 (SIGFPE). An empty
-    # tensor suggests NCHW whatever its strides, so both cases take the NCHW depthwise kernels here;
-    # the channels_last launcher's case is in test_cuda_kernels_on_cpu.py.
-    c = 8
-    x = torch.empty(1, c, 0, 5, device=CUDA)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    w = torch.randn(c, 1 if depthwise else c, 5, device=CUDA)
-    b = torch.randn(c, device=CUDA)
-    args = ([1, 1], [2, 2], [1, 1], c if depthwise else 1)
-    y = FORWARD(x, w, b, *args)
-    assert torch.equal(y, b.view(1, c, 1, 1).expand(1, c, 2, 7))
-    dy = torch.randn(1, c, 2, 7, device=CUDA)
-    dx, dw, db = BACKWARD(dy, x, w, *args, [True, True, True])
-    assert dx.shape == x.shape
-    assert torch.equal(dw, torch.zeros_like(w))
-    torch.testing.assert_close(db, dy.sum((0, 2, 3)))
+    # The CPU op's check (test_cpu_oracle.py) on the GPU. The depthwise kernels used to build a
+    # divisor from the 0 (SIGFPE). An empty tensor suggests NCHW whatever its strides, so both cases
+    # take the NCHW depthwise kernels here; the channels_last launcher's case is in
+    # test_cuda_kernels_on_cpu.py.
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    check_input_without_rows(8 if depthwise else 1, device=CUDA, memory_format=memory_format)
 
 
 def test_pack_and_scalar_depthwise_paths_agree():
