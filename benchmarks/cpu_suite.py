@@ -1,5 +1,5 @@
-"""CPU suite: skeleton kernels vs oneDNN's 3x3 (what F.conv2d / nn.Conv2d runs), channels_last,
-float32 and bfloat16 (what CPU autocast runs), on the layers of the operator issue.
+"""CPU suite: skeleton kernels vs oneDNN's 3x3 (what F.conv2d / nn.Conv2d runs), float32 and
+bfloat16 (what CPU autocast runs), channels_last and NCHW, on the layers of the operator issue.
 
 Dense layers (N=8): 64 ch @56x56, 128 @28, 256 @14, 512 @7. Depthwise (N=8, MobileNetV2):
 144 @56, 384 @14, 960 @7, 96 @112 stride 2. Passes: forward; backward = input + weight
@@ -13,15 +13,21 @@ from common import decomposition, dense_3x3, geomean, keep_freed_memory, machine
 
 DENSE = [("64@56", 8, 64, 56, 1), ("128@28", 8, 128, 28, 1), ("256@14", 8, 256, 14, 1), ("512@7", 8, 512, 7, 1)]
 DEPTHWISE = [("dw144@56", 8, 144, 56, 1), ("dw384@14", 8, 384, 14, 1), ("dw960@7", 8, 960, 7, 1), ("dw96@112/s2", 8, 96, 112, 2)]
-PRECISIONS = {"fp32-nhwc": torch.float32, "bf16-nhwc": torch.bfloat16}
+# (dtype, memory format of the activations); NCHW is PyTorch's default layout.
+PRECISIONS = {
+    "fp32-nhwc": (torch.float32, torch.channels_last),
+    "bf16-nhwc": (torch.bfloat16, torch.channels_last),
+    "fp32-nchw": (torch.float32, torch.contiguous_format),
+    "bf16-nchw": (torch.bfloat16, torch.contiguous_format),
+}
 
 
-def layer_candidates(n, channels, size, stride, groups, dtype=torch.float32):
-    x = torch.randn(n, channels, size, size).to(dtype).contiguous(memory_format=torch.channels_last)
+def layer_candidates(n, channels, size, stride, groups, dtype=torch.float32, memory_format=torch.channels_last):
+    x = torch.randn(n, channels, size, size).to(dtype).contiguous(memory_format=memory_format)
     w5 = (torch.randn(channels, channels // groups, 5) * 0.1).to(dtype)
     dense_fwd, w3 = dense_3x3(x, w5, None, stride, groups)
     out_size = (size + 2 - 3) // stride + 1
-    gy = torch.randn(n, channels, out_size, out_size).to(dtype).contiguous(memory_format=torch.channels_last)
+    gy = torch.randn(n, channels, out_size, out_size).to(dtype).contiguous(memory_format=memory_format)
     ours_fwd = lambda: torch.ops.skeleton_cuda.skeleton_conv2d(x, w5, None, [stride] * 2, [1, 1], [1, 1], groups)
     ours_bwd = lambda: torch.ops.skeleton_cuda.skeleton_conv2d_backward(
         gy, x, w5, [stride] * 2, [1, 1], [1, 1], groups, [True, True, False]
@@ -44,11 +50,11 @@ def run(rounds=25, on_row=None):
     machine["allocator"] = allocator or "default"
     rows = []
     with torch.no_grad():
-        for precision, dtype in PRECISIONS.items():
+        for precision, (dtype, memory_format) in PRECISIONS.items():
             for suite, layers in (("dense", DENSE), ("depthwise", DEPTHWISE)):
                 for name, n, channels, size, stride in layers:
                     groups = channels if suite == "depthwise" else 1
-                    candidates = layer_candidates(n, channels, size, stride, groups, dtype)
+                    candidates = layer_candidates(n, channels, size, stride, groups, dtype, memory_format)
                     # Several calls per candidate per round: the first call after another implementation
                     # can pay for its allocator churn (page faults of freed large buffers); the median
                     # over rounds of the mean of `inner` calls is robust to that.

@@ -2,10 +2,12 @@
 // instruction set. The arithmetic lives in tap_kernels_impl.h.
 //
 // Everything runs on channels_last (pixel-major) buffers, where the five taps of a pixel are five
-// contiguous channel vectors. NCHW inputs are converted on the way in and the result converted
-// back, so the output keeps the input's memory format, as nn.Conv2d's does. float16 and bfloat16
-// are computed in float32, except bfloat16 depthwise layers, and dense and grouped ones on CPUs with
-// AVX512_BF16 (native kernels, below); float64 (gradcheck) has its own kernels.
+// contiguous channel vectors. NCHW inputs of dense and grouped layers are converted on the way in
+// and the result converted back (by the kernels' transpose), so the output keeps the input's memory
+// format, as nn.Conv2d's does; NCHW depthwise layers run in slabs instead (depthwise_slabs).
+// float16 and bfloat16 are computed in float32, except bfloat16 depthwise layers, and dense and
+// grouped ones on CPUs with AVX512_BF16 (native kernels, below); float64 (gradcheck) has its own
+// kernels.
 #include <ATen/Dispatch.h>
 #include <ATen/Functions.h>
 #include <ATen/Parallel.h>
@@ -125,6 +127,48 @@ void run_items(int64_t count, const Args& args, Kernel kernel) {
     return;
   }
   at::parallel_for(0, count, 1, [&](int64_t begin, int64_t end) { kernel(args, begin, end); });
+}
+
+// `t` (N, C, H, W), contiguous in NCHW (to_channels_last) or in channels_last (else), copied into
+// the other layout by the kernels' transpose (TransposeArgs says why not Tensor.contiguous).
+at::Tensor transposed_layout(const at::Tensor& t, bool to_channels_last) {
+  const int64_t n = t.size(0), c = t.size(1), hw = t.size(2) * t.size(3);
+  at::Tensor out = at::empty(t.sizes(), t.options().memory_format(to_channels_last ? at::MemoryFormat::ChannelsLast
+                                                                                    : at::MemoryFormat::Contiguous));
+  TransposeArgs args;
+  args.src = t.const_data_ptr();
+  args.dst = out.mutable_data_ptr();
+  args.matrices = n;
+  args.rows = to_channels_last ? c : hw;
+  args.cols = to_channels_last ? hw : c;
+  args.src_ld = args.cols;
+  args.dst_ld = args.rows;
+  args.src_matrix_stride = args.dst_matrix_stride = c * hw;
+  args.elem_size = static_cast<int>(t.element_size());
+  run_items(float_kernels()->transpose_items(args), args, float_kernels()->transpose);
+  return out;
+}
+
+bool transposable(const at::Tensor& t) {
+  const auto size = t.element_size();
+  return t.dim() == 4 && (size == 2 || size == 4 || size == 8);
+}
+
+// t as a channels_last tensor (itself if it is one).
+at::Tensor as_channels_last(const at::Tensor& t) {
+  if (t.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    return t;
+  }
+  return transposable(t) && t.is_contiguous() ? transposed_layout(t, true) : t.contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+// A channels_last t in `format` (itself if it is in it).
+at::Tensor in_memory_format(const at::Tensor& t, at::MemoryFormat format) {
+  if (format == at::MemoryFormat::Contiguous && !t.is_contiguous() && transposable(t) &&
+      t.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    return transposed_layout(t, false);
+  }
+  return t.contiguous(format);
 }
 
 // Runs the items of a gather GEMM, (g * blocks + b) * chunks + chunk with `outer` = groups * blocks
@@ -470,6 +514,151 @@ at::Tensor depthwise_weight_grad(const TapMap& map, const at::Tensor& dy, const 
 }
 
 // ---------------------------------------------------------------------------------------------
+// NCHW depthwise layers in slabs. NCHW is PyTorch's default layout, and a depthwise layer does so
+// little arithmetic per byte that converting the whole tensor to channels_last and back costs more
+// than the layer: dw144@56 (N=8, float32) took 3.4 ms forward that way, even with the fast
+// transpose, and 1.3 ms in slabs. An item is (image, slab of slab_channels channels): it transposes
+// those channels' planes into a channels_last buffer of its thread, runs the channels_last kernel
+// there and transposes the result into place, so the tensors are read and written once, in their
+// own layout, and the buffers stay in the core's cache. Per pixel the same sums as the channels_last
+// path: the same bits for the output and the input gradient.
+
+constexpr int64_t kSlabUnit = 16;                      // channels per slab: a multiple of this
+constexpr int64_t kSlabElements = 16384;               // and about this many elements, where planes are small
+constexpr int64_t kMaxSlabBytes = int64_t{8} << 20;  // per buffer; larger planes convert the whole tensor
+
+// Channels per slab for C channels of `plane` pixels (the larger plane): kSlabUnit on large planes,
+// more on small ones, where the kernel's per-row costs (border columns, setup) would otherwise
+// dominate a slab of a few hundred elements.
+int64_t slab_channels(int64_t C, int64_t plane) {
+  const int64_t wanted = std::max<int64_t>(1, kSlabElements / (plane * kSlabUnit)) * kSlabUnit;
+  return std::min(wanted, ceil_div(C, kSlabUnit) * kSlabUnit);
+}
+
+// Whether a depthwise layer runs in slabs: activations NCHW (and not also channels_last, as with
+// one channel or one pixel), something to compute, and one slab of its larger plane (input or
+// output) within kMaxSlabBytes.
+bool runs_in_slabs(const at::Tensor& input, const at::Tensor& weight, int64_t groups, int64_t out_h, int64_t out_w) {
+  if (!is_depthwise(weight, groups) || input.dim() != 4 || !input.is_contiguous() ||
+      input.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    return false;
+  }
+  const int64_t in_plane = input.size(2) * input.size(3), out_plane = out_h * out_w;
+  return input.size(0) > 0 && in_plane > 0 && out_plane > 0 &&
+         kSlabUnit * std::max(in_plane, out_plane) * int64_t{sizeof(double)} <= kMaxSlabBytes;
+}
+
+// b = a transposed for one rows x cols matrix, on the calling thread.
+void transpose_here(const void* a, int64_t lda, void* b, int64_t ldb, int64_t rows, int64_t cols, int elem_size) {
+  TransposeArgs args;
+  args.src = a;
+  args.dst = b;
+  args.matrices = 1;
+  args.rows = rows;
+  args.cols = cols;
+  args.src_ld = lda;
+  args.dst_ld = ldb;
+  args.elem_size = elem_size;
+  const KernelTable<float>* table = float_kernels();
+  table->transpose(args, 0, table->transpose_items(args));
+}
+
+// The slab of channels [c0, c0 + count) of image n: its planes (count x plane, NCHW) to and from a
+// channels_last buffer (plane x count).
+template <typename S>
+void slab_to_channels_last(const S* tensor, int64_t channels, int64_t plane, int64_t n, int64_t c0, int64_t count,
+                           S* buffer) {
+  transpose_here(tensor + (n * channels + c0) * plane, plane, buffer, count, count, plane, sizeof(S));
+}
+template <typename S>
+void slab_from_channels_last(const S* buffer, int64_t channels, int64_t plane, int64_t n, int64_t c0, int64_t count,
+                             S* tensor) {
+  transpose_here(buffer, count, tensor + (n * channels + c0) * plane, plane, plane, count, sizeof(S));
+}
+
+// Depthwise over NCHW src and dst for `maps` of one image (the forward map, or the input
+// gradient's classes). packed: [5][C] in T; bias: [C] or nullptr.
+template <typename T, typename S = T>
+void depthwise_slabs(const std::vector<TapMap>& maps, const at::Tensor& src, at::Tensor& dst, const at::Tensor& packed,
+                     const T* bias) {
+  const int64_t batch = src.size(0), C = src.size(1);
+  const int64_t src_plane = src.size(2) * src.size(3), dst_plane = dst.size(2) * dst.size(3);
+  const int64_t slab = slab_channels(C, std::max(src_plane, dst_plane)), blocks = ceil_div(C, slab);
+  // Each block's weights as the kernel takes them, [5][its channels], kTaps * slab apart.
+  std::vector<T> slab_weight(blocks * kTaps * slab);
+  const T* w = packed.const_data_ptr<T>();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t c0 = b * slab, count = std::min(slab, C - c0);
+    for (int t = 0; t < kTaps; ++t)
+      for (int64_t j = 0; j < count; ++j) slab_weight[b * kTaps * slab + t * count + j] = w[t * C + c0 + j];
+  }
+  const auto kernel = depthwise_kernels(kernels<T>(), static_cast<const S*>(nullptr));
+  const S* src_data = elements<S>(src);
+  S* dst_data = mutable_elements<S>(dst);
+  at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<S> in(slab * src_plane), out(slab * dst_plane);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / blocks, b = item % blocks;
+      const int64_t c0 = b * slab, count = std::min(slab, C - c0);
+      slab_to_channels_last(src_data, C, src_plane, n, c0, count, in.data());
+      DepthwiseArgs<T, S> args;
+      args.maps = maps.data();
+      args.num_maps = static_cast<int>(maps.size());
+      args.src = in.data();
+      args.dst = out.data();
+      args.weight = slab_weight.data() + b * kTaps * slab;
+      args.bias = bias != nullptr ? bias + c0 : nullptr;
+      args.channels = count;
+      kernel.second(args, 0, kernel.first(args));
+      slab_from_channels_last(out.data(), C, dst_plane, n, c0, count, dst_data);
+    }
+  });
+}
+
+// The depthwise weight gradient (C, 1, 5) in T from NCHW dy and x; `map`: the forward map of one
+// image. One partial sum per item, added up over the images in a fixed order.
+template <typename T, typename S = T>
+at::Tensor depthwise_weight_grad_slabs(const TapMap& map, const at::Tensor& dy, const at::Tensor& x) {
+  const int64_t batch = x.size(0), C = x.size(1);
+  const int64_t src_plane = x.size(2) * x.size(3), dst_plane = dy.size(2) * dy.size(3);
+  const int64_t slab = slab_channels(C, std::max(src_plane, dst_plane)), blocks = ceil_div(C, slab);
+  const auto options = x.options().dtype(c10::CppTypeToScalarType<T>::value);
+  at::Tensor partial = at::empty({batch, blocks * kTaps * slab}, options);
+  T* partial_data = partial.mutable_data_ptr<T>();
+  const auto kernel = depthwise_wgrad_kernels(kernels<T>(), static_cast<const S*>(nullptr));
+  at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<S> xs(slab * src_plane), dys(slab * dst_plane);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / blocks, b = item % blocks;
+      const int64_t c0 = b * slab, count = std::min(slab, C - c0);
+      slab_to_channels_last(elements<S>(x), C, src_plane, n, c0, count, xs.data());
+      slab_to_channels_last(elements<S>(dy), C, dst_plane, n, c0, count, dys.data());
+      DepthwiseWgradArgs<T, S> args;
+      args.map = map;
+      args.src = xs.data();
+      args.dy = dys.data();
+      args.dw = partial_data + item * kTaps * slab;  // [5][count]
+      args.channels = count;
+      args.bands = 1;
+      kernel.second(args, 0, kernel.first(args));
+    }
+  });
+  at::Tensor sum = partial.select(0, 0).clone();
+  for (int64_t i = 1; i < batch; ++i) {
+    sum.add_(partial.select(0, i));
+  }
+  at::Tensor dw = at::empty({C, 1, kTaps}, options);
+  const T* s = sum.const_data_ptr<T>();
+  T* d = dw.mutable_data_ptr<T>();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t c0 = b * slab, count = std::min(slab, C - c0);
+    for (int t = 0; t < kTaps; ++t)
+      for (int64_t j = 0; j < count; ++j) d[(c0 + j) * kTaps + t] = s[b * kTaps * slab + t * count + j];
+  }
+  return dw;
+}
+
+// ---------------------------------------------------------------------------------------------
 
 template <typename T>
 void forward(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias,
@@ -702,13 +891,75 @@ at::ScalarType compute_dtype(at::ScalarType dtype) {
   return dtype == at::kDouble ? at::kDouble : at::kFloat;
 }
 
+// Transposed before the conversion and converted before the transpose back: the compute dtype is
+// never narrower than the caller's, so each transpose moves the fewer bytes.
 at::Tensor to_channels_last(const at::Tensor& t, at::ScalarType dtype) {
-  return t.to(dtype).contiguous(at::MemoryFormat::ChannelsLast);
+  return as_channels_last(t).to(dtype);
 }
 
 // Converts a channels_last float result back to the caller's dtype and memory format.
 at::Tensor finish(const at::Tensor& result, at::ScalarType dtype, at::MemoryFormat format) {
-  return result.to(dtype).contiguous(format);
+  return in_memory_format(result.to(dtype), format);
+}
+
+// The NCHW depthwise layers of runs_in_slabs. bfloat16 runs on its own bits (float32 sums), float16
+// on a float32 copy, float32 and float64 as they are.
+at::Tensor depthwise_forward_in_slabs(const at::Tensor& input, const at::Tensor& weight,
+                                      const std::optional<at::Tensor>& bias, int64_t out_h, int64_t out_w,
+                                      const ConvParams& p) {
+  const bool bf16 = input.scalar_type() == at::kBFloat16;
+  const auto dtype = compute_dtype(input.scalar_type());
+  const at::Tensor x = bf16 ? input : input.to(dtype);
+  at::Tensor y = at::empty({x.size(0), x.size(1), out_h, out_w}, x.options());
+  const std::vector<TapMap> maps = {forward_tap_map(geometry(1, x.size(2), x.size(3), out_h, out_w, p))};
+  const at::Tensor packed = pack_depthwise_weight(weight, dtype);
+  const at::Tensor b = bias.has_value() && bias->defined() ? bias->to(dtype).contiguous() : at::Tensor();
+  if (bf16) {
+    depthwise_slabs<float, uint16_t>(maps, x, y, packed, b.defined() ? b.const_data_ptr<float>() : nullptr);
+  } else {
+    AT_DISPATCH_FLOATING_TYPES(dtype, "skeleton_conv2d_cpu_nchw_depthwise", [&] {
+      depthwise_slabs<scalar_t>(maps, x, y, packed, b.defined() ? b.const_data_ptr<scalar_t>() : nullptr);
+    });
+  }
+  return y.to(input.scalar_type());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_backward_in_slabs(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const ConvParams& p,
+    std::array<bool, 3> output_mask) {
+  const bool bf16 = input.scalar_type() == at::kBFloat16;
+  const auto dtype = compute_dtype(input.scalar_type());
+  const at::Tensor dy = (bf16 ? grad_output : grad_output.to(dtype)).contiguous();
+  const at::Tensor x = bf16 ? input : input.to(dtype);
+  const auto none = [&] { return at::empty({0}, input.options()); };
+  at::Tensor grad_input = none(), grad_weight = none(), grad_bias = none();
+  if (output_mask[0]) {
+    at::Tensor dx = at::empty(x.sizes(), x.options());
+    const std::vector<TapMap> classes = input_grad_classes(dy.narrow(0, 0, 1), dx.narrow(0, 0, 1), p);
+    const at::Tensor packed = pack_depthwise_weight(weight, dtype);
+    if (bf16) {
+      depthwise_slabs<float, uint16_t>(classes, dy, dx, packed, nullptr);
+    } else {
+      AT_DISPATCH_FLOATING_TYPES(dtype, "skeleton_conv2d_input_grad_cpu_nchw_depthwise",
+                                 [&] { depthwise_slabs<scalar_t>(classes, dy, dx, packed, nullptr); });
+    }
+    grad_input = dx.to(input.scalar_type());
+  }
+  if (output_mask[1]) {
+    const TapMap map = forward_tap_map(geometry(1, x.size(2), x.size(3), dy.size(2), dy.size(3), p));
+    at::Tensor dw;
+    if (bf16) {
+      dw = depthwise_weight_grad_slabs<float, uint16_t>(map, dy, x);
+    } else {
+      AT_DISPATCH_FLOATING_TYPES(dtype, "skeleton_conv2d_weight_grad_cpu_nchw_depthwise",
+                                 [&] { dw = depthwise_weight_grad_slabs<scalar_t>(map, dy, x); });
+    }
+    grad_weight = dw.to(weight.scalar_type());
+  }
+  if (output_mask[2]) {
+    grad_bias = at::sum(grad_output, {0, 2, 3}, false, dtype).to(weight.scalar_type());
+  }
+  return {grad_input, grad_weight, grad_bias};
 }
 
 }  // namespace
@@ -723,13 +974,16 @@ at::Tensor skeleton_conv2d_cpu(
     int64_t groups) {
   const ConvParams p = make_params(stride, padding, dilation, groups);
   const auto out_hw = check_forward_args(input, weight, bias, p);
+  if (runs_in_slabs(input, weight, groups, out_hw[0], out_hw[1])) {
+    return depthwise_forward_in_slabs(input, weight.contiguous(), bias, out_hw[0], out_hw[1], p);
+  }
   if (native_bf16(input, weight, groups)) {
-    const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+    const at::Tensor x = as_channels_last(input);
     at::Tensor y = empty_channels_last(input.size(0), weight.size(0), out_hw[0], out_hw[1], x.options());
     if (y.numel() > 0) {
       forward_bf16(x, weight.contiguous(), bias, y, p);
     }
-    return y.contiguous(input.suggest_memory_format());
+    return in_memory_format(y, input.suggest_memory_format());
   }
   const auto dtype = compute_dtype(input.scalar_type());
   const at::Tensor x = to_channels_last(input, dtype);
@@ -756,6 +1010,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cpu(
     std::array<bool, 3> output_mask) {
   const ConvParams p = make_params(stride, padding, dilation, groups);
   check_backward_args(grad_output, input, weight, p);
+  if (runs_in_slabs(input, weight, groups, grad_output.size(2), grad_output.size(3))) {
+    return depthwise_backward_in_slabs(grad_output, input, weight.contiguous(), p, output_mask);
+  }
   const auto dtype = compute_dtype(input.scalar_type());
   const bool native = native_bf16(input, weight, groups);
   // grad_output in the compute dtype, for every gradient that computes in it.
@@ -763,7 +1020,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cpu(
   if ((!native && (output_mask[0] || output_mask[1])) || output_mask[2]) {
     dy = to_channels_last(grad_output, dtype);
   }
-  const at::Tensor dy16 = native ? grad_output.contiguous(at::MemoryFormat::ChannelsLast) : at::Tensor();
+  const at::Tensor dy16 = native ? as_channels_last(grad_output) : at::Tensor();
   const at::Tensor w = native ? at::Tensor() : weight.to(dtype).contiguous();
   // A masked-out gradient is an empty tensor of its own (outputs of an op must not alias).
   const auto none = [&] { return at::empty({0}, input.options()); };
@@ -774,7 +1031,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cpu(
     if (dx.numel() > 0) {
       input_grad_bf16(dy16, weight.contiguous(), dx, p);
     }
-    grad_input = dx.contiguous(input.suggest_memory_format());
+    grad_input = in_memory_format(dx, input.suggest_memory_format());
   } else if (output_mask[0]) {
     at::Tensor dx = empty_channels_last(input.size(0), input.size(1), input.size(2), input.size(3), dy.options());
     if (dx.numel() > 0) {
@@ -785,7 +1042,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cpu(
 
   at::Tensor grad_weight = none();
   if (native && output_mask[1]) {
-    grad_weight = weight_grad_bf16(dy16, input.contiguous(at::MemoryFormat::ChannelsLast), weight, p);
+    grad_weight = weight_grad_bf16(dy16, as_channels_last(input), weight, p);
   } else if (output_mask[1]) {
     const at::Tensor x = to_channels_last(input, dtype);
     at::Tensor dw;

@@ -728,6 +728,114 @@ void depthwise_wgrad_impl(const DepthwiseWgradArgs<T, S>& a, int64_t begin, int6
 // ---------------------------------------------------------------------------------------------
 // Dispatch on the block width chosen by the caller (args.vectors).
 
+// ---------------------------------------------------------------------------------------------
+// Transposes between NCHW and channels_last (TransposeArgs): L x L tiles transposed in registers,
+// log2(L) rounds of two-vector shuffles (AVX-512: vpermt2ps), so a tile costs L loads, L stores
+// and L log2(L) shuffles instead of L * L scalar moves.
+
+template <int Bytes>
+struct BitsOf;
+template <>
+struct BitsOf<2> { typedef uint16_t type; typedef int16_t index; };
+template <>
+struct BitsOf<4> { typedef uint32_t type; typedef int32_t index; };
+template <>
+struct BitsOf<8> { typedef uint64_t type; typedef int64_t index; };
+
+template <int... I>
+struct LaneSeq {};
+template <int N, int... I>
+struct MakeLaneSeq : MakeLaneSeq<N - 1, N - 1, I...> {};
+template <int... I>
+struct MakeLaneSeq<0, I...> { typedef LaneSeq<I...> type; };
+
+// Round D of the tile transpose (rows i and i + D, i & D == 0): in every 2D-lane block, the new
+// row i takes the lower D lanes of row i then the lower D of row i + D; the new row i + D the upper
+// D of each. Lane k of the result, as a __builtin_shufflevector index (L + k: lane k of b).
+constexpr int transpose_lane(int k, int d, bool upper, int lanes) {
+  return (k % (2 * d) < d ? (k / (2 * d)) * 2 * d + k % (2 * d) : lanes + (k / (2 * d)) * 2 * d + k % (2 * d) - d) +
+         (upper ? d : 0);
+}
+
+template <typename V, int L, int D, bool Upper, int... I>
+inline V transpose_shuffle(V a, V b, LaneSeq<I...>) {
+#if defined(__clang__) || __GNUC__ >= 12
+  return __builtin_shufflevector(a, b, transpose_lane(I, D, Upper, L)...);
+#else
+  typedef typename VecOf<typename BitsOf<sizeof(a[0])>::index, L>::type mask_t;
+  const mask_t mask = {transpose_lane(I, D, Upper, L)...};
+  return __builtin_shuffle(a, b, mask);
+#endif
+}
+
+template <typename V, int L, int D>
+inline __attribute__((always_inline)) void transpose_rounds(V* r) {
+  if constexpr (D >= 1) {
+    for (int i = 0; i < L; ++i) {
+      if ((i & D) == 0) {
+        const V lower = transpose_shuffle<V, L, D, false>(r[i], r[i + D], typename MakeLaneSeq<L>::type{});
+        const V upper = transpose_shuffle<V, L, D, true>(r[i], r[i + D], typename MakeLaneSeq<L>::type{});
+        r[i] = lower;
+        r[i + D] = upper;
+      }
+    }
+    transpose_rounds<V, L, D / 2>(r);
+  }
+}
+
+// b[j][i] = a[i][j] for i, j < L.
+template <typename E, int L>
+inline void transpose_tile(const E* a, int64_t lda, E* b, int64_t ldb) {
+  typedef typename VecOf<E, L>::type vec;
+  vec r[L];
+  for (int i = 0; i < L; ++i) r[i] = load_vec<vec>(a + i * lda);
+  transpose_rounds<vec, L, L / 2>(r);
+  for (int i = 0; i < L; ++i) store_vec(b + i * ldb, r[i]);
+}
+
+// b[j][i] = a[i][j] for i < rows, j < cols: whole tiles, then the edges element by element.
+template <typename E, int L>
+void transpose_block(const E* a, int64_t lda, E* b, int64_t ldb, int64_t rows, int64_t cols) {
+  int64_t i = 0;
+  for (; i + L <= rows; i += L) {
+    int64_t j = 0;
+    for (; j + L <= cols; j += L) transpose_tile<E, L>(a + i * lda + j, lda, b + j * ldb + i, ldb);
+    for (; j < cols; ++j)
+      for (int r = 0; r < L; ++r) b[j * ldb + i + r] = a[(i + r) * lda + j];
+  }
+  for (; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) b[j * ldb + i] = a[i * lda + j];
+}
+
+inline int64_t transpose_items_impl(const TransposeArgs& a) {
+  return a.matrices * ceil_div(a.rows, kTransposeBlock) * ceil_div(a.cols, kTransposeBlock);
+}
+
+template <typename E, int L>
+void transpose_items_of(const TransposeArgs& a, int64_t begin, int64_t end) {
+  const int64_t row_blocks = ceil_div(a.rows, kTransposeBlock), col_blocks = ceil_div(a.cols, kTransposeBlock);
+  const E* src = static_cast<const E*>(a.src);
+  E* dst = static_cast<E*>(a.dst);
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t m = item / (row_blocks * col_blocks);
+    const int64_t i0 = item / col_blocks % row_blocks * kTransposeBlock, j0 = item % col_blocks * kTransposeBlock;
+    transpose_block<E, L>(src + m * a.src_matrix_stride + i0 * a.src_ld + j0, a.src_ld,
+                          dst + m * a.dst_matrix_stride + j0 * a.dst_ld + i0, a.dst_ld,
+                          min_i64(kTransposeBlock, a.rows - i0), min_i64(kTransposeBlock, a.cols - j0));
+  }
+}
+
+// VB: bytes per vector register. 16-bit elements take half-width vectors (their 32-lane shuffles
+// need AVX512BW, which the avx512 family does not assume).
+template <int VB>
+void transpose_impl(const TransposeArgs& a, int64_t begin, int64_t end) {
+  switch (a.elem_size) {
+    case 2: return transpose_items_of<uint16_t, VB / 4>(a, begin, end);
+    case 4: return transpose_items_of<uint32_t, VB / 4>(a, begin, end);
+    case 8: return transpose_items_of<uint64_t, VB / 8>(a, begin, end);
+  }
+}
+
 // The depthwise kernels on bfloat16 activations: float32 tables only.
 template <typename T, int L>
 struct Bf16Activations {
@@ -814,6 +922,8 @@ struct Kernels {
         Bf16Activations<T, L>::depthwise,
         Bf16Activations<T, L>::depthwise_wgrad_items,
         Bf16Activations<T, L>::depthwise_wgrad,
+        &transpose_items_impl,
+        &transpose_impl<L * sizeof(T)>,
     };
     return &kTable;
   }
