@@ -76,6 +76,8 @@ def test_end_to_end_variants_keep_shapes_and_run(monkeypatch):
     (row,) = result["rows"]
     assert row["dense_ms"] > 0 and row["skeleton_ms"] > 0 and row["bound"] >= 1.0
     assert end_to_end.run(torch.device("cpu"), ["eager"], rounds=1, steps=1, amp_dtype=torch.bfloat16)["amp"] == "torch.bfloat16"
+    nchw = end_to_end.run(torch.device("cpu"), ["eager"], rounds=1, steps=1, memory_format="nchw")
+    assert nchw["memory_format"] == "nchw" and nchw["rows"][0]["skeleton_ms"] > 0
 
 
 def test_gpu_rows_name_the_kernels_that_ran(monkeypatch):
