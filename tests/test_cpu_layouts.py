@@ -74,12 +74,18 @@ def test_nchw_same_bits_as_channels_last(isa, dtype, config, cpu_isa):
             torch.testing.assert_close(grad.double(), grad_cl.double(), rtol=rtol, atol=atol * scale)
 
 
+@pytest.mark.parametrize("config", [LAYERS[0], LAYERS[1], LAYERS[5]], ids=config_id)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_nchw_depthwise_is_deterministic(dtype):
-    config = LAYERS[1]
+def test_nchw_bits_do_not_depend_on_threads(dtype, config):
     x, weight, bias = make_tensors(config, dtype)
     first = forward_and_grads(skeleton_cuda.skeleton_conv2d, x, weight, bias, config)
-    again = forward_and_grads(skeleton_cuda.skeleton_conv2d, x, weight, bias, config, first[1])
-    assert torch.equal(first[0], again[0])
-    for a, b in zip(first[2], again[2]):
-        assert (a is None and b is None) or torch.equal(a, b)
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 3):
+            torch.set_num_threads(count)
+            again = forward_and_grads(skeleton_cuda.skeleton_conv2d, x, weight, bias, config, first[1])
+            assert torch.equal(first[0], again[0])
+            for a, b in zip(first[2], again[2]):
+                assert (a is None and b is None) or torch.equal(a, b)
+    finally:
+        torch.set_num_threads(threads)

@@ -633,14 +633,15 @@ void depthwise_slabs(const std::vector<TapMap>& maps, const at::Tensor& src, at:
 }
 
 // The depthwise weight gradient (C, 1, 5) in T from NCHW dy and x; `map`: the forward map of one
-// image. One partial sum per item, added up over the images in a fixed order.
+// image. One partial sum per item, added up over the images in a fixed order: partial[n] holds
+// each slab's [5][its channels] from column 5 * (its first channel), so every column is written.
 template <typename T, typename S = T>
 at::Tensor depthwise_weight_grad_slabs(const TapMap& map, const at::Tensor& dy, const at::Tensor& x) {
   const int64_t batch = x.size(0), C = x.size(1);
   const int64_t src_plane = x.size(2) * x.size(3), dst_plane = dy.size(2) * dy.size(3);
   const int64_t slab = slab_channels(C, std::max(src_plane, dst_plane)), blocks = ceil_div(C, slab);
   const auto options = x.options().dtype(c10::CppTypeToScalarType<T>::value);
-  at::Tensor partial = at::empty({batch, blocks * kTaps * slab}, options);
+  at::Tensor partial = at::empty({batch, kTaps * C}, options);
   T* partial_data = partial.mutable_data_ptr<T>();
   const auto kernel = depthwise_wgrad_kernels(kernels<T>(), static_cast<const S*>(nullptr));
   at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
@@ -654,7 +655,7 @@ at::Tensor depthwise_weight_grad_slabs(const TapMap& map, const at::Tensor& dy, 
       args.map = map;
       args.src = xs.get();
       args.dy = dys.get();
-      args.dw = partial_data + item * kTaps * slab;  // [5][count]
+      args.dw = partial_data + n * kTaps * C + kTaps * c0;  // [5][count]
       args.channels = count;
       args.bands = 1;
       kernel.second(args, 0, kernel.first(args));
@@ -667,7 +668,7 @@ at::Tensor depthwise_weight_grad_slabs(const TapMap& map, const at::Tensor& dy, 
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t c0 = b * slab, count = std::min(slab, C - c0);
     for (int t = 0; t < kTaps; ++t)
-      for (int64_t j = 0; j < count; ++j) d[(c0 + j) * kTaps + t] = s[b * kTaps * slab + t * count + j];
+      for (int64_t j = 0; j < count; ++j) d[(c0 + j) * kTaps + t] = s[kTaps * c0 + t * count + j];
   }
   return dw;
 }
