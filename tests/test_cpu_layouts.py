@@ -18,14 +18,16 @@ def layer(n, cin, cout, h, w, stride=(1, 1), padding=(1, 1), dilation=(1, 1), gr
 
 # Depthwise layers: slabs of 16 channels with a partial last one (40 on a 30 x 29 plane); two slabs
 # of a small plane, 256 channels and 44 (300 on 8 x 8, strided and dilated); input-gradient classes
-# with few taps or none (stride 3 across); a single row; a plane too large for a slab (257 x 256,
-# above 65,536 pixels: the whole tensor is converted). Dense and grouped layers: tiles of the
+# with few taps or none (stride 3 across); a single row; one image of one slab, split into row bands
+# (strided and dilated down the rows: bands of the input-gradient classes, and halo rows); a plane
+# too large for a slab (257 x 256, above 65,536 pixels: the whole tensor is converted). Dense and grouped layers: tiles of the
 # transpose with edges both ways, and 3 input channels (a network's first layer, all edge).
 LAYERS = [
     layer(2, 40, 40, 30, 29, groups=40),
     layer(1, 300, 300, 8, 8, stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=300, bias=False),
     layer(3, 17, 17, 5, 40, stride=(1, 3), padding=(0, 3), dilation=(2, 1), groups=17),
     layer(2, 24, 24, 1, 33, groups=24),
+    layer(1, 16, 16, 45, 20, stride=(2, 1), padding=(2, 1), dilation=(2, 1), groups=16),
     layer(1, 2, 2, 257, 256, stride=(2, 1), groups=2),
     layer(2, 19, 21, 13, 21),
     layer(1, 12, 18, 11, 14, stride=(2, 2), groups=3, bias=False),
