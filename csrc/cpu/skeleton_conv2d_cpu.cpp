@@ -652,93 +652,111 @@ RowBand row_band(const std::vector<TapMap>& maps, int64_t r0, int64_t r1) {
   return band;
 }
 
+// How a layer splits into (image, slab, band) items, for `maps` of one image whose destination has
+// dst_h x dst_w pixels per plane.
+struct SlabPlan {
+  int64_t channels = 0, slab = 0, blocks = 0, band_rows = 0, dst_h = 0;
+  std::vector<RowBand> bands;
+
+  struct Item {
+    int64_t n, block, c0, count;  // image; slab: index, first channel, channels
+    int64_t band_index;
+    const RowBand* band;
+    int64_t r0, rows;             // the band's destination rows
+  };
+  int64_t items(int64_t batch) const { return batch * blocks * static_cast<int64_t>(bands.size()); }
+  Item item(int64_t i) const {
+    const int64_t num_bands = static_cast<int64_t>(bands.size());
+    const int64_t n = i / (blocks * num_bands), b = i / num_bands % blocks, k = i % num_bands;
+    const int64_t r0 = k * band_rows;
+    return {n, b, b * slab, std::min(slab, channels - b * slab), k, &bands[k], r0, std::min(band_rows, dst_h - r0)};
+  }
+};
+
+SlabPlan slab_plan(const std::vector<TapMap>& maps, int64_t batch, int64_t C, int64_t src_plane, int64_t dst_h,
+                   int64_t dst_w) {
+  SlabPlan plan;
+  plan.channels = C;
+  plan.slab = slab_channels(C, std::max(src_plane, dst_h * dst_w));
+  plan.blocks = ceil_div(C, plan.slab);
+  plan.dst_h = dst_h;
+  plan.band_rows = ceil_div(dst_h, slab_bands(batch, plan.blocks, dst_h));
+  for (int64_t r0 = 0; r0 < dst_h; r0 += plan.band_rows) {
+    plan.bands.push_back(row_band(maps, r0, std::min(dst_h, r0 + plan.band_rows)));
+  }
+  return plan;
+}
+
 // Depthwise over NCHW src and dst for `maps` of one image (the forward map, or the input
 // gradient's classes). packed: [5][C] in T; bias: [C] or nullptr.
 template <typename T, typename S = T>
 void depthwise_slabs(const std::vector<TapMap>& maps, const at::Tensor& src, at::Tensor& dst, const at::Tensor& packed,
                      const T* bias) {
-  const int64_t batch = src.size(0), C = src.size(1);
-  const int64_t src_plane = src.size(2) * src.size(3), dst_plane = dst.size(2) * dst.size(3);
-  const int64_t slab = slab_channels(C, std::max(src_plane, dst_plane)), blocks = ceil_div(C, slab);
+  const int64_t batch = src.size(0), C = src.size(1), src_w = src.size(3), dst_w = dst.size(3);
+  const int64_t src_plane = src.size(2) * src_w, dst_plane = dst.size(2) * dst_w;
+  const SlabPlan plan = slab_plan(maps, batch, C, src_plane, dst.size(2), dst_w);
+  const int64_t slab = plan.slab;
   // Each block's weights as the kernel takes them, [5][its channels], kTaps * slab apart.
-  std::vector<T> slab_weight(blocks * kTaps * slab);
+  std::vector<T> slab_weight(plan.blocks * kTaps * slab);
   const T* w = packed.const_data_ptr<T>();
-  for (int64_t b = 0; b < blocks; ++b) {
+  for (int64_t b = 0; b < plan.blocks; ++b) {
     const int64_t c0 = b * slab, count = std::min(slab, C - c0);
     for (int t = 0; t < kTaps; ++t)
       for (int64_t j = 0; j < count; ++j) slab_weight[b * kTaps * slab + t * count + j] = w[t * C + c0 + j];
   }
-  // Row bands: the destination rows, and the source rows each band reads.
-  const int64_t src_w = src.size(3), dst_h = dst.size(2), dst_w = dst.size(3);
-  const int64_t bands = slab_bands(batch, blocks, dst_h), band_rows = ceil_div(dst_h, bands);
-  std::vector<RowBand> row_bands;
-  for (int64_t r0 = 0; r0 < dst_h; r0 += band_rows) {
-    row_bands.push_back(row_band(maps, r0, std::min(dst_h, r0 + band_rows)));
-  }
-  const int64_t num_bands = static_cast<int64_t>(row_bands.size());
   const auto kernel = depthwise_kernels(kernels<T>(), static_cast<const S*>(nullptr));
   const S* src_data = elements<S>(src);
   S* dst_data = mutable_elements<S>(dst);
-  at::parallel_for(0, batch * blocks * num_bands, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, plan.items(batch), 1, [&](int64_t begin, int64_t end) {
     // Uninitialized (every element is written before it is read): zeroing them cost a pass each.
     const std::unique_ptr<S[]> in(new S[slab * src_plane]), out(new S[slab * dst_plane]);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / (blocks * num_bands), b = item / num_bands % blocks, k = item % num_bands;
-      const int64_t c0 = b * slab, count = std::min(slab, C - c0);
-      const RowBand& band = row_bands[k];
-      const int64_t r0 = k * band_rows, rows = std::min(band_rows, dst_h - r0);
-      slab_to_channels_last(src_data, C, src_plane, n, c0, count, band.src_first * src_w, band.src_rows * src_w,
-                            in.get());
+    for (int64_t i = begin; i < end; ++i) {
+      const SlabPlan::Item it = plan.item(i);
+      slab_to_channels_last(src_data, C, src_plane, it.n, it.c0, it.count, it.band->src_first * src_w,
+                            it.band->src_rows * src_w, in.get());
       DepthwiseArgs<T, S> args;
-      args.maps = band.maps.data();
-      args.num_maps = static_cast<int>(band.maps.size());
+      args.maps = it.band->maps.data();
+      args.num_maps = static_cast<int>(it.band->maps.size());
       args.src = in.get();
       args.dst = out.get();
-      args.weight = slab_weight.data() + b * kTaps * slab;
-      args.bias = bias != nullptr ? bias + c0 : nullptr;
-      args.channels = count;
+      args.weight = slab_weight.data() + it.block * kTaps * slab;
+      args.bias = bias != nullptr ? bias + it.c0 : nullptr;
+      args.channels = it.count;
       kernel.second(args, 0, kernel.first(args));
-      slab_from_channels_last(out.get(), C, dst_plane, n, c0, count, r0 * dst_w, rows * dst_w, dst_data);
+      slab_from_channels_last(out.get(), C, dst_plane, it.n, it.c0, it.count, it.r0 * dst_w, it.rows * dst_w,
+                              dst_data);
     }
   });
 }
 
 // The depthwise weight gradient (C, 1, 5) in T from NCHW dy and x; `map`: the forward map of one
-// image. One partial sum per item, added up over the images and bands in a fixed order: partial[n
-// * bands + band] holds each slab's [5][its channels] from column 5 * (its first channel), so every
-// column is written.
+// image. One partial sum per item, added up over the images and bands in a fixed order: the row of
+// (image n, band k), n * bands + k, holds each slab's [5][its channels] from column 5 * (its first
+// channel), so every column is written.
 template <typename T, typename S = T>
 at::Tensor depthwise_weight_grad_slabs(const TapMap& map, const at::Tensor& dy, const at::Tensor& x) {
-  const int64_t batch = x.size(0), C = x.size(1);
-  const int64_t src_plane = x.size(2) * x.size(3), dst_plane = dy.size(2) * dy.size(3);
-  const int64_t slab = slab_channels(C, std::max(src_plane, dst_plane)), blocks = ceil_div(C, slab);
-  const int64_t src_w = x.size(3), dst_h = dy.size(2), dst_w = dy.size(3);
-  const int64_t bands = slab_bands(batch, blocks, dst_h), band_rows = ceil_div(dst_h, bands);
-  std::vector<RowBand> row_bands;
-  for (int64_t r0 = 0; r0 < dst_h; r0 += band_rows) {
-    row_bands.push_back(row_band({map}, r0, std::min(dst_h, r0 + band_rows)));
-  }
-  const int64_t num_bands = static_cast<int64_t>(row_bands.size());
+  const int64_t batch = x.size(0), C = x.size(1), src_w = x.size(3), dst_w = dy.size(3);
+  const int64_t src_plane = x.size(2) * src_w, dst_plane = dy.size(2) * dst_w;
+  const SlabPlan plan = slab_plan({map}, batch, C, src_plane, dy.size(2), dst_w);
+  const int64_t slab = plan.slab, num_bands = static_cast<int64_t>(plan.bands.size());
   const auto options = x.options().dtype(c10::CppTypeToScalarType<T>::value);
-  at::Tensor partial = at::empty({batch * num_bands, kTaps * C}, options);  // per (image, band)
+  at::Tensor partial = at::empty({batch * num_bands, kTaps * C}, options);
   T* partial_data = partial.mutable_data_ptr<T>();
   const auto kernel = depthwise_wgrad_kernels(kernels<T>(), static_cast<const S*>(nullptr));
-  at::parallel_for(0, batch * blocks * num_bands, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, plan.items(batch), 1, [&](int64_t begin, int64_t end) {
     const std::unique_ptr<S[]> xs(new S[slab * src_plane]), dys(new S[slab * dst_plane]);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / (blocks * num_bands), b = item / num_bands % blocks, k = item % num_bands;
-      const int64_t c0 = b * slab, count = std::min(slab, C - c0);
-      const RowBand& band = row_bands[k];
-      const int64_t r0 = k * band_rows, rows = std::min(band_rows, dst_h - r0);
-      slab_to_channels_last(elements<S>(x), C, src_plane, n, c0, count, band.src_first * src_w,
-                            band.src_rows * src_w, xs.get());
-      slab_to_channels_last(elements<S>(dy), C, dst_plane, n, c0, count, r0 * dst_w, rows * dst_w, dys.get());
+    for (int64_t i = begin; i < end; ++i) {
+      const SlabPlan::Item it = plan.item(i);
+      slab_to_channels_last(elements<S>(x), C, src_plane, it.n, it.c0, it.count, it.band->src_first * src_w,
+                            it.band->src_rows * src_w, xs.get());
+      slab_to_channels_last(elements<S>(dy), C, dst_plane, it.n, it.c0, it.count, it.r0 * dst_w, it.rows * dst_w,
+                            dys.get());
       DepthwiseWgradArgs<T, S> args;
-      args.map = band.maps[0];
+      args.map = it.band->maps[0];
       args.src = xs.get();
       args.dy = dys.get();
-      args.dw = partial_data + (n * num_bands + k) * kTaps * C + kTaps * c0;  // [5][count]
-      args.channels = count;
+      args.dw = partial_data + (it.n * num_bands + it.band_index) * kTaps * C + kTaps * it.c0;  // [5][count]
+      args.channels = it.count;
       args.bands = 1;
       kernel.second(args, 0, kernel.first(args));
     }
@@ -747,7 +765,7 @@ at::Tensor depthwise_weight_grad_slabs(const TapMap& map, const at::Tensor& dy, 
   at::Tensor dw = at::empty({C, 1, kTaps}, options);
   const T* s = sum.const_data_ptr<T>();
   T* d = dw.mutable_data_ptr<T>();
-  for (int64_t b = 0; b < blocks; ++b) {
+  for (int64_t b = 0; b < plan.blocks; ++b) {
     const int64_t c0 = b * slab, count = std::min(slab, C - c0);
     for (int t = 0; t < kTaps; ++t)
       for (int64_t j = 0; j < count; ++j) d[(c0 + j) * kTaps + t] = s[kTaps * c0 + t * count + j];
