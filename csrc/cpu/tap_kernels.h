@@ -94,8 +94,8 @@ struct DepthwiseWgradArgs {
 // (2, 4 or 8: the bits are moved, whatever the type), rows src_ld elements apart in src and dst_ld
 // apart in dst. One image between NCHW and channels_last is one such matrix, (C x HW) <-> (HW x C):
 // ATen's strided copy does that at 10-25 GB/s on this project's 2-core VM, 4-20x slower than
-// a plain copy of the same bytes, which made NCHW layers pay more for the conversions than for the
-// convolution. Items are (matrix, block of rows, block of columns), kTransposeBlock on a side.
+// a plain copy of the same bytes (NCHW depthwise layers spent three times as long converting as
+// convolving). Items are (matrix, block of rows, block of columns), kTransposeBlock on a side.
 struct TransposeArgs {
   const void* src = nullptr;
   void* dst = nullptr;

@@ -726,21 +726,19 @@ void depthwise_wgrad_impl(const DepthwiseWgradArgs<T, S>& a, int64_t begin, int6
 }
 
 // ---------------------------------------------------------------------------------------------
-// Dispatch on the block width chosen by the caller (args.vectors).
-
-// ---------------------------------------------------------------------------------------------
 // Transposes between NCHW and channels_last (TransposeArgs): L x L tiles transposed in registers,
 // log2(L) rounds of two-vector shuffles (AVX-512: vpermt2ps), so a tile costs L loads, L stores
 // and L log2(L) shuffles instead of L * L scalar moves.
 
+// The signed lane index of __builtin_shuffle's mask for elements of `Bytes` bytes.
 template <int Bytes>
-struct BitsOf;
+struct LaneIndex;
 template <>
-struct BitsOf<2> { typedef uint16_t type; typedef int16_t index; };
+struct LaneIndex<2> { typedef int16_t type; };
 template <>
-struct BitsOf<4> { typedef uint32_t type; typedef int32_t index; };
+struct LaneIndex<4> { typedef int32_t type; };
 template <>
-struct BitsOf<8> { typedef uint64_t type; typedef int64_t index; };
+struct LaneIndex<8> { typedef int64_t type; };
 
 template <int... I>
 struct LaneSeq {};
@@ -762,7 +760,7 @@ inline V transpose_shuffle(V a, V b, LaneSeq<I...>) {
 #if defined(__clang__) || __GNUC__ >= 12
   return __builtin_shufflevector(a, b, transpose_lane(I, D, Upper, L)...);
 #else
-  typedef typename VecOf<typename BitsOf<sizeof(a[0])>::index, L>::type mask_t;
+  typedef typename VecOf<typename LaneIndex<sizeof(a[0])>::type, L>::type mask_t;
   const mask_t mask = {transpose_lane(I, D, Upper, L)...};
   return __builtin_shuffle(a, b, mask);
 #endif
@@ -835,6 +833,9 @@ void transpose_impl(const TransposeArgs& a, int64_t begin, int64_t end) {
     case 8: return transpose_items_of<uint64_t, VB / 8>(a, begin, end);
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch on the block width chosen by the caller (args.vectors).
 
 // The depthwise kernels on bfloat16 activations: float32 tables only.
 template <typename T, int L>
