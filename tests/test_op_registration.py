@@ -56,6 +56,17 @@ def test_opcheck_backward(memory_format, mask):
     torch.library.opcheck(torch.ops.skeleton_cuda.skeleton_conv2d_backward.default, args)
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_opcheck_depthwise(memory_format):
+    # NCHW depthwise layers take their own CPU path (slabs); their outputs' layout must match the fake kernels'.
+    x = torch.randn(2, 6, 9, 8).contiguous(memory_format=memory_format)
+    w, b = torch.randn(6, 1, 5), torch.randn(6)
+    torch.library.opcheck(torch.ops.skeleton_cuda.skeleton_conv2d.default, (x, w, b, [2, 1], [1, 2], [1, 2], 6))
+    grad_output = torch.randn(2, 6, 5, 8).contiguous(memory_format=memory_format)
+    torch.library.opcheck(torch.ops.skeleton_cuda.skeleton_conv2d_backward.default,
+                          (grad_output, x, w, [2, 1], [1, 2], [1, 2], 6, [True, True, True]))
+
+
 class _Net(torch.nn.Module):
     def __init__(self):
         super().__init__()
