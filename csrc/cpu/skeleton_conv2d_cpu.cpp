@@ -150,8 +150,10 @@ at::Tensor transposed_layout(const at::Tensor& t, bool to_channels_last) {
   return out;
 }
 
-// b = a transposed for one rows x cols matrix, on the calling thread.
-void transpose_here(const void* a, int64_t lda, void* b, int64_t ldb, int64_t rows, int64_t cols, int elem_size) {
+// b = a transposed for one rows x cols matrix, on the calling thread, by `table`'s transpose (looked
+// up once by the caller: the lookup reads SKELETON_CUDA_CPU_ISA, and may throw, outside any thread).
+void transpose_here(const KernelTable<float>& table, const void* a, int64_t lda, void* b, int64_t ldb, int64_t rows,
+                    int64_t cols, int elem_size) {
   TransposeArgs args;
   args.src = a;
   args.dst = b;
@@ -161,8 +163,7 @@ void transpose_here(const void* a, int64_t lda, void* b, int64_t ldb, int64_t ro
   args.src_ld = lda;
   args.dst_ld = ldb;
   args.elem_size = elem_size;
-  const KernelTable<float>* table = float_kernels();
-  table->transpose(args, 0, table->transpose_items(args));
+  table.transpose(args, 0, table.transpose_items(args));
 }
 
 bool transposable(const at::Tensor& t) {
@@ -277,6 +278,7 @@ void transpose_blocks(R* by_row, T* by_tap, int64_t groups, int64_t n, int64_t k
   const int64_t k_padded = pairs ? 2 * ceil_div(k, 2) : k;  // channel rows per tap in by_tap
   const int64_t row_tiles = ceil_div(block, kTile), channel_tiles = ceil_div(k, kTile);
   const int64_t tiles_per_block = row_tiles * channel_tiles;
+  const KernelTable<float>& table = *float_kernels();
   at::parallel_for(0, groups * blocks * tiles_per_block, 1, [&](int64_t begin, int64_t end) {
     // A tile's (row j, channel c, tap t) as [c][t][j]: the rows j of by_row transposed (each row's
     // nc * 5 elements are contiguous) by the kernels' transpose. Gathered element by element (1,280
@@ -294,7 +296,7 @@ void transpose_blocks(R* by_row, T* by_tap, int64_t groups, int64_t n, int64_t k
       R* row_base = by_row + (g * n + b * block + j0) * k * kTaps + c0 * kTaps;  // row j0, channel c0
       T* tap_base = by_tap + gb * kTaps * k_padded * block;
       if (to_taps) {
-        transpose_here(row_base, k * kTaps, staging, kTile, nj, nc * kTaps, sizeof(R));
+        transpose_here(table, row_base, k * kTaps, staging, kTile, nj, nc * kTaps, sizeof(R));
         for (int t = 0; t < kTaps; ++t) {
           for (int64_t c = 0; c < nc; ++c) {
             const R* run = staging[c * kTaps + t];
@@ -312,7 +314,7 @@ void transpose_blocks(R* by_row, T* by_tap, int64_t groups, int64_t n, int64_t k
         // there), then transposed back into the rows as R.
         for (int t = 0; t < kTaps; ++t)
           for (int64_t c = 0; c < nc; ++c) copy_run(tap_base + (t * k + c0 + c) * block + j0, staging[c * kTaps + t], nj);
-        transpose_here(staging, kTile, row_base, k * kTaps, nc * kTaps, nj, sizeof(R));
+        transpose_here(table, staging, kTile, row_base, k * kTaps, nc * kTaps, nj, sizeof(R));
       }
     }
   });
@@ -584,14 +586,14 @@ bool runs_in_slabs(const at::Tensor& input, const at::Tensor& weight, int64_t gr
 // Pixels [p0, p0 + pixels) of channels [c0, c0 + count) of image n: from their planes (NCHW, `plane`
 // pixels each) to and from a channels_last buffer (pixels x count).
 template <typename S>
-void slab_to_channels_last(const S* tensor, int64_t channels, int64_t plane, int64_t n, int64_t c0, int64_t count,
-                           int64_t p0, int64_t pixels, S* buffer) {
-  transpose_here(tensor + (n * channels + c0) * plane + p0, plane, buffer, count, count, pixels, sizeof(S));
+void slab_to_channels_last(const KernelTable<float>& table, const S* tensor, int64_t channels, int64_t plane, int64_t n,
+                           int64_t c0, int64_t count, int64_t p0, int64_t pixels, S* buffer) {
+  transpose_here(table, tensor + (n * channels + c0) * plane + p0, plane, buffer, count, count, pixels, sizeof(S));
 }
 template <typename S>
-void slab_from_channels_last(const S* buffer, int64_t channels, int64_t plane, int64_t n, int64_t c0, int64_t count,
-                             int64_t p0, int64_t pixels, S* tensor) {
-  transpose_here(buffer, count, tensor + (n * channels + c0) * plane + p0, plane, pixels, count, sizeof(S));
+void slab_from_channels_last(const KernelTable<float>& table, const S* buffer, int64_t channels, int64_t plane,
+                             int64_t n, int64_t c0, int64_t count, int64_t p0, int64_t pixels, S* tensor) {
+  transpose_here(table, buffer, count, tensor + (n * channels + c0) * plane + p0, plane, pixels, count, sizeof(S));
 }
 
 // Work items per layer the slabs aim for: with few images and channels, each slab's rows are split
@@ -707,6 +709,7 @@ void depthwise_slabs(const std::vector<TapMap>& maps, const at::Tensor& src, at:
       for (int64_t j = 0; j < count; ++j) slab_weight[b * kTaps * slab + t * count + j] = w[t * C + c0 + j];
   }
   const auto kernel = depthwise_kernels(kernels<T>(), static_cast<const S*>(nullptr));
+  const KernelTable<float>& table = *float_kernels();
   const S* src_data = elements<S>(src);
   S* dst_data = mutable_elements<S>(dst);
   at::parallel_for(0, plan.items(batch), 1, [&](int64_t begin, int64_t end) {
@@ -714,7 +717,7 @@ void depthwise_slabs(const std::vector<TapMap>& maps, const at::Tensor& src, at:
     const std::unique_ptr<S[]> in(new S[slab * src_plane]), out(new S[slab * dst_plane]);
     for (int64_t i = begin; i < end; ++i) {
       const SlabPlan::Item it = plan.item(i);
-      slab_to_channels_last(src_data, C, src_plane, it.n, it.c0, it.count, it.band->src_first * src_w,
+      slab_to_channels_last(table, src_data, C, src_plane, it.n, it.c0, it.count, it.band->src_first * src_w,
                             it.band->src_rows * src_w, in.get());
       DepthwiseArgs<T, S> args;
       args.maps = it.band->maps.data();
@@ -725,7 +728,7 @@ void depthwise_slabs(const std::vector<TapMap>& maps, const at::Tensor& src, at:
       args.bias = bias != nullptr ? bias + it.c0 : nullptr;
       args.channels = it.count;
       kernel.second(args, 0, kernel.first(args));
-      slab_from_channels_last(out.get(), C, dst_plane, it.n, it.c0, it.count, it.r0 * dst_w, it.rows * dst_w,
+      slab_from_channels_last(table, out.get(), C, dst_plane, it.n, it.c0, it.count, it.r0 * dst_w, it.rows * dst_w,
                               dst_data);
     }
   });
@@ -745,13 +748,14 @@ at::Tensor depthwise_weight_grad_slabs(const TapMap& map, const at::Tensor& dy, 
   at::Tensor partial = at::empty({batch * num_bands, kTaps * C}, options);
   T* partial_data = partial.mutable_data_ptr<T>();
   const auto kernel = depthwise_wgrad_kernels(kernels<T>(), static_cast<const S*>(nullptr));
+  const KernelTable<float>& table = *float_kernels();
   at::parallel_for(0, plan.items(batch), 1, [&](int64_t begin, int64_t end) {
     const std::unique_ptr<S[]> xs(new S[slab * src_plane]), dys(new S[slab * dst_plane]);
     for (int64_t i = begin; i < end; ++i) {
       const SlabPlan::Item it = plan.item(i);
-      slab_to_channels_last(elements<S>(x), C, src_plane, it.n, it.c0, it.count, it.band->src_first * src_w,
+      slab_to_channels_last(table, elements<S>(x), C, src_plane, it.n, it.c0, it.count, it.band->src_first * src_w,
                             it.band->src_rows * src_w, xs.get());
-      slab_to_channels_last(elements<S>(dy), C, dst_plane, it.n, it.c0, it.count, it.r0 * dst_w, it.rows * dst_w,
+      slab_to_channels_last(table, elements<S>(dy), C, dst_plane, it.n, it.c0, it.count, it.r0 * dst_w, it.rows * dst_w,
                             dys.get());
       DepthwiseWgradArgs<T, S> args;
       args.map = it.band->maps[0];
