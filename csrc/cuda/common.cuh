@@ -47,6 +47,14 @@ static_assert(tap_col(0) == kTapCol[0] && tap_col(1) == kTapCol[1] && tap_col(2)
                   tap_col(3) == kTapCol[3] && tap_col(4) == kTapCol[4],
               "tap_col() disagrees with kTapCol (taps.h)");
 
+// The input pixel (ih, iw) that tap t of output pixel (oh, ow) reads; false where it falls in the
+// padding (the tap then adds nothing).
+C10_HOST_DEVICE inline bool tap_source(const ConvShape& s, int64_t oh, int64_t ow, int t, int64_t& ih, int64_t& iw) {
+  ih = oh * s.stride_h - s.pad_h + tap_row(t) * s.dil_h;
+  iw = ow * s.stride_w - s.pad_w + tap_col(t) * s.dil_w;
+  return ih >= 0 && ih < s.in_h && iw >= 0 && iw < s.in_w;
+}
+
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Blocks for a grid-stride loop over `count` items (count > 0). The cap keeps the grid legal;

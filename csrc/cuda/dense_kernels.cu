@@ -38,9 +38,8 @@ __global__ void dense_forward_kernel(const T* __restrict__ x, Strides xs, const 
     bool inside[kTaps];
 #pragma unroll
     for (int t = 0; t < kTaps; ++t) {
-      const int64_t ih = o.h * s.stride_h - s.pad_h + tap_row(t) * s.dil_h;
-      const int64_t iw = o.w * s.stride_w - s.pad_w + tap_col(t) * s.dil_w;
-      inside[t] = ih >= 0 && ih < s.in_h && iw >= 0 && iw < s.in_w;
+      int64_t ih, iw;
+      inside[t] = tap_source(s, o.h, o.w, t, ih, iw);
       offset[t] = inside[t] ? ih * xs.h + iw * xs.w : 0;
     }
 
@@ -130,9 +129,8 @@ __global__ void dense_weight_grad_partials_kernel(const T* __restrict__ x, const
     const T* xc = x + (n * s.in_channels + ci) * s.in_h * s.in_w;
 #pragma unroll
     for (int t = 0; t < kTaps; ++t) {
-      const int64_t ih = oh * s.stride_h - s.pad_h + tap_row(t) * s.dil_h;
-      const int64_t iw = ow * s.stride_w - s.pad_w + tap_col(t) * s.dil_w;
-      if (ih >= 0 && ih < s.in_h && iw >= 0 && iw < s.in_w) {
+      int64_t ih, iw;
+      if (tap_source(s, oh, ow, t, ih, iw)) {
         acc[t] += g * static_cast<acc_t>(xc[ih * s.in_w + iw]);
       }
     }

@@ -57,9 +57,8 @@ __global__ void depthwise_forward_kernel(const T* __restrict__ x, const T* __res
     const T* xn = x + n * s.in_h * s.in_w * C + c;
 #pragma unroll
     for (int t = 0; t < kTaps; ++t) {
-      const int64_t ih = oh * s.stride_h - s.pad_h + tap_row(t) * s.dil_h;
-      const int64_t iw = ow * s.stride_w - s.pad_w + tap_col(t) * s.dil_w;
-      if (ih >= 0 && ih < s.in_h && iw >= 0 && iw < s.in_w) {
+      int64_t ih, iw;
+      if (tap_source(s, oh, ow, t, ih, iw)) {
         const Pack<T, V> xv = load_pack<V>(xn + (ih * s.in_w + iw) * C);
         const Pack<T, V> wv = load_pack<V>(w5 + t * C + c);
 #pragma unroll
@@ -159,9 +158,8 @@ __global__ void depthwise_weight_grad_partials_kernel(const T* __restrict__ x, c
       const T* xn = x + n * s.in_h * s.in_w * C + c;
 #pragma unroll
       for (int t = 0; t < kTaps; ++t) {
-        const int64_t ih = oh * s.stride_h - s.pad_h + tap_row(t) * s.dil_h;
-        const int64_t iw = ow * s.stride_w - s.pad_w + tap_col(t) * s.dil_w;
-        if (ih >= 0 && ih < s.in_h && iw >= 0 && iw < s.in_w) {
+        int64_t ih, iw;
+        if (tap_source(s, oh, ow, t, ih, iw)) {
           const Pack<T, V> xv = load_pack<V>(xn + (ih * s.in_w + iw) * C);
 #pragma unroll
           for (int j = 0; j < V; ++j) {

@@ -46,9 +46,8 @@ __global__ void depthwise_nchw_forward_kernel(const T* __restrict__ x, const T* 
     const T* xp = x + plane * s.in_h * s.in_w;
 #pragma unroll
     for (int t = 0; t < kTaps; ++t) {
-      const int64_t ih = oh * s.stride_h - s.pad_h + tap_row(t) * s.dil_h;
-      const int64_t iw = ow * s.stride_w - s.pad_w + tap_col(t) * s.dil_w;
-      if (ih >= 0 && ih < s.in_h && iw >= 0 && iw < s.in_w) {
+      int64_t ih, iw;
+      if (tap_source(s, oh, ow, t, ih, iw)) {
         acc += static_cast<acc_t>(w[c * kTaps + t]) * static_cast<acc_t>(xp[ih * s.in_w + iw]);
       }
     }
@@ -116,9 +115,8 @@ __global__ void depthwise_nchw_weight_grad_partials_kernel(const T* __restrict__
     const T* xp = x + plane * in_plane;
 #pragma unroll
     for (int t = 0; t < kTaps; ++t) {
-      const int64_t ih = oh * s.stride_h - s.pad_h + tap_row(t) * s.dil_h;
-      const int64_t iw = ow * s.stride_w - s.pad_w + tap_col(t) * s.dil_w;
-      if (ih >= 0 && ih < s.in_h && iw >= 0 && iw < s.in_w) {
+      int64_t ih, iw;
+      if (tap_source(s, oh, ow, t, ih, iw)) {
         acc[t] += g * static_cast<acc_t>(xp[ih * s.in_w + iw]);
       }
     }
