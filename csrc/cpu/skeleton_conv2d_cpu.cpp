@@ -1023,6 +1023,13 @@ at::Tensor finish(const at::Tensor& result, at::ScalarType dtype, at::MemoryForm
   return in_memory_format(result.to(dtype), format);
 }
 
+// The bias gradient: grad_output summed over images and pixels in the compute dtype (16-bit types in
+// float32), in its own layout, rounded to the weight's dtype. Converting grad_output first, as the
+// native bfloat16 layers did only for this, was a transpose and a copy to no purpose.
+at::Tensor bias_grad(const at::Tensor& grad_output, at::ScalarType compute, at::ScalarType weight_dtype) {
+  return at::sum(grad_output, {0, 2, 3}, false, compute).to(weight_dtype);
+}
+
 // The NCHW depthwise layers of runs_in_slabs. bfloat16 runs on its own bits (float32 sums), float16
 // on a float32 copy, float32 and float64 as they are.
 at::Tensor depthwise_forward_in_slabs(const at::Tensor& input, const at::Tensor& weight,
@@ -1078,7 +1085,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_backward_in_slabs(
     grad_weight = dw.to(weight.scalar_type());
   }
   if (output_mask[2]) {
-    grad_bias = at::sum(grad_output, {0, 2, 3}, false, dtype).to(weight.scalar_type());
+    grad_bias = bias_grad(grad_output, dtype, weight.scalar_type());
   }
   return {grad_input, grad_weight, grad_bias};
 }
@@ -1136,9 +1143,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cpu(
   }
   const auto dtype = compute_dtype(input.scalar_type());
   const bool native = native_bf16(input, weight, groups);
-  // grad_output in the compute dtype, for every gradient that computes in it.
+  // grad_output in the compute dtype, for the gradients whose kernels compute in it (the bias
+  // gradient sums grad_output as it is, below).
   at::Tensor dy;
-  if ((!native && (output_mask[0] || output_mask[1])) || output_mask[2]) {
+  if (!native && (output_mask[0] || output_mask[1])) {
     dy = to_channels_last(grad_output, dtype);
   }
   const at::Tensor dy16 = native ? as_channels_last(grad_output) : at::Tensor();
@@ -1173,7 +1181,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cpu(
 
   at::Tensor grad_bias = none();
   if (output_mask[2]) {
-    grad_bias = dy.sum({0, 2, 3}).to(weight.scalar_type());
+    grad_bias = bias_grad(grad_output, dtype, weight.scalar_type());
   }
   return {grad_input, grad_weight, grad_bias};
 }
