@@ -1,8 +1,7 @@
 """The native bfloat16 CPU kernels. Dense and grouped layers on AVX512_BF16 (the forward, input
 gradient and weight gradient, csrc/cpu/tap_kernels_avx512_bf16.cpp): the float64 oracle, PyTorch's
 rounding, channel pairs that never reach into the next group, and the path they take (skipped on
-other CPUs). Depthwise layers on every ISA (the float32 kernels converting in registers): the same
-bits as computing on a float32 copy."""
+other CPUs). Depthwise layers, in bfloat16 and float16: test_cpu_depthwise_16bit.py."""
 
 import pytest
 import torch
@@ -146,45 +145,3 @@ def test_native_kernels_run_where_they_should(cpu_isa):
     assert results(groups=4) == [False, False, False]  # depthwise: the float32 kernels
     cpu_isa("avx512")
     assert results(groups=1) == [False, False, False]
-
-
-DEPTHWISE = [
-    dict(n=2, cin=95, cout=95, h=9, w=29, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=95, bias=True),
-    dict(n=1, cin=95, cout=95, h=12, w=40, stride=(2, 2), padding=(0, 3), dilation=(2, 3), groups=95, bias=False),
-    dict(n=3, cin=7, cout=7, h=5, w=6, stride=(1, 2), padding=(2, 1), dilation=(1, 1), groups=7, bias=True),
-    dict(n=1, cin=64, cout=64, h=14, w=14, stride=(2, 2), padding=(1, 1), dilation=(1, 1), groups=64, bias=True),
-    # 48 = one group of 32 channel pairs (AVX-512) + 16: the pair path's single-group blocks
-    dict(n=2, cin=48, cout=48, h=7, w=9, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=48, bias=True),
-]
-
-
-@pytest.mark.parametrize("isa", ["avx512_bf16", "avx512", "avx2", "generic"])
-@pytest.mark.parametrize("config", DEPTHWISE, ids=config_id)
-def test_depthwise_bfloat16_is_the_float32_result_rounded(isa, config, cpu_isa):
-    # Converting in registers instead of on a float32 copy changes nothing but the bytes moved: the
-    # output and all three gradients must be the float32 path's, rounded by PyTorch, bit for bit
-    # (NaNs included: a NaN with every payload bit set in the input).
-    if not cpu_isa_supported(isa):
-        pytest.skip(f"this CPU lacks {isa}")
-    cpu_isa(isa)
-    nchw = DEPTHWISE.index(config) == 2
-    x, w, b = make_tensors(config, torch.bfloat16, memory_format=torch.contiguous_format if nchw else torch.channels_last)
-    x.view(torch.int16)[0, 0, 0, 0] = 0x7FFF
-    args = (list(config["stride"]), list(config["padding"]), list(config["dilation"]), config["groups"])
-    y = ops.skeleton_conv2d(x, w, b, *args)
-    gy = torch.randn(y.shape).to(torch.bfloat16).contiguous(memory_format=torch.contiguous_format if nchw else torch.channels_last)
-    grads = ops.skeleton_conv2d_backward(gy, x, w, *args, [True, True, b is not None])
-    f32 = lambda t: None if t is None else t.float()
-    y32 = ops.skeleton_conv2d(f32(x), f32(w), f32(b), *args)
-    grads32 = ops.skeleton_conv2d_backward(f32(gy), f32(x), f32(w), *args, [True, True, b is not None])
-    for name, got, want in zip(("output", "grad_input", "grad_weight", "grad_bias"), (y, *grads), (y32, *grads32)):
-        if want.numel() == 0:
-            continue
-        want = want.to(torch.bfloat16)
-        assert got.dtype == torch.bfloat16 and got.shape == want.shape, name
-        # NaN bits differ inside PyTorch itself (c10's scalar rounding gives 0x7FC0, ATen's vectorized
-        # copies 0xFFFF); a NaN must stay a NaN, every other value be the same bits.
-        assert torch.equal(got.isnan(), want.isnan()) and got.isnan().any() == (name in ("output", "grad_weight")), name
-        finite = ~want.isnan()
-        assert torch.equal(got.view(torch.int16)[finite], want.view(torch.int16)[finite]), name
-    assert y.is_contiguous(memory_format=torch.contiguous_format if nchw else torch.channels_last)

@@ -35,9 +35,10 @@ LAYERS = [
 ]
 
 # Each instruction set's transpose for 4-, 2- and 8-byte elements (float32, bfloat16 and float16,
-# float64), and the best kernels in every dtype.
+# float64), the float16 conversions of the depthwise kernels, and the best kernels in every dtype.
 CASES = [("avx512", torch.float32), ("avx2", torch.float32), ("generic", torch.float32),
-         ("avx2", torch.bfloat16), ("generic", torch.bfloat16), ("avx2", torch.float64), ("generic", torch.float64),
+         ("avx2", torch.bfloat16), ("generic", torch.bfloat16), ("avx2", torch.float16), ("generic", torch.float16),
+         ("avx2", torch.float64), ("generic", torch.float64),
          (None, torch.bfloat16), (None, torch.float16), (None, torch.float64)]
 
 

@@ -56,13 +56,15 @@ def test_opcheck_backward(memory_format, mask):
     torch.library.opcheck(torch.ops.skeleton_cuda.skeleton_conv2d_backward.default, args)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
-def test_opcheck_depthwise(memory_format):
-    # NCHW depthwise layers take their own CPU path (slabs); their outputs' layout must match the fake kernels'.
-    x = torch.randn(2, 6, 9, 8).contiguous(memory_format=memory_format)
-    w, b = torch.randn(6, 1, 5), torch.randn(6)
+def test_opcheck_depthwise(memory_format, dtype):
+    # NCHW depthwise layers take their own CPU path (slabs), and 16-bit ones run on their own bits;
+    # their outputs' layout must match the fake kernels' (a transposed bfloat16 grad_weight did not).
+    x = torch.randn(2, 6, 9, 8).to(dtype).contiguous(memory_format=memory_format)
+    w, b = torch.randn(6, 1, 5).to(dtype), torch.randn(6).to(dtype)
     torch.library.opcheck(torch.ops.skeleton_cuda.skeleton_conv2d.default, (x, w, b, [2, 1], [1, 2], [1, 2], 6))
-    grad_output = torch.randn(2, 6, 5, 8).contiguous(memory_format=memory_format)
+    grad_output = torch.randn(2, 6, 5, 8).to(dtype).contiguous(memory_format=memory_format)
     torch.library.opcheck(torch.ops.skeleton_cuda.skeleton_conv2d_backward.default,
                           (grad_output, x, w, [2, 1], [1, 2], [1, 2], 6, [True, True, True]))
 
@@ -124,6 +126,32 @@ def test_autocast_cpu_runs_in_bfloat16_like_conv2d():
     out.float().sum().backward()
     assert w.grad is not None and w.grad.dtype == torch.float32
     assert b.grad is not None
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_compiled_mobilenet_block_trains_under_autocast(memory_format):
+    # The AMP recipe on the CPU: float32 parameters, bfloat16 autocast, a depthwise layer between
+    # dense ones, compiled with inductor, which checks every output's strides against the fake
+    # kernels' (a bfloat16 depthwise grad_weight came back transposed and failed that check).
+    torch._dynamo.reset()
+    net = torch.nn.Sequential(SkeletonConv2d(4, 16), torch.nn.ReLU(), SkeletonConv2d(16, 16, groups=16),
+                              torch.nn.ReLU(), SkeletonConv2d(16, 8, stride=2, bias=False))
+    x = torch.randn(2, 4, 12, 12).contiguous(memory_format=memory_format)
+
+    def step(model):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(x).float().square().mean()
+        loss.backward()
+        grads = [p.grad.clone() for p in net.parameters()]
+        net.zero_grad()
+        return loss, grads
+
+    loss_c, grads_c = step(torch.compile(net, fullgraph=True))
+    loss_e, grads_e = step(net)
+    torch.testing.assert_close(loss_c, loss_e)
+    for gc, ge in zip(grads_c, grads_e):
+        assert gc.dtype == torch.float32
+        torch.testing.assert_close(gc, ge)
 
 
 @pytest.mark.parametrize("config", GRADCHECK_CONFIGS[:3])

@@ -5,9 +5,9 @@
 // contiguous channel vectors. NCHW inputs of dense and grouped layers are converted on the way in
 // and the result converted back (by the kernels' transpose), so the output keeps the input's memory
 // format, as nn.Conv2d's does; NCHW depthwise layers run in slabs instead (depthwise_slabs).
-// float16 and bfloat16 are computed in float32, except bfloat16 depthwise layers, and dense and
-// grouped ones on CPUs with AVX512_BF16 (native kernels, below); float64 (gradcheck) has its own
-// kernels.
+// bfloat16 and float16 depthwise layers, and bfloat16 dense and grouped ones on CPUs with
+// AVX512_BF16, run on their own bits with float32 sums (native_16bit, below); other float16 and
+// bfloat16 layers compute on a float32 copy; float64 (gradcheck) has its own kernels.
 #include <ATen/Dispatch.h>
 #include <ATen/Functions.h>
 #include <ATen/Parallel.h>
@@ -38,7 +38,7 @@ namespace {
 
 bool cpu_has_avx512() {
 #if defined(__x86_64__) && defined(__GNUC__)
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 #else
   return false;
 #endif
@@ -54,7 +54,7 @@ bool cpu_has_avx512_bf16() {
 
 bool cpu_has_avx2() {
 #if defined(__x86_64__) && defined(__GNUC__)
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 #else
   return false;
 #endif
@@ -79,11 +79,11 @@ Isa selected_isa() {
     return Isa::kGeneric;
   }
   if (isa == "avx2") {
-    TORCH_CHECK(cpu_has_avx2(), "SKELETON_CUDA_CPU_ISA=avx2, but this CPU has no AVX2 and FMA");
+    TORCH_CHECK(cpu_has_avx2(), "SKELETON_CUDA_CPU_ISA=avx2, but this CPU lacks AVX2, FMA or F16C");
     return Isa::kAvx2;
   }
   if (isa == "avx512") {
-    TORCH_CHECK(cpu_has_avx512(), "SKELETON_CUDA_CPU_ISA=avx512, but this CPU has no AVX-512F");
+    TORCH_CHECK(cpu_has_avx512(), "SKELETON_CUDA_CPU_ISA=avx512, but this CPU lacks AVX-512F, FMA or F16C");
     return Isa::kAvx512;
   }
   if (isa == "avx512_bf16") {
@@ -436,7 +436,7 @@ at::Tensor pack_depthwise_weight(const at::Tensor& w, at::ScalarType dtype) {
   return w.to(dtype).view({w.size(0), kTaps}).t().contiguous();
 }
 
-// Activations as the kernels see them: T itself, or bfloat16 bit patterns.
+// Activations as the kernels see them: T itself, or bfloat16 or float16 bit patterns.
 template <typename S>
 const S* elements(const at::Tensor& t) {
   return t.const_data_ptr<S>();
@@ -444,6 +444,10 @@ const S* elements(const at::Tensor& t) {
 template <>
 const uint16_t* elements<uint16_t>(const at::Tensor& t) {
   return reinterpret_cast<const uint16_t*>(t.const_data_ptr<at::BFloat16>());
+}
+template <>
+const Float16Bits* elements<Float16Bits>(const at::Tensor& t) {
+  return reinterpret_cast<const Float16Bits*>(t.const_data_ptr<at::Half>());
 }
 template <typename S>
 S* mutable_elements(at::Tensor& t) {
@@ -460,6 +464,11 @@ std::pair<int64_t (*)(const DepthwiseArgs<float, uint16_t>&), void (*)(const Dep
 depthwise_kernels(const KernelTable<float>* table, const uint16_t*) {
   return {table->depthwise_bf16_items, table->depthwise_bf16};
 }
+std::pair<int64_t (*)(const DepthwiseArgs<float, Float16Bits>&),
+          void (*)(const DepthwiseArgs<float, Float16Bits>&, int64_t, int64_t)>
+depthwise_kernels(const KernelTable<float>* table, const Float16Bits*) {
+  return {table->depthwise_fp16_items, table->depthwise_fp16};
+}
 template <typename T>
 std::pair<int64_t (*)(const DepthwiseWgradArgs<T>&), void (*)(const DepthwiseWgradArgs<T>&, int64_t, int64_t)>
 depthwise_wgrad_kernels(const KernelTable<T>* table, const T*) {
@@ -469,6 +478,11 @@ std::pair<int64_t (*)(const DepthwiseWgradArgs<float, uint16_t>&),
           void (*)(const DepthwiseWgradArgs<float, uint16_t>&, int64_t, int64_t)>
 depthwise_wgrad_kernels(const KernelTable<float>* table, const uint16_t*) {
   return {table->depthwise_wgrad_bf16_items, table->depthwise_wgrad_bf16};
+}
+std::pair<int64_t (*)(const DepthwiseWgradArgs<float, Float16Bits>&),
+          void (*)(const DepthwiseWgradArgs<float, Float16Bits>&, int64_t, int64_t)>
+depthwise_wgrad_kernels(const KernelTable<float>* table, const Float16Bits*) {
+  return {table->depthwise_wgrad_fp16_items, table->depthwise_wgrad_fp16};
 }
 
 // Depthwise over the pixels of all `maps` (which share dst_row_step), one destination row per item.
@@ -881,13 +895,31 @@ at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& x, const at::Tens
 }
 
 // ---------------------------------------------------------------------------------------------
-// bfloat16 layers that run on the bfloat16 tensors themselves, float32 sums, bfloat16 results:
-// dense and grouped ones on CPUs with AVX512_BF16 (the GEMMs of tap_kernels_avx512_bf16.cpp), and
-// depthwise ones everywhere (the float32 depthwise kernels, converting in registers: the same
-// bits as computing on a float32 copy, for half the bytes).
+// 16-bit layers that run on the 16-bit tensors themselves, float32 sums, results rounded once:
+// bfloat16 and float16 depthwise layers everywhere (the float32 depthwise kernels, converting in
+// registers: the same bits as computing on a float32 copy, for half the bytes), and dense and
+// grouped bfloat16 ones on CPUs with AVX512_BF16 (the GEMMs of tap_kernels_avx512_bf16.cpp). Dense
+// and grouped float16 layers compute on a float32 copy: without AVX512_FP16 a float16 GEMM would
+// convert every broadcast input, and the copy is small next to their arithmetic.
 
-bool native_bf16(const at::Tensor& input, const at::Tensor& weight, int64_t groups) {
-  return input.scalar_type() == at::kBFloat16 && (is_depthwise(weight, groups) || bf16_kernels() != nullptr);
+bool native_16bit(const at::Tensor& input, const at::Tensor& weight, int64_t groups) {
+  const at::ScalarType dtype = input.scalar_type();
+  if (is_depthwise(weight, groups)) {
+    return dtype == at::kBFloat16 || dtype == at::kHalf;
+  }
+  return dtype == at::kBFloat16 && bf16_kernels() != nullptr;
+}
+
+// Calls f(S{}) with S the kernels' storage type for 16-bit activations of `dtype`: uint16_t
+// (bfloat16 bits) or Float16Bits.
+template <typename F>
+void with_16bit_storage(at::ScalarType dtype, F&& f) {
+  TORCH_INTERNAL_ASSERT(dtype == at::kBFloat16 || dtype == at::kHalf);
+  if (dtype == at::kBFloat16) {
+    f(uint16_t{});
+  } else {
+    f(Float16Bits{});
+  }
 }
 
 // The output block width of the bf16 kernels for n produced channels, in vectors, and in channels.
@@ -946,13 +978,16 @@ class Bf16GatherGemm {
   at::Tensor packed_, packed_bias_, zeros_;
 };
 
-// x, y: bfloat16 channels_last; w: (G*n, k, 5).
-void forward_bf16(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias, at::Tensor& y,
-                  const ConvParams& p) {
+// x, y: 16-bit channels_last (native_16bit); w: (G*n, k, 5).
+void forward_16bit(const at::Tensor& x, const at::Tensor& w, const std::optional<at::Tensor>& bias, at::Tensor& y,
+                   const ConvParams& p) {
   const TapMap map = forward_tap_map(geometry(x.size(0), x.size(2), x.size(3), y.size(2), y.size(3), p));
   if (is_depthwise(w, p.groups)) {
     const at::Tensor b = bias.has_value() && bias->defined() ? bias->to(at::kFloat) : at::Tensor();
-    depthwise<float, uint16_t>({map}, x, y, pack_depthwise_weight(w, at::kFloat), b.defined() ? b.const_data_ptr<float>() : nullptr);
+    const at::Tensor packed = pack_depthwise_weight(w, at::kFloat);
+    with_16bit_storage(x.scalar_type(), [&](auto storage) {
+      depthwise<float, decltype(storage)>({map}, x, y, packed, b.defined() ? b.const_data_ptr<float>() : nullptr);
+    });
     return;
   }
   const int64_t n = w.size(0) / p.groups, k = w.size(1);
@@ -960,14 +995,19 @@ void forward_bf16(const at::Tensor& x, const at::Tensor& w, const std::optional<
   Bf16GatherGemm(pairs, k, n, bias, x).run(map, x, y);
 }
 
-// dy, x: bfloat16 channels_last; returns the bfloat16 weight gradient (G*n, k, 5), summed in float32.
-at::Tensor weight_grad_bf16(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w, const ConvParams& p) {
+// dy, x: 16-bit channels_last (native_16bit); returns the weight gradient (G*n, k, 5) in their dtype,
+// summed in float32.
+at::Tensor weight_grad_16bit(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w, const ConvParams& p) {
   const TapMap map = forward_tap_map(geometry(x.size(0), x.size(2), x.size(3), dy.size(2), dy.size(3), p));
   if (map.batch * map.grid_h * map.grid_w == 0) {
     return at::zeros_like(w);
   }
   if (is_depthwise(w, p.groups)) {
-    return depthwise_weight_grad<float, uint16_t>(map, dy, x, p.groups).to(at::kBFloat16);
+    at::Tensor dw;
+    with_16bit_storage(x.scalar_type(), [&](auto storage) {
+      dw = depthwise_weight_grad<float, decltype(storage)>(map, dy, x, p.groups);
+    });
+    return dw.to(x.scalar_type());
   }
   const Bf16KernelTable* table = bf16_kernels();
   const int64_t groups = p.groups, k = w.size(1), n = w.size(0) / groups;
@@ -993,10 +1033,14 @@ at::Tensor weight_grad_bf16(const at::Tensor& dy, const at::Tensor& x, const at:
   return unpack_weight_grad<float, at::BFloat16>(dw, groups, k, n);
 }
 
-// dy, dx: bfloat16 channels_last; reduces over the output channels with the transposed weight.
-void input_grad_bf16(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const ConvParams& p) {
+// dy, dx: 16-bit channels_last (native_16bit); reduces over the output channels with the transposed
+// weight.
+void input_grad_16bit(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx, const ConvParams& p) {
   if (is_depthwise(w, p.groups)) {
-    depthwise<float, uint16_t>(input_grad_classes(dy, dx, p), dy, dx, pack_depthwise_weight(w, at::kFloat), nullptr);
+    const at::Tensor packed = pack_depthwise_weight(w, at::kFloat);
+    with_16bit_storage(dy.scalar_type(), [&](auto storage) {
+      depthwise<float, decltype(storage)>(input_grad_classes(dy, dx, p), dy, dx, packed, nullptr);
+    });
     return;
   }
   const int64_t k = w.size(1), n = w.size(0) / p.groups;  // produces k, reduces over n
@@ -1030,20 +1074,22 @@ at::Tensor bias_grad(const at::Tensor& grad_output, at::ScalarType compute, at::
   return at::sum(grad_output, {0, 2, 3}, false, compute).to(weight_dtype);
 }
 
-// The NCHW depthwise layers of runs_in_slabs. bfloat16 runs on its own bits (float32 sums), float16
-// on a float32 copy, float32 and float64 as they are.
+// The NCHW depthwise layers of runs_in_slabs. bfloat16 and float16 run on their own bits (float32
+// sums), float32 and float64 as they are.
 at::Tensor depthwise_forward_in_slabs(const at::Tensor& input, const at::Tensor& weight,
                                       const std::optional<at::Tensor>& bias, int64_t out_h, int64_t out_w,
                                       const ConvParams& p) {
-  const bool bf16 = input.scalar_type() == at::kBFloat16;
+  const bool narrow = native_16bit(input, weight, p.groups);
   const auto dtype = compute_dtype(input.scalar_type());
-  const at::Tensor x = bf16 ? input : input.to(dtype);
+  const at::Tensor x = narrow ? input : input.to(dtype);
   at::Tensor y = at::empty({x.size(0), x.size(1), out_h, out_w}, x.options());
   const std::vector<TapMap> maps = {forward_tap_map(geometry(1, x.size(2), x.size(3), out_h, out_w, p))};
   const at::Tensor packed = pack_depthwise_weight(weight, dtype);
   const at::Tensor b = bias.has_value() && bias->defined() ? bias->to(dtype).contiguous() : at::Tensor();
-  if (bf16) {
-    depthwise_slabs<float, uint16_t>(maps, x, y, packed, b.defined() ? b.const_data_ptr<float>() : nullptr);
+  if (narrow) {
+    with_16bit_storage(x.scalar_type(), [&](auto storage) {
+      depthwise_slabs<float, decltype(storage)>(maps, x, y, packed, b.defined() ? b.const_data_ptr<float>() : nullptr);
+    });
   } else {
     AT_DISPATCH_FLOATING_TYPES(dtype, "skeleton_conv2d_cpu_nchw_depthwise", [&] {
       depthwise_slabs<scalar_t>(maps, x, y, packed, b.defined() ? b.const_data_ptr<scalar_t>() : nullptr);
@@ -1055,18 +1101,20 @@ at::Tensor depthwise_forward_in_slabs(const at::Tensor& input, const at::Tensor&
 std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_backward_in_slabs(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight, const ConvParams& p,
     std::array<bool, 3> output_mask) {
-  const bool bf16 = input.scalar_type() == at::kBFloat16;
+  const bool narrow = native_16bit(input, weight, p.groups);
   const auto dtype = compute_dtype(input.scalar_type());
-  const at::Tensor dy = (bf16 ? grad_output : grad_output.to(dtype)).contiguous();
-  const at::Tensor x = bf16 ? input : input.to(dtype);
+  const at::Tensor dy = (narrow ? grad_output : grad_output.to(dtype)).contiguous();
+  const at::Tensor x = narrow ? input : input.to(dtype);
   const auto none = [&] { return at::empty({0}, input.options()); };
   at::Tensor grad_input = none(), grad_weight = none(), grad_bias = none();
   if (output_mask[0]) {
     at::Tensor dx = at::empty(x.sizes(), x.options());
     const std::vector<TapMap> classes = input_grad_classes(dy.narrow(0, 0, 1), dx.narrow(0, 0, 1), p);
     const at::Tensor packed = pack_depthwise_weight(weight, dtype);
-    if (bf16) {
-      depthwise_slabs<float, uint16_t>(classes, dy, dx, packed, nullptr);
+    if (narrow) {
+      with_16bit_storage(x.scalar_type(), [&](auto storage) {
+        depthwise_slabs<float, decltype(storage)>(classes, dy, dx, packed, nullptr);
+      });
     } else {
       AT_DISPATCH_FLOATING_TYPES(dtype, "skeleton_conv2d_input_grad_cpu_nchw_depthwise",
                                  [&] { depthwise_slabs<scalar_t>(classes, dy, dx, packed, nullptr); });
@@ -1076,8 +1124,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> depthwise_backward_in_slabs(
   if (output_mask[1]) {
     const TapMap map = forward_tap_map(geometry(1, x.size(2), x.size(3), dy.size(2), dy.size(3), p));
     at::Tensor dw;
-    if (bf16) {
-      dw = depthwise_weight_grad_slabs<float, uint16_t>(map, dy, x);
+    if (narrow) {
+      with_16bit_storage(x.scalar_type(), [&](auto storage) {
+        dw = depthwise_weight_grad_slabs<float, decltype(storage)>(map, dy, x);
+      });
     } else {
       AT_DISPATCH_FLOATING_TYPES(dtype, "skeleton_conv2d_weight_grad_cpu_nchw_depthwise",
                                  [&] { dw = depthwise_weight_grad_slabs<scalar_t>(map, dy, x); });
@@ -1105,11 +1155,11 @@ at::Tensor skeleton_conv2d_cpu(
   if (runs_in_slabs(input, weight, groups, out_hw[0], out_hw[1])) {
     return depthwise_forward_in_slabs(input, weight.contiguous(), bias, out_hw[0], out_hw[1], p);
   }
-  if (native_bf16(input, weight, groups)) {
+  if (native_16bit(input, weight, groups)) {
     const at::Tensor x = as_channels_last(input);
     at::Tensor y = empty_channels_last(input.size(0), weight.size(0), out_hw[0], out_hw[1], x.options());
     if (y.numel() > 0) {
-      forward_bf16(x, weight.contiguous(), bias, y, p);
+      forward_16bit(x, weight.contiguous(), bias, y, p);
     }
     return in_memory_format(y, input.suggest_memory_format());
   }
@@ -1142,7 +1192,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cpu(
     return depthwise_backward_in_slabs(grad_output, input, weight.contiguous(), p, output_mask);
   }
   const auto dtype = compute_dtype(input.scalar_type());
-  const bool native = native_bf16(input, weight, groups);
+  const bool native = native_16bit(input, weight, groups);
   // grad_output in the compute dtype, for the gradients whose kernels compute in it (the bias
   // gradient sums grad_output as it is, below).
   at::Tensor dy;
@@ -1158,7 +1208,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cpu(
   if (native && output_mask[0]) {
     at::Tensor dx = empty_channels_last(input.size(0), input.size(1), input.size(2), input.size(3), dy16.options());
     if (dx.numel() > 0) {
-      input_grad_bf16(dy16, weight.contiguous(), dx, p);
+      input_grad_16bit(dy16, weight.contiguous(), dx, p);
     }
     grad_input = in_memory_format(dx, input.suggest_memory_format());
   } else if (output_mask[0]) {
@@ -1171,7 +1221,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cpu(
 
   at::Tensor grad_weight = none();
   if (native && output_mask[1]) {
-    grad_weight = weight_grad_bf16(dy16, as_channels_last(input), weight, p);
+    // contiguous, as the fake kernel promises: the depthwise sums come back as a transposed view
+    grad_weight = weight_grad_16bit(dy16, as_channels_last(input), weight, p).contiguous();
   } else if (output_mask[1]) {
     const at::Tensor x = to_channels_last(input, dtype);
     at::Tensor dw;

@@ -53,13 +53,20 @@ struct WgradArgs {
   int vectors = 1;
 };
 
+// IEEE float16 bit patterns: how float16 activations are stored for the depthwise kernels (a type of
+// its own, so that overloads tell them from bfloat16's plain uint16_t bits).
+struct Float16Bits {
+  uint16_t bits;
+};
+
 // Depthwise (one input and one output channel per group):
 // dst[pixel][c] = bias[c] + sum over active taps a of src_a[pixel][c] * weight[tap[a]][c]
 // for the pixels of every map: the forward map, or all residue classes of the input gradient,
 // which share dst_row_step. An item is one whole destination row, written in one go.
-// S: how the activations are stored, T itself or (for T = float) bfloat16 bit patterns, converted
-// in registers (sums in T, results rounded as c10::BFloat16 rounds): memory-bound layers move half the
-// bytes, for the same bits as computing on a float32 copy.
+// S: how the activations are stored, T itself or (for T = float) bfloat16 (uint16_t) or float16
+// (Float16Bits) bit patterns, converted in registers (sums in T, results rounded to nearest even as
+// c10::BFloat16 and c10::Half round): memory-bound layers move half the bytes, for the same bits as
+// computing on a float32 copy.
 template <typename T, typename S = T>
 struct DepthwiseArgs {
   const TapMap* maps = nullptr;
@@ -127,6 +134,11 @@ struct KernelTable {
   void (*depthwise_bf16)(const DepthwiseArgs<T, uint16_t>&, int64_t begin, int64_t end);
   int64_t (*depthwise_wgrad_bf16_items)(const DepthwiseWgradArgs<T, uint16_t>&);
   void (*depthwise_wgrad_bf16)(const DepthwiseWgradArgs<T, uint16_t>&, int64_t begin, int64_t end);
+  // And on float16 activations (likewise).
+  int64_t (*depthwise_fp16_items)(const DepthwiseArgs<T, Float16Bits>&);
+  void (*depthwise_fp16)(const DepthwiseArgs<T, Float16Bits>&, int64_t begin, int64_t end);
+  int64_t (*depthwise_wgrad_fp16_items)(const DepthwiseWgradArgs<T, Float16Bits>&);
+  void (*depthwise_wgrad_fp16)(const DepthwiseWgradArgs<T, Float16Bits>&, int64_t begin, int64_t end);
   int64_t (*transpose_items)(const TransposeArgs&);
   void (*transpose)(const TransposeArgs&, int64_t begin, int64_t end);
 };

@@ -4,14 +4,15 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,fma"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx512f,fma,f16c"))), apply_to = function)
 #else
 #pragma GCC push_options
-#pragma GCC target("avx512f,fma")
+#pragma GCC target("avx512f,fma,f16c")
 #endif
 
 // Register budget: P * V accumulators + V weight vectors + 1 broadcast <= 32.
 #define SKELETON_ISA avx512
+#define SKELETON_F16C 1  // float16 conversions in one instruction (tap_kernels_impl.h)
 #define SKELETON_ISA_NAME "avx512"
 #define SKELETON_MAX_VECTORS 4
 #define SKELETON_TILE_ROWS(V) ((V) == 4 ? 6 : (V) == 3 ? 8 : (V) == 2 ? 12 : 14)

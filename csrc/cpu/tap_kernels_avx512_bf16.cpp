@@ -26,14 +26,15 @@
 #include <immintrin.h>  // intrinsics only: always-inline, nothing the linker could share
 
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma,f16c"))), apply_to = function)
 #else
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,fma")
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,fma,f16c")
 #endif
 
 // The float32 kernels' register budget and tiles (P * V accumulators + V weights + 1 broadcast).
 #define SKELETON_ISA avx512_bf16
+#define SKELETON_F16C 1  // float16 conversions in one instruction (tap_kernels_impl.h)
 #define SKELETON_ISA_NAME "avx512_bf16"
 #define SKELETON_MAX_VECTORS 4
 #define SKELETON_TILE_ROWS(V) ((V) == 4 ? 6 : (V) == 3 ? 8 : (V) == 2 ? 12 : 14)

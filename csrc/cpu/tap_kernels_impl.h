@@ -43,8 +43,8 @@ inline V broadcast(T x) {
   return x - V{};
 }
 
-// Elements as stored (T itself, or bfloat16 bit patterns for T = float) to and from vectors and
-// scalars of T. bfloat16 -> float is exact (the bits, shifted); float -> bfloat16 rounds as
+// Elements as stored (T itself, or bfloat16 or float16 bit patterns for T = float) to and from
+// vectors and scalars of T. bfloat16 -> float is exact (the bits, shifted); float -> bfloat16 rounds as
 // c10::BFloat16 does (round_to_nearest_even: to nearest even, every NaN to 0x7FC0).
 template <typename V, typename T>
 inline V load_elems(const T* p) {
@@ -122,6 +122,75 @@ inline void store_elems(uint16_t* p, V v) {
   __builtin_memcpy(p, &bits, sizeof(bits));
 }
 
+// float16 <-> float32, both exact up to the rounding to nearest even that c10::Half does. With
+// SKELETON_F16C (ISA files for x86 CPUs that have F16C: the AVX2 and AVX-512 ones) under GCC, one
+// vcvtph2ps / vcvtps2ph per vector. Elsewhere the same results from integer and float operations on
+// the bits, which touch no float subnormal, so DAZ / FTZ (torch.set_flush_denormal) cannot change
+// them. NaN stays NaN (F16C keeps the payload's top bits, the portable code gives 0x7E00).
+template <int L>
+inline typename VecOf<float, L>::type half_to_float(typename VecOf<uint16_t, L>::type h) {
+  typedef typename VecOf<float, L>::type fv;
+  typedef typename VecOf<uint32_t, L>::type u32v;
+#if defined(SKELETON_F16C) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  typedef typename VecOf<short, L>::type i16v;
+  if constexpr (L == 16) {
+    return __builtin_ia32_vcvtph2ps512_mask(reinterpret_cast<i16v>(h), fv{}, static_cast<unsigned short>(0xFFFF), 4);
+  } else if constexpr (L == 8) {
+    return __builtin_ia32_vcvtph2ps256(reinterpret_cast<i16v>(h));
+  }
+#endif
+  const u32v w = widen_u16<L>(h);
+  const u32v em = w & 0x7FFFu;  // exponent and mantissa
+  const u32v normal = (em << 13) + ((127u - 15u) << 23);
+  // A subnormal (or zero) half is m * 2^-24: (2^23 + m) - 2^23, exact, times 2^-24, a normal float.
+  const u32v subnormal = reinterpret_cast<u32v>((reinterpret_cast<fv>(em | 0x4B000000u) - 8388608.0f) * 0x1p-24f);
+  const u32v special = (em << 13) | 0x7F800000u;  // Inf and NaN (payload kept)
+  const u32v is_sub = reinterpret_cast<u32v>(em < 0x0400u), is_special = reinterpret_cast<u32v>(em >= 0x7C00u);
+  const u32v bits = (subnormal & is_sub) | (special & is_special) | (normal & ~(is_sub | is_special));
+  return reinterpret_cast<fv>(bits | ((w & 0x8000u) << 16));
+}
+
+template <int L>
+inline typename VecOf<uint16_t, L>::type float_to_half(typename VecOf<float, L>::type v) {
+  typedef typename VecOf<float, L>::type fv;
+  typedef typename VecOf<uint32_t, L>::type u32v;
+#if defined(SKELETON_F16C) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  typedef typename VecOf<uint16_t, L>::type u16v;
+  typedef typename VecOf<short, L>::type i16v;
+  if constexpr (L == 16) {  // imm 0: to nearest even, whatever MXCSR says
+    return reinterpret_cast<u16v>(__builtin_ia32_vcvtps2ph512_mask(v, 0, i16v{}, static_cast<unsigned short>(0xFFFF)));
+  } else if constexpr (L == 8) {
+    return reinterpret_cast<u16v>(__builtin_ia32_vcvtps2ph256(v, 0));
+  }
+#endif
+  const u32v u = reinterpret_cast<u32v>(v);
+  const u32v a = u & 0x7FFFFFFFu;  // |v|
+  // |v| >= 2^-14: rebias the exponent, round the 13 dropped bits to nearest even (a carry moves into
+  // the exponent, up to Inf at 65520).
+  const u32v normal = (a - 0x38000000u + 0xFFFu + ((a >> 13) & 1u)) >> 13;
+  // |v| < 2^-14: 0.5 + |v| rounds |v| to a multiple of 2^-24 (nearest even), the subnormal's mantissa.
+  const u32v subnormal = reinterpret_cast<u32v>(reinterpret_cast<fv>(a) + 0.5f) - 0x3F000000u;
+  const u32v is_sub = reinterpret_cast<u32v>(a < 0x38800000u);
+  const u32v is_nan = reinterpret_cast<u32v>(a > 0x7F800000u);
+  const u32v is_inf = reinterpret_cast<u32v>(a >= 0x47800000u) & ~is_nan;  // 2^16 and up, Inf
+  const u32v in_range = ~(is_sub | is_nan | is_inf);
+  const u32v bits = (subnormal & is_sub) | (normal & in_range) | (0x7C00u & is_inf) | (0x7E00u & is_nan);
+  return narrow_u32<L>(bits | ((u >> 16) & 0x8000u));
+}
+
+template <typename V>
+inline V load_elems(const Float16Bits* p) {
+  constexpr int L = sizeof(V) / sizeof(float);
+  return half_to_float<L>(load_vec<typename VecOf<uint16_t, L>::type>(p));
+}
+
+template <typename V>
+inline void store_elems(Float16Bits* p, V v) {
+  constexpr int L = sizeof(V) / sizeof(float);
+  const typename VecOf<uint16_t, L>::type bits = float_to_half<L>(v);
+  __builtin_memcpy(p, &bits, sizeof(bits));
+}
+
 template <typename T>
 inline T load_elem(const T* p) {
   return *p;
@@ -143,6 +212,30 @@ inline void store_elem(uint16_t* p, float f) {
   uint32_t u;
   __builtin_memcpy(&u, &f, 4);
   *p = f != f ? uint16_t{0x7FC0} : static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+// One float16 element: the vector conversions' results for it, so border pixels round as the
+// interior does.
+inline float load_elem(const Float16Bits* p) {
+#if defined(SKELETON_F16C) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  typedef short i16x8 __attribute__((vector_size(16)));
+  const i16x8 h = {static_cast<short>(p->bits)};
+  return __builtin_ia32_vcvtph2ps(h)[0];
+#else
+  typename VecOf<uint16_t, 4>::type h = {};
+  h[0] = p->bits;
+  return half_to_float<4>(h)[0];
+#endif
+}
+
+inline void store_elem(Float16Bits* p, float f) {
+  typedef typename VecOf<float, 4>::type f32x4;
+  const f32x4 v = {f};
+#if defined(SKELETON_F16C) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  p->bits = static_cast<uint16_t>(__builtin_ia32_vcvtps2ph(v, 0)[0]);
+#else
+  p->bits = float_to_half<4>(v)[0];
+#endif
 }
 
 // Source pointers of the active taps, and the destination pixel index, for `count` consecutive
@@ -837,25 +930,23 @@ void transpose_impl(const TransposeArgs& a, int64_t begin, int64_t end) {
 // ---------------------------------------------------------------------------------------------
 // Dispatch on the block width chosen by the caller (args.vectors).
 
-// The depthwise kernels on bfloat16 activations: float32 tables only.
-template <typename T, int L>
-struct Bf16Activations {
-  static constexpr int64_t (*depthwise_items)(const DepthwiseArgs<T, uint16_t>&) = nullptr;
-  static constexpr void (*depthwise)(const DepthwiseArgs<T, uint16_t>&, int64_t, int64_t) = nullptr;
-  static constexpr int64_t (*depthwise_wgrad_items)(const DepthwiseWgradArgs<T, uint16_t>&) = nullptr;
-  static constexpr void (*depthwise_wgrad)(const DepthwiseWgradArgs<T, uint16_t>&, int64_t, int64_t) = nullptr;
+// The depthwise kernels on 16-bit activations S (bfloat16 or float16 bits): float32 tables only.
+template <typename T, int L, typename S>
+struct NarrowActivations {
+  static constexpr int64_t (*depthwise_items)(const DepthwiseArgs<T, S>&) = nullptr;
+  static constexpr void (*depthwise)(const DepthwiseArgs<T, S>&, int64_t, int64_t) = nullptr;
+  static constexpr int64_t (*depthwise_wgrad_items)(const DepthwiseWgradArgs<T, S>&) = nullptr;
+  static constexpr void (*depthwise_wgrad)(const DepthwiseWgradArgs<T, S>&, int64_t, int64_t) = nullptr;
 };
 
-template <int L>
-struct Bf16Activations<float, L> {
-  static constexpr int64_t (*depthwise_items)(const DepthwiseArgs<float, uint16_t>&) =
-      &depthwise_items_impl<float, uint16_t>;
-  static constexpr void (*depthwise)(const DepthwiseArgs<float, uint16_t>&, int64_t, int64_t) =
-      &depthwise_impl<float, L, uint16_t>;
-  static constexpr int64_t (*depthwise_wgrad_items)(const DepthwiseWgradArgs<float, uint16_t>&) =
-      &depthwise_wgrad_items_impl<float, L, uint16_t>;
-  static constexpr void (*depthwise_wgrad)(const DepthwiseWgradArgs<float, uint16_t>&, int64_t, int64_t) =
-      &depthwise_wgrad_impl<float, L, uint16_t>;
+template <int L, typename S>
+struct NarrowActivations<float, L, S> {
+  static constexpr int64_t (*depthwise_items)(const DepthwiseArgs<float, S>&) = &depthwise_items_impl<float, S>;
+  static constexpr void (*depthwise)(const DepthwiseArgs<float, S>&, int64_t, int64_t) = &depthwise_impl<float, L, S>;
+  static constexpr int64_t (*depthwise_wgrad_items)(const DepthwiseWgradArgs<float, S>&) =
+      &depthwise_wgrad_items_impl<float, L, S>;
+  static constexpr void (*depthwise_wgrad)(const DepthwiseWgradArgs<float, S>&, int64_t, int64_t) =
+      &depthwise_wgrad_impl<float, L, S>;
 };
 
 template <typename T, int L>
@@ -919,10 +1010,14 @@ struct Kernels {
         &depthwise_impl<T, L, T>,
         &depthwise_wgrad_items_impl<T, L, T>,
         &depthwise_wgrad_impl<T, L, T>,
-        Bf16Activations<T, L>::depthwise_items,
-        Bf16Activations<T, L>::depthwise,
-        Bf16Activations<T, L>::depthwise_wgrad_items,
-        Bf16Activations<T, L>::depthwise_wgrad,
+        NarrowActivations<T, L, uint16_t>::depthwise_items,
+        NarrowActivations<T, L, uint16_t>::depthwise,
+        NarrowActivations<T, L, uint16_t>::depthwise_wgrad_items,
+        NarrowActivations<T, L, uint16_t>::depthwise_wgrad,
+        NarrowActivations<T, L, Float16Bits>::depthwise_items,
+        NarrowActivations<T, L, Float16Bits>::depthwise,
+        NarrowActivations<T, L, Float16Bits>::depthwise_wgrad_items,
+        NarrowActivations<T, L, Float16Bits>::depthwise_wgrad,
         &transpose_items_impl,
         &transpose_impl<L * sizeof(T)>,
     };
