@@ -138,3 +138,14 @@ def test_layers_without_channels(channels, dtype, memory_format):
 def test_input_without_rows(groups, memory_format):
     # tests/test_cuda.py runs the same check on the GPU.
     check_input_without_rows(groups, memory_format=memory_format)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 8], ids=["dense", "grouped", "depthwise"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_stride_beyond_the_image(groups, dtype, memory_format):
+    # Legal (a 1 x 1 output). The input gradient runs one tap map per residue class of the stride
+    # that holds pixels: looping over all stride_h x stride_w of them took 4 s at stride 4096.
+    config = dict(n=2, cin=8, cout=8, h=3, w=5, stride=(1 << 20, 1 << 19), padding=(1, 1), dilation=(1, 1),
+                  groups=groups, bias=True)
+    check_against_oracle(skeleton_cuda.skeleton_conv2d, config, dtype, memory_format=memory_format)

@@ -515,3 +515,17 @@ def test_layers_without_channels(simt, family, channels):
     torch.testing.assert_close(y, bias.view(1, -1, 1, 1).expand(2, cout, 5, 6).contiguous(), rtol=0, atol=0)
     assert dx.shape == x.shape and not dx.any()
     assert dw.shape == weight.shape and not dw.any()
+
+
+@pytest.mark.parametrize("family", ["tiled", "tensor_core", "tensor_core_nchw", "dense", "depthwise", "nchw"])
+def test_stride_beyond_the_image(simt, family):
+    """A stride far beyond the image (legal: a 1 x 1 output). The gather GEMMs' input gradient runs
+    one problem per residue class of the stride that holds pixels: all stride_h x stride_w of them,
+    as before, took seconds and gigabytes of host memory at stride 4096, and would not end at 2^20."""
+    if family.startswith("tensor_core") and not hasattr(simt, "tensor_core_forward"):
+        pytest.skip("no CUDA toolkit headers (cuda_bf16.h): the tensor-core file was not built")
+    groups = 8 if family in ("depthwise", "nchw") else 1
+    config = dict(n=2, cin=8, cout=8, h=3, w=5, stride=(1 << 20, 1 << 19), padding=(1, 1), dilation=(1, 1),
+                  groups=groups, bias=True)
+    dtype = torch.bfloat16 if family.startswith("tensor_core") else torch.float32
+    check_layer(simt, config, dtype, torch.channels_last, family=family)

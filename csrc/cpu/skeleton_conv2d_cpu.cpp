@@ -816,11 +816,13 @@ void forward(const at::Tensor& x, const at::Tensor& w, const std::optional<at::T
                  p.groups, k, n, vectors);
 }
 
-// The input gradient's tap maps: one per residue class of the input modulo the stride.
+// The input gradient's tap maps: one per residue class of the input modulo the stride that holds
+// pixels. A stride beyond the image's size is legal (a 1 x 1 output), and its other classes are
+// empty: looping over all of them took 4 s at stride 4096, and would not end at 2^20.
 std::vector<TapMap> input_grad_classes(const at::Tensor& dy, const at::Tensor& dx, const ConvParams& p) {
   std::vector<TapMap> classes;
-  for (int64_t rh = 0; rh < p.stride[0]; ++rh) {
-    for (int64_t rw = 0; rw < p.stride[1]; ++rw) {
+  for (int64_t rh = 0; rh < std::min(p.stride[0], dx.size(2)); ++rh) {
+    for (int64_t rw = 0; rw < std::min(p.stride[1], dx.size(3)); ++rw) {
       classes.push_back(input_grad_tap_map(geometry(dx.size(0), dx.size(2), dx.size(3), dy.size(2), dy.size(3), p), rh, rw));
     }
   }

@@ -5,6 +5,7 @@
 // not in these. Host-only.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <initializer_list>
 #include <vector>
@@ -36,12 +37,14 @@ inline GatherProblem forward_problem(const ConvShape& s) {
   return p;
 }
 
-// grad_input from grad_output and the transposed weight: one problem per residue class (rh, rw);
-// together they write every pixel of grad_input exactly once (a class no tap reaches gets zeros).
+// grad_input from grad_output and the transposed weight: one problem per residue class (rh, rw)
+// that holds pixels; together they write every pixel of grad_input exactly once (a class no tap
+// reaches gets zeros). A stride beyond the image's size leaves the other classes empty: building
+// them all cost seconds and gigabytes of host memory at stride 4096.
 inline std::vector<GatherProblem> input_grad_problems(const ConvShape& s) {
   std::vector<GatherProblem> problems;
-  for (int64_t rh = 0; rh < s.stride_h; ++rh) {
-    for (int64_t rw = 0; rw < s.stride_w; ++rw) {
+  for (int64_t rh = 0; rh < std::min(s.stride_h, s.in_h); ++rh) {
+    for (int64_t rw = 0; rw < std::min(s.stride_w, s.in_w); ++rw) {
       GatherProblem p;
       p.map = input_grad_gather_map(s.batch, s.in_h, s.in_w, s.out_h, s.out_w, s.stride_h, s.stride_w, s.pad_h,
                                     s.pad_w, s.dil_h, s.dil_w, rh, rw);
