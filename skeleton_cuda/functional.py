@@ -1,19 +1,31 @@
 """skeleton_conv2d: the functional form, with nn.Conv2d's argument conventions."""
 
+import operator
 import warnings
 
 import torch
 
-from . import ops
+from . import ops, transforms
 from .reference import skeleton_conv2d_reference
 
 
-def _pair(value, name):
-    if isinstance(value, int):
-        return [value, value]
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        return [int(value[0]), int(value[1])]
-    raise TypeError(f"skeleton_conv2d: expected {name} to be an int or a pair of ints, got {value!r}")
+def int_pair(value, name, caller="skeleton_conv2d"):
+    """[h, w] from an int or a sequence of one or two ints, as nn.Conv2d and F.conv2d take them.
+
+    Any integer with ``__index__`` counts (numpy integers from a config file, for one), so every
+    layer nn.Conv2d accepts converts; the results are Python ints, what the op's schema takes.
+    """
+    try:
+        if isinstance(value, (tuple, list)):
+            items = [operator.index(v) for v in value]
+            if len(items) in (1, 2):
+                return items * (3 - len(items))  # one value: both sides
+        else:
+            index = operator.index(value)
+            return [index, index]
+    except TypeError:
+        pass
+    raise TypeError(f"{caller}: expected {name} to be an int or a pair of ints, got {value!r}")
 
 
 def resolve_padding(padding, stride, dilation):
@@ -26,7 +38,7 @@ def resolve_padding(padding, stride, dilation):
                 raise ValueError("skeleton_conv2d: padding='same' is not supported for strided convolutions")
             return list(dilation)  # a 3x3 kernel with dilation d needs d on each side
         raise ValueError(f"skeleton_conv2d: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
-    return _pair(padding, "padding")
+    return int_pair(padding, "padding")
 
 
 _warned_no_cuda_kernels = False
@@ -64,16 +76,21 @@ def skeleton_conv2d(input, weight, bias=None, stride=1, padding=1, dilation=1, g
     Returns the (N, C_out, H_out, W_out) output in the input's memory format, equal to
     ``F.conv2d`` with the dense 3x3 kernel whose corners are zero.
     """
-    stride = _pair(stride, "stride")
-    dilation = _pair(dilation, "dilation")
+    stride = int_pair(stride, "stride")
+    dilation = int_pair(dilation, "dilation")
     padding = resolve_padding(padding, stride, dilation)
-    if not isinstance(groups, int):
-        raise TypeError(f"skeleton_conv2d: expected groups to be an int, got {groups!r}")
+    try:
+        groups = operator.index(groups)
+    except TypeError:
+        raise TypeError(f"skeleton_conv2d: expected groups to be an int, got {groups!r}") from None
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)
     if _use_compiled(input):
-        output = torch.ops.skeleton_cuda.skeleton_conv2d(input, weight, bias, stride, padding, dilation, groups)
+        if transforms.transforms_active():  # forward AD, torch.func: the op with its forward-mode rule
+            output = transforms.apply(input, weight, bias, stride, padding, dilation, groups)
+        else:
+            output = torch.ops.skeleton_cuda.skeleton_conv2d(input, weight, bias, stride, padding, dilation, groups)
     else:
         if weight.dim() != 3 or weight.shape[-1] != 5:
             raise ValueError(

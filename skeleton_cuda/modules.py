@@ -1,23 +1,27 @@
 """SkeletonConv2d: a drop-in nn.Conv2d(kernel_size=3) that stores and computes only the cross."""
 
 import math
+import operator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .functional import resolve_padding, skeleton_conv2d
+from .functional import int_pair, resolve_padding, skeleton_conv2d
 from .taps import dense_to_skeleton_weight, skeleton_to_dense_weight
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 def _pair(value, name):
-    if isinstance(value, int):
-        return (value, value)
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        return tuple(value)
-    raise TypeError(f"SkeletonConv2d: expected {name} to be an int or a pair of ints, got {value!r}")
+    return tuple(int_pair(value, name, "SkeletonConv2d"))
+
+
+def _int(value, name):
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"SkeletonConv2d: expected {name} to be an int, got {value!r}") from None
 
 
 def _take_parameters(target, source, weight):
@@ -61,6 +65,8 @@ class SkeletonConv2d(nn.Module):
             raise ValueError(
                 f"SkeletonConv2d: kernel_size must be 3 (the skeleton of a 3x3 kernel), got {kernel_size!r}"
             )
+        in_channels, out_channels = _int(in_channels, "in_channels"), _int(out_channels, "out_channels")
+        groups = _int(groups, "groups")
         if groups <= 0:
             raise ValueError(f"SkeletonConv2d: groups must be a positive integer, got {groups}")
         if in_channels % groups != 0:

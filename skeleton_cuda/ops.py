@@ -1,7 +1,7 @@
 """Python side of the compiled op: loading it, fake kernels, autograd.
 
 The schemas and the CPU/CUDA kernels are C++ (csrc/). Registering the fake kernels and the
-autograd formula here makes ``torch.ops.skeleton_cuda.skeleton_conv2d`` a single opaque node for
+autograd formulas (derivatives.py) here makes ``torch.ops.skeleton_cuda.skeleton_conv2d`` a single opaque node for
 torch.compile (fullgraph) and a differentiable op in eager mode.
 """
 
@@ -9,6 +9,8 @@ import warnings
 
 import torch
 from torch._prims_common import suggest_memory_format
+
+from . import derivatives
 
 try:
     from . import _C  # noqa: F401  (loading the library registers torch.ops.skeleton_cuda)
@@ -143,70 +145,20 @@ if HAS_COMPILED_OPS:
         grad_bias = weight.new_empty((weight.shape[0],)) if output_mask[2] else none()
         return grad_input, grad_weight, grad_bias
 
-    def _setup_context(ctx, inputs, output):
-        input, weight, bias, stride, padding, dilation, groups = inputs
-        ctx.save_for_backward(input, weight)
-        ctx.conv_args = (stride, padding, dilation, groups)
-        ctx.has_bias = bias is not None
+    # Reverse mode, with the ops themselves (derivatives.py), so higher orders work too. Forward
+    # mode and the torch.func transforms go through transforms.py.
+    _forward_op = torch.ops.skeleton_cuda.skeleton_conv2d
+    _backward_op = torch.ops.skeleton_cuda.skeleton_conv2d_backward
 
     def _backward(ctx, grad_output):
-        input, weight = ctx.saved_tensors
-        mask = [
-            ctx.needs_input_grad[0],
-            ctx.needs_input_grad[1],
-            ctx.has_bias and ctx.needs_input_grad[2],
-        ]
-        grads = torch.ops.skeleton_cuda.skeleton_conv2d_backward(
-            grad_output, input, weight, *ctx.conv_args, mask
-        )
-        grads = [g if wanted else None for g, wanted in zip(grads, mask)]
-        return grads[0], grads[1], grads[2], None, None, None, None
-
-    torch.library.register_autograd(
-        "skeleton_cuda::skeleton_conv2d", _backward, setup_context=_setup_context
-    )
-
-    # Double backward. The backward op is linear in each argument:
-    #   grad_input = Bx(grad_output, weight), grad_weight = Bw(grad_output, input),
-    #   grad_bias = sum(grad_output), and Bx, Bw are the adjoints of the forward op F, so
-    #   d<gi', Bx(gy, w)>/dgy = F(gi', w)      d<gi', Bx(gy, w)>/dw = Bw(gy, gi')
-    #   d<gw', Bw(gy, x)>/dgy = F(x, gw')      d<gw', Bw(gy, x)>/dx = Bx(gy, gw')
-    # Expressed with the ops themselves, so higher orders work too.
-    def _setup_backward_context(ctx, inputs, output):
-        grad_output, input, weight, stride, padding, dilation, groups, output_mask = inputs
-        ctx.save_for_backward(grad_output, input, weight)
-        ctx.conv_args = (stride, padding, dilation, groups)
-        ctx.output_mask = output_mask
+        return derivatives.forward_vjp(ctx, grad_output, _backward_op)
 
     def _double_backward(ctx, gg_input, gg_weight, gg_bias):
-        grad_output, input, weight = ctx.saved_tensors
-        args = ctx.conv_args
-        # A masked-out gradient came back as a (0,)-shaped tensor; its incoming gradient is void.
-        gg_input = gg_input if ctx.output_mask[0] and gg_input is not None and gg_input.numel() else None
-        gg_weight = gg_weight if ctx.output_mask[1] and gg_weight is not None else None
-        gg_bias = gg_bias if ctx.output_mask[2] and gg_bias is not None else None
-        need_grad_output, need_input, need_weight = ctx.needs_input_grad[:3]
-        forward = torch.ops.skeleton_cuda.skeleton_conv2d
-        backward = torch.ops.skeleton_cuda.skeleton_conv2d_backward
-
-        grad_grad_output = None
-        if need_grad_output:
-            terms = []
-            if gg_input is not None:
-                terms.append(forward(gg_input, weight, None, *args))
-            if gg_weight is not None:
-                terms.append(forward(input, gg_weight, None, *args))
-            if gg_bias is not None:
-                terms.append(gg_bias.view(1, -1, 1, 1).expand_as(grad_output))
-            grad_grad_output = sum(terms) if terms else None
-        grad_input = None
-        if need_input and gg_weight is not None:
-            grad_input = backward(grad_output, input, gg_weight, *args, [True, False, False])[0]
-        grad_weight = None
-        if need_weight and gg_input is not None:
-            grad_weight = backward(grad_output, gg_input, weight, *args, [False, True, False])[1]
-        return grad_grad_output, grad_input, grad_weight, None, None, None, None, None
+        return derivatives.backward_vjp(ctx, gg_input, gg_weight, gg_bias, _forward_op, _backward_op)
 
     torch.library.register_autograd(
-        "skeleton_cuda::skeleton_conv2d_backward", _double_backward, setup_context=_setup_backward_context
+        "skeleton_cuda::skeleton_conv2d", _backward, setup_context=derivatives.save_forward_context
+    )
+    torch.library.register_autograd(
+        "skeleton_cuda::skeleton_conv2d_backward", _double_backward, setup_context=derivatives.save_backward_context
     )

@@ -33,6 +33,25 @@ def test_attributes_mirror_conv2d():
     assert sum(p.numel() for p in m.parameters()) == 16 * 2 * 5
 
 
+def test_integer_like_arguments_as_conv2d_takes_them():
+    # numpy integers (layers built from a config file) and one-element sequences: every layer
+    # nn.Conv2d accepts must convert, and the attributes hold Python ints, as the op's schema wants.
+    np = pytest.importorskip("numpy")
+    conv = nn.Conv2d(np.int64(4), np.int64(8), 3, stride=np.int64(2), padding=(np.int32(1),), groups=np.int64(2))
+    m = SkeletonConv2d.from_conv2d(conv)
+    assert (m.stride, m.padding, m.groups, m.in_channels) == ((2, 2), (1, 1), 2, 4)
+    assert all(type(v) is int for v in (*m.stride, *m.padding, *m.dilation, m.groups, m.in_channels, m.out_channels))
+    x = torch.randn(1, 4, 9, 9)
+    torch.testing.assert_close(m(x), F.conv2d(x, skeleton_to_dense_weight(m.weight), m.bias, 2, 1, 1, 2))
+    from skeleton_cuda import skeleton_conv2d
+
+    out = skeleton_conv2d(x, m.weight, m.bias, stride=(2,), padding=np.int64(1), dilation=[1], groups=np.int64(2))
+    torch.testing.assert_close(out, m(x))
+    for bad in (1.5, (1, 2, 3), "2", None):
+        with pytest.raises(TypeError, match="stride"):
+            SkeletonConv2d(4, 8, stride=bad)
+
+
 def test_initialisation_uses_fan_in_of_five_taps():
     m = SkeletonConv2d(64, 64)
     bound = 1 / math.sqrt(64 * 5)  # kaiming_uniform(a=sqrt(5)) gives 1/sqrt(fan_in), as nn.Conv2d
