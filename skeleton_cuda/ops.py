@@ -10,7 +10,7 @@ import warnings
 import torch
 from torch._prims_common import suggest_memory_format
 
-from . import derivatives
+from . import batching, derivatives
 
 try:
     from . import _C  # noqa: F401  (loading the library registers torch.ops.skeleton_cuda)
@@ -162,3 +162,5 @@ if HAS_COMPILED_OPS:
     torch.library.register_autograd(
         "skeleton_cuda::skeleton_conv2d_backward", _double_backward, setup_context=derivatives.save_backward_context
     )
+
+    batching.register()  # torch.vmap without a per-entry loop
