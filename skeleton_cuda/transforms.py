@@ -19,12 +19,20 @@ import torch
 from . import derivatives
 
 
+# PyTorch's own ways to tell (private, so looked up once; where a version lacks one, that check is
+# skipped and such layers take the ops' plain path, as before this module).
+_functorch_stack = getattr(getattr(torch._C, "_functorch", None), "peek_interpreter_stack", None)
+_forward_ad = torch.autograd.forward_ad
+
+
 def transforms_active() -> bool:
     """True while forward AD or a torch.func transform (grad, vmap, jvp, ...) is active, outside
     torch.compile (which traces the ops as they are)."""
     if torch.compiler.is_compiling():
         return False
-    return torch._C._functorch.peek_interpreter_stack() is not None or torch.autograd.forward_ad._current_level >= 0
+    if _functorch_stack is not None and _functorch_stack() is not None:
+        return True
+    return getattr(_forward_ad, "_current_level", -1) >= 0
 
 
 class Static:
