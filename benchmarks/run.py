@@ -4,8 +4,8 @@
     python benchmarks/run.py --device cpu --rounds 40
     python benchmarks/run.py --device cuda --rounds 15 --precision bf16-nhwc --precision fp32-nchw
 
-Prints the table and writes benchmarks/results/<device>-<name>.json (plus a PNG plot of the
-ratios when matplotlib is installed). The JSON is rewritten after every layer with the rows so far
+Prints the table and writes benchmarks/results/<device>-<name>.json (plus, for the GPU suite, a
+PNG plot of the ratios when matplotlib is installed). The JSON is rewritten after every layer with the rows so far
 and "partial": true, so a run cut short (a GPU lease's time limit) keeps what it measured.
 """
 

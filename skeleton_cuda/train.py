@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .training import checkpoint, distributed, metrics
 from .training.data import DATASETS, DatasetUnavailable, load_datasets, make_loaders
 from .training.loop import evaluate, grad_scaler, train_one_epoch, warmup_cosine
-from .training.models import build_model, describe, model_choices
+from .training.models import build_model, describe, model_choices, resolve_model
 
 # Arguments that must match between a run and its --resume (others, like --epochs, may change).
 _RESUME_MUST_MATCH = ("model", "skeleton", "dataset", "width")
@@ -43,14 +43,17 @@ def parse_args(argv=None):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", default="small",
-                   help=f"{', '.join(model_choices())}, or a torchvision classification model name (e.g. resnet18)")
+                   help=f"{', '.join(model_choices())} (the CIFAR zoo; also as cifar-<name>), or a torchvision "
+                        "classification model name (e.g. resnet18). A name both have (resnet50, vgg16, ...) is "
+                        "torchvision's for --dataset imagefolder and the zoo's 32x32 model for the others")
     p.add_argument("--width", type=int, default=32, help="channel width of the 'small' model")
     p.add_argument("--skeleton", action="store_true", help="convert every 3x3 convolution to a SkeletonConv2d")
     p.add_argument("--dataset", choices=DATASETS, default="cifar10")
     p.add_argument("--data-dir", default="data",
                    help="CIFAR: the folder holding cifar-10-batches-py / cifar-100-python; imagefolder: the folder with train/ and val/")
     p.add_argument("--image-size", type=int, default=224, help="crop size for --dataset imagefolder")
-    p.add_argument("--epochs", type=int, default=30, help="total epochs (a resumed run continues up to it)")
+    p.add_argument("--epochs", type=int, default=30,
+                   help="total epochs (a resumed run continues up to it, on the schedule of the new total)")
     p.add_argument("--batch-size", type=int, default=128, help="per process")
     p.add_argument("--lr", type=float, default=0.1, help="peak learning rate of SGD with Nesterov momentum (cosine schedule)")
     p.add_argument("--momentum", type=float, default=0.9)
@@ -87,12 +90,16 @@ def seed_everything(seed):
 
 
 def versions():
-    import torchvision
-
     from . import __version__, cpu_kernel_isa, has_compiled_ops, has_cuda_kernels
 
+    try:  # only the CIFAR and ImageFolder datasets and torchvision's models need it
+        import torchvision
+
+        torchvision_version = torchvision.__version__
+    except ImportError:
+        torchvision_version = None
     return {
-        "torch": torch.__version__, "torchvision": torchvision.__version__, "skeleton_cuda": __version__,
+        "torch": torch.__version__, "torchvision": torchvision_version, "skeleton_cuda": __version__,
         "compiled_ops": has_compiled_ops(), "cuda_kernels": has_cuda_kernels(), "cpu_kernels": cpu_kernel_isa(),
     }
 
@@ -110,7 +117,13 @@ class Run:
 
         seed_everything(args.seed)  # the same initial weights on every process
         self.data = load_datasets(args.dataset, args.data_dir, args.image_size)
-        model = build_model(args.model, self.data.num_classes, skeleton=args.skeleton, width=args.width)
+        full_size = args.dataset == "imagefolder"
+        try:
+            self.model_family = resolve_model(args.model, full_size)[0]
+            model = build_model(args.model, self.data.num_classes, skeleton=args.skeleton, width=args.width,
+                                full_size_images=full_size)
+        except ValueError as error:
+            raise SystemExit(f"skeleton_cuda.train: {error}") from None
         memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=memory_format)
         self.info = describe(self.model)
@@ -122,10 +135,7 @@ class Run:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=args.lr, momentum=args.momentum,
                                          weight_decay=args.weight_decay, nesterov=args.momentum > 0)
-        steps = len(self.train_loader)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(args.epochs * steps, round(args.warmup_epochs * steps))
-        )
+        self.scheduler = self._schedule(first_step=0)
         self.scaler = grad_scaler(self.device, args.amp)
         self.start_epoch, self.best_acc = 0, 0.0
         if args.resume:
@@ -135,6 +145,15 @@ class Run:
         if args.compile:
             self.train_model = torch.compile(self.train_model)
             self.eval_model = torch.compile(self.model)
+
+    def _schedule(self, first_step):
+        """The warm-up + cosine schedule of this run's --epochs and steps per epoch, its next step
+        `first_step` (and the optimizer's learning rate set for it)."""
+        steps = len(self.train_loader)
+        factor = warmup_cosine(self.args.epochs * steps, round(self.args.warmup_epochs * steps))
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = self.args.lr
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor, last_epoch=first_step - 1)
 
     # --- checkpoints ---------------------------------------------------------------------------
 
@@ -151,10 +170,16 @@ class Run:
                 + ", ".join(f"--{k.replace('_', '-')} ({saved.get(k)!r} -> {getattr(self.args, k)!r})" for k in changed)
             )
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        self.optimizer.load_state_dict(state["optimizer"])  # the momentum buffers
+        # This run's optimizer settings, and its schedule from the epoch reached: the batch size, the
+        # number of processes (so the steps per epoch) and --epochs may all differ from the saved run's.
+        for group in self.optimizer.param_groups:
+            group.update(momentum=self.args.momentum, weight_decay=self.args.weight_decay,
+                         nesterov=self.args.momentum > 0)
         self.start_epoch, self.best_acc = state["epoch"], state["best_acc"]
+        self.scheduler = self._schedule(first_step=self.start_epoch * len(self.train_loader))
+        if state["scaler"]:  # empty when the saved run had no fp16 loss scaling: start afresh
+            self.scaler.load_state_dict(state["scaler"])
         rng = state["rng"]
         if len(rng) == self.env.world_size:
             checkpoint.set_rng_state(rng[self.env.rank])
@@ -210,7 +235,8 @@ class Run:
         if env.is_main:
             self._prepare_output()
         self.say(
-            f"{args.model} ({'skeleton' if args.skeleton else 'dense'}): {self.info['params'] / 1e6:.3f}M parameters, "
+            f"{args.model} ({self.model_family}, {'skeleton' if args.skeleton else 'dense'}): "
+            f"{self.info['params'] / 1e6:.3f}M parameters, "
             f"{self.info['skeleton_convs']} skeleton / {self.info['dense_3x3_convs']} dense 3x3 convolutions; "
             f"{args.dataset}: {len(self.data.train)} train / {len(self.data.test)} test images; "
             f"{self.device}, {env.world_size} process(es), amp {args.amp}"

@@ -12,7 +12,7 @@ from skeleton_cuda import SkeletonConv2d
 from skeleton_cuda.train import Run, main, parse_args
 from skeleton_cuda.training import checkpoint, data
 from skeleton_cuda.training.distributed import DistEnv
-from skeleton_cuda.training.models import build_model
+from skeleton_cuda.training.models import build_model, resolve_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -93,6 +93,33 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, monkeypatch):
             assert a[key] == b[key], (a["epoch"], key)
 
 
+def test_resume_follows_the_new_runs_schedule_and_settings(tmp_path):
+    # Resumed with another batch size (so another number of steps per epoch), a longer --epochs and
+    # another --lr and momentum: the schedule is the new run's from the epoch reached, its first step
+    # included, and it ends at 0; the optimizer runs with the new settings.
+    out = str(tmp_path / "run")
+    main(QUICK + ["--epochs", "2", "--output", out])
+    quick32 = list(QUICK)
+    quick32[quick32.index("--batch-size") + 1] = "32"
+    run = Run(parse_args(quick32 + ["--epochs", "4", "--output", out, "--resume", "--lr", "0.05", "--momentum", "0.5"]),
+              DistEnv())
+    steps = len(run.train_loader)
+    assert steps == 16 and run.scheduler.last_epoch == 2 * steps  # 512 images, 32 a step
+    group = run.optimizer.param_groups[0]
+    assert group["momentum"] == 0.5 and group["lr"] == pytest.approx(0.05 * 0.5)  # half-way down the cosine
+    run.fit()
+    lines = _metrics(out)
+    assert [r["lr"] for r in lines[2:]] == pytest.approx([0.05 * 0.5, 0.05 * 0.5 * (1 - 2**-0.5)])
+    assert run.scheduler.last_epoch == 4 * steps and run.optimizer.param_groups[0]["lr"] == pytest.approx(0, abs=1e-12)
+
+
+def test_resume_may_switch_to_fp16_loss_scaling(tmp_path):
+    out = str(tmp_path / "run")
+    main(QUICK + ["--epochs", "1", "--output", out])  # no GradScaler state saved
+    main(QUICK + ["--epochs", "2", "--output", out, "--resume", "--amp", "fp16"])
+    assert [r["epoch"] for r in _metrics(out)] == [1, 2]
+
+
 def test_resume_refuses_another_model_or_a_missing_checkpoint(tmp_path):
     out = str(tmp_path / "run")
     with pytest.raises(SystemExit, match="no checkpoint"):
@@ -121,6 +148,19 @@ def test_model_names_resolve():
     assert resnet.fc.out_features == 7
     with pytest.raises(ValueError, match="unknown model"):
         build_model("no-such-model", 10)
+    # A name the zoo and torchvision share: the zoo's 32x32 model, torchvision's for full-size
+    # images, either one by asking (as skeleton_cuda.profile spells the zoo's).
+    assert resolve_model("resnet50") == resolve_model("cifar-resnet50") == ("cifar", "resnet50")
+    assert resolve_model("resnet50", full_size_images=True) == ("torchvision", "resnet50")
+    assert resolve_model("cifar-resnet50", full_size_images=True) == ("cifar", "resnet50")
+    assert resolve_model("wrn40", full_size_images=True)[0] == "cifar"  # torchvision has none
+    with pytest.raises(ValueError, match="the CIFAR zoo has"):
+        resolve_model("cifar-resnet18x")
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="unknown model 'cifar-nope'"):
+        main(QUICK + ["--epochs", "1", "--output", str(tmp_path), "--model", "cifar-nope"])
 
 
 def test_bf16_autocast_and_channels_last_run(tmp_path):

@@ -40,27 +40,54 @@ def model_choices():
     return ["small"] + (zoo.model_names() if zoo is not None else [])
 
 
-def build_model(name, num_classes, skeleton=False, width=32):
-    """The model ``name``: "small", a CIFAR zoo name (skeleton_cuda.models), or a torchvision
-    classification model built with ``torchvision.models.get_model(name, weights=None,
-    num_classes=num_classes)``. ``skeleton=True`` converts every 3x3 nn.Conv2d
-    (skeleton_cuda.convert_model: the skeleton layers start from the cross of the dense
-    initialisation, so a seed gives the same starting point in both forms)."""
-    zoo = _cifar_zoo()
+CIFAR_PREFIX = "cifar-"  # as skeleton_cuda.profile spells the zoo's models
+
+
+def resolve_model(name, full_size_images=False):
+    """Where ``name`` comes from: ("small", name), ("cifar", zoo name) or ("torchvision", name).
+
+    "cifar-<zoo name>" is the CIFAR zoo's. A bare name is the zoo's if torchvision has no such
+    model, and the one of the images' size if both have it (resnet50, vgg16, googlenet, ...):
+    torchvision's ImageNet model for full-size images (``full_size_images``: --dataset
+    imagefolder), the zoo's 32 x 32 one otherwise."""
     if name == "small":
+        return "small", name
+    zoo = _cifar_zoo()
+    zoo_names = {_zoo_key(n): n for n in zoo.model_names()} if zoo is not None else {}
+    if name.lower().startswith(CIFAR_PREFIX):
+        key = _zoo_key(name[len(CIFAR_PREFIX):])
+        if key not in zoo_names:
+            raise ValueError(f"unknown model {name!r}: the CIFAR zoo has {', '.join(CIFAR_PREFIX + n for n in zoo_names.values())}")
+        return "cifar", zoo_names[key]
+    import torchvision
+
+    in_torchvision = name in torchvision.models.list_models(module=torchvision.models)
+    if _zoo_key(name) in zoo_names and not (in_torchvision and full_size_images):
+        return "cifar", zoo_names[_zoo_key(name)]
+    if not in_torchvision:
+        raise ValueError(
+            f"unknown model {name!r}: expected one of {', '.join(model_choices())}, cifar-<one of those>, or a "
+            f"torchvision classification model ({', '.join(torchvision.models.list_models(module=torchvision.models)[:6])}, ...)"
+        )
+    return "torchvision", name
+
+
+def build_model(name, num_classes, skeleton=False, width=32, full_size_images=False):
+    """The model ``name`` (resolve_model says which): "small", a CIFAR zoo model
+    (skeleton_cuda.models), or a torchvision classification model built with
+    ``torchvision.models.get_model(name, weights=None, num_classes=num_classes)``.
+    ``skeleton=True`` converts every 3x3 nn.Conv2d (skeleton_cuda.convert_model: the skeleton
+    layers start from the cross of the dense initialisation, so a seed gives the same starting
+    point in both forms)."""
+    family, resolved = resolve_model(name, full_size_images)
+    if family == "small":
         model = small_cnn(num_classes, width)
-    elif zoo is not None and _zoo_key(name) in zoo.model_names():
-        model = zoo.cifar_model(name, num_classes=num_classes)
+    elif family == "cifar":
+        model = _cifar_zoo().cifar_model(resolved, num_classes=num_classes)
     else:
         import torchvision
 
-        available = torchvision.models.list_models(module=torchvision.models)
-        if name not in available:
-            raise ValueError(
-                f"unknown model {name!r}: expected one of {', '.join(model_choices())} or a torchvision "
-                f"classification model ({', '.join(available[:6])}, ...)"
-            )
-        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+        model = torchvision.models.get_model(resolved, weights=None, num_classes=num_classes)
     return convert_model(model, inplace=True) if skeleton else model
 
 
