@@ -15,13 +15,13 @@ import torch
 def _entries_as_channels(t, bdim, batch):
     """(N, B * C, H, W) from a per-entry (N, C, H, W) tensor vmapped at `bdim` (or shared: None)."""
     t = t.movedim(bdim, 1) if bdim is not None else t.unsqueeze(1).expand(-1, batch, -1, -1, -1)
-    return t.reshape(t.shape[0], -1, *t.shape[3:])
+    return t.reshape(t.shape[0], batch * t.shape[2], *t.shape[3:])  # sizes spelled out: N may be 0
 
 
 def _entries_as_rows(t, bdim, batch):
     """(B * R, ...) from a per-entry (R, ...) tensor vmapped at `bdim` (or shared: None)."""
     t = t.movedim(bdim, 0) if bdim is not None else t.unsqueeze(0).expand(batch, *t.shape)
-    return t.reshape(-1, *t.shape[2:])
+    return t.reshape(batch * t.shape[1], *t.shape[2:])
 
 
 def forward_rule(info, in_dims, input, weight, bias, stride, padding, dilation, groups):
@@ -35,7 +35,7 @@ def forward_rule(info, in_dims, input, weight, bias, stride, padding, dilation, 
         else:
             x = input.movedim(input_dim, 0)
             out = op(x.reshape(-1, *x.shape[2:]), weight, shared_bias, stride, padding, dilation, groups)
-            out = out.reshape(batch, -1, *out.shape[1:])
+            out = out.reshape(batch, x.shape[1], *out.shape[1:])
         if bias_dim is not None:
             out = out + bias.movedim(bias_dim, 0).view(batch, 1, -1, 1, 1)
         return out, 0
@@ -43,7 +43,7 @@ def forward_rule(info, in_dims, input, weight, bias, stride, padding, dilation, 
     w = _entries_as_rows(weight, weight_dim, batch)
     b = _entries_as_rows(bias, bias_dim, batch) if bias is not None else None
     out = op(x, w, b, stride, padding, dilation, groups * batch)
-    return out.reshape(out.shape[0], batch, -1, *out.shape[2:]), 1
+    return out.reshape(out.shape[0], batch, out.shape[1] // batch, *out.shape[2:]), 1
 
 
 def backward_rule(info, in_dims, grad_output, input, weight, stride, padding, dilation, groups, output_mask):
@@ -59,9 +59,10 @@ def backward_rule(info, in_dims, grad_output, input, weight, stride, padding, di
     out, out_dims = [], []
     for wanted, grad, dim in zip(
         output_mask,
-        (grad_input.reshape(grad_input.shape[0], batch, -1, *grad_input.shape[2:]) if output_mask[0] else grad_input,
-         grad_weight.reshape(batch, -1, *grad_weight.shape[1:]) if output_mask[1] else grad_weight,
-         grad_bias.reshape(batch, -1) if output_mask[2] else grad_bias),
+        (grad_input.reshape(grad_input.shape[0], batch, grad_input.shape[1] // batch, *grad_input.shape[2:])
+         if output_mask[0] else grad_input,
+         grad_weight.reshape(batch, grad_weight.shape[0] // batch, *grad_weight.shape[1:]) if output_mask[1] else grad_weight,
+         grad_bias.reshape(batch, grad_bias.shape[0] // batch) if output_mask[2] else grad_bias),
         (1, 0, 0),
     ):
         out.append(grad)

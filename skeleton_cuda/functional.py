@@ -1,5 +1,6 @@
 """skeleton_conv2d: the functional form, with nn.Conv2d's argument conventions."""
 
+import collections.abc
 import operator
 import warnings
 
@@ -16,7 +17,7 @@ def int_pair(value, name, caller="skeleton_conv2d"):
     layer nn.Conv2d accepts converts; the results are Python ints, what the op's schema takes.
     """
     try:
-        if isinstance(value, (tuple, list)):
+        if isinstance(value, collections.abc.Iterable) and not isinstance(value, str):  # as nn.Conv2d's _pair
             items = [operator.index(v) for v in value]
             if len(items) in (1, 2):
                 return items * (3 - len(items))  # one value: both sides
@@ -86,12 +87,12 @@ def skeleton_conv2d(input, weight, bias=None, stride=1, padding=1, dilation=1, g
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)
-    if _use_compiled(input):
-        if transforms.transforms_active():  # forward AD, torch.func: the op with its forward-mode rule
-            output = transforms.apply(input, weight, bias, stride, padding, dilation, groups)
-        else:
-            output = torch.ops.skeleton_cuda.skeleton_conv2d(input, weight, bias, stride, padding, dilation, groups)
-    else:
+    route = transforms.route() if _use_compiled(input) else "reference"
+    if route == "op":
+        output = torch.ops.skeleton_cuda.skeleton_conv2d(input, weight, bias, stride, padding, dilation, groups)
+    elif route == "function":  # torch.func's reverse mode and vmap: the ops, with their derivatives
+        output = transforms.apply(input, weight, bias, stride, padding, dilation, groups)
+    else:  # no compiled ops, or forward-mode AD (transforms.py says why)
         if weight.dim() != 3 or weight.shape[-1] != 5:
             raise ValueError(
                 f"skeleton_conv2d: expected weight of shape (C_out, C_in / groups, 5), got {tuple(weight.shape)}"

@@ -3,42 +3,53 @@
 The ops' autograd formulas (ops.py, torch.library.register_autograd) serve reverse mode in eager
 code and under torch.compile. PyTorch gives such ops no forward-mode rule and does not refuse
 them either: a tangent through them came out as zeros, silently (torch.func.jvp, jacfwd, hessian,
-torch.autograd.forward_ad), and torch.func.grad / jacrev refused them. While forward AD or a
-torch.func transform is active (outside torch.compile), functional.skeleton_conv2d runs the ops
-through the two autograd.Functions here instead, which add the forward-mode formulas and work
-under every torch.func transform; the ordinary path keeps the ops' own formulas and none of the
-cost of an autograd.Function.
-
-Both ops are linear in each argument, so every derivative is the ops again (the formulas are in
-derivatives.py, shared with ops.py), here applied through these Functions so that derivatives of
-derivatives, in either mode, work too.
+torch.autograd.forward_ad), and torch.func.grad / jacrev refused them. So, while one is active
+(outside torch.compile), functional.skeleton_conv2d takes another path (route()):
+  - forward mode anywhere (forward AD, or a jvp level among the torch.func transforms): the
+    reference implementation (a dense 3x3 convolution with zero corners, plain PyTorch), which
+    every transform, and every nesting of them, differentiates correctly. An autograd.Function's
+    jvp would not do: PyTorch does not pass the tangents of an outer forward level through it
+    (jacfwd of jacfwd lost the input-weight cross term);
+  - the other torch.func transforms (grad, jacrev, vmap, and their nestings): the ops, through
+    the two autograd.Functions here, whose reverse-mode formulas are the ops again
+    (derivatives.py, shared with ops.py) and whose vmap rules torch.func generates from the ops'
+    own (batching.py).
+The ordinary path keeps the ops' own formulas and none of the cost of an autograd.Function.
 """
 
 import torch
 
 from . import derivatives
 
+# PyTorch's own ways to tell (private, so looked up once). A version without them keeps the ops'
+# plain path under torch.func (forward AD is still told apart).
+try:
+    from torch._C._functorch import TransformType as _TransformType
+    from torch._C._functorch import peek_interpreter_stack as _peek_interpreter_stack
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters as _interpreters
+except ImportError:  # pragma: no cover - a PyTorch without them
+    _TransformType = _peek_interpreter_stack = _interpreters = None
 
-# PyTorch's own ways to tell (private, so looked up once; where a version lacks one, that check is
-# skipped and such layers take the ops' plain path, as before this module).
-_functorch_stack = getattr(getattr(torch._C, "_functorch", None), "peek_interpreter_stack", None)
-_forward_ad = torch.autograd.forward_ad
 
-
-def transforms_active() -> bool:
-    """True while forward AD or a torch.func transform (grad, vmap, jvp, ...) is active, outside
-    torch.compile (which traces the ops as they are)."""
+def route():
+    """How functional.skeleton_conv2d runs now: "op" (the ordinary path; always under
+    torch.compile, which traces the ops as they are), "reference" (forward mode is active) or
+    "function" (another torch.func transform is)."""
     if torch.compiler.is_compiling():
-        return False
-    if _functorch_stack is not None and _functorch_stack() is not None:
-        return True
-    return getattr(_forward_ad, "_current_level", -1) >= 0
+        return "op"
+    if getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0:
+        return "reference"
+    if _peek_interpreter_stack is None or _peek_interpreter_stack() is None:
+        return "op"
+    if any(interpreter.key() == _TransformType.Jvp for interpreter in _interpreters()):
+        return "reference"
+    return "function"
 
 
 class Static:
     """Non-tensor arguments in one box: torch.func's generated vmap rules flatten the arguments of
     an autograd.Function as pytrees, and lists among them (stride, padding, ...) would not line up
-    with the one tangent per argument that jvp gets."""
+    with the one in_dim per argument they expect."""
 
     __slots__ = ("value",)
 
@@ -57,7 +68,7 @@ def _backward(grad_output, input, weight, stride, padding, dilation, groups, out
 
 
 class SkeletonConv2dFunction(torch.autograd.Function):
-    """torch.ops.skeleton_cuda.skeleton_conv2d with its reverse- and forward-mode derivatives."""
+    """torch.ops.skeleton_cuda.skeleton_conv2d with its reverse-mode derivative."""
 
     generate_vmap_rule = True
 
@@ -69,21 +80,15 @@ class SkeletonConv2dFunction(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         input, weight, bias, static = inputs
         derivatives.save_forward_context(ctx, (input, weight, bias, *static.value))
-        ctx.save_for_forward(input, weight)
 
     @staticmethod
     def backward(ctx, grad_output):
         return derivatives.forward_vjp(ctx, grad_output, _backward)[:3] + (None,)
 
-    @staticmethod
-    def jvp(ctx, input_t, weight_t, bias_t, _):
-        input, weight = ctx.saved_tensors
-        return derivatives.forward_jvp(input, weight, ctx.conv_args, input_t, weight_t, bias_t, apply)
-
 
 class SkeletonConv2dBackwardFunction(torch.autograd.Function):
-    """torch.ops.skeleton_cuda.skeleton_conv2d_backward with its reverse- and forward-mode
-    derivatives (the first is double backward)."""
+    """torch.ops.skeleton_cuda.skeleton_conv2d_backward with its reverse-mode derivative (double
+    backward)."""
 
     generate_vmap_rule = True
 
@@ -95,15 +100,7 @@ class SkeletonConv2dBackwardFunction(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         grad_output, input, weight, static = inputs
         derivatives.save_backward_context(ctx, (grad_output, input, weight, *static.value))
-        ctx.save_for_forward(grad_output, input, weight)
 
     @staticmethod
     def backward(ctx, gg_input, gg_weight, gg_bias):
         return derivatives.backward_vjp(ctx, gg_input, gg_weight, gg_bias, apply, _backward)[:3] + (None,)
-
-    @staticmethod
-    def jvp(ctx, grad_output_t, input_t, weight_t, _):
-        grad_output, input, weight = ctx.saved_tensors
-        return derivatives.backward_jvp(
-            grad_output, input, weight, ctx.conv_args, ctx.output_mask, grad_output_t, input_t, weight_t, _backward
-        )

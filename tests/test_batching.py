@@ -78,3 +78,19 @@ def test_per_sample_gradients(groups, cin, cout, memory_format):
     want = per_sample(lambda x, w, b: F.conv2d(x, skeleton_to_dense_weight(w), b, stride=2, padding=1, groups=groups))
     for g, e in zip(got, want):
         torch.testing.assert_close(g, e)
+
+
+@pytest.mark.parametrize("images", [0, 1], ids=["no-images", "one-image"])
+def test_entries_without_images(images):
+    # Entries of 0 images (a batch of 0 per entry): empty results of the right shapes, as F.conv2d
+    # gives under vmap; the folds must not infer a size from 0 elements.
+    x = torch.randn(ENTRIES, images, 4, 6, 7, dtype=torch.float64)
+    w = torch.randn(ENTRIES, 6, 2, 5, dtype=torch.float64)
+    got, want = vmapped_and_looped(lambda x, w: ops.skeleton_conv2d(x, w, None, *ARGS, 2), [x, w], [1, 1])
+    assert got.shape == want.shape == (ENTRIES, images, 6, 3, 5)
+    torch.testing.assert_close(got, want)
+    dy = torch.randn(ENTRIES, images, 6, 3, 5, dtype=torch.float64)
+    backward = lambda dy, x, w: ops.skeleton_conv2d_backward(dy, x, w, *ARGS, 2, [True, True, True])
+    got, want = vmapped_and_looped(backward, [dy, x, w], [1, 1, 1])
+    for g, e in zip(got, want):
+        torch.testing.assert_close(g, e)

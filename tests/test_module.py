@@ -47,6 +47,7 @@ def test_integer_like_arguments_as_conv2d_takes_them():
 
     out = skeleton_conv2d(x, m.weight, m.bias, stride=(2,), padding=np.int64(1), dilation=[1], groups=np.int64(2))
     torch.testing.assert_close(out, m(x))
+    assert SkeletonConv2d(4, 8, stride=np.array([2, 1]), padding=torch.Size([1])).stride == (2, 1)  # any iterable
     for bad in (1.5, (1, 2, 3), "2", None):
         with pytest.raises(TypeError, match="stride"):
             SkeletonConv2d(4, 8, stride=bad)

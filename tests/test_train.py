@@ -156,6 +156,18 @@ def test_model_names_resolve():
     assert resolve_model("wrn40", full_size_images=True)[0] == "cifar"  # torchvision has none
     with pytest.raises(ValueError, match="the CIFAR zoo has"):
         resolve_model("cifar-resnet18x")
+    # Spelling: case, "-" and "_" do not matter, for either family.
+    assert resolve_model("ResNet50", full_size_images=True) == ("torchvision", "resnet50")
+    assert resolve_model("VGG16") == resolve_model("CIFAR_VGG16") == ("cifar", "vgg16")
+    assert resolve_model("ResNet18") == ("torchvision", "resnet18")
+
+
+def test_zoo_models_need_no_torchvision(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # import torchvision raises ImportError
+    assert resolve_model("resnet50", full_size_images=True) == ("cifar", "resnet50")
+    assert build_model("resnet50", 10).__class__.__name__.lower().startswith("cifar")
+    with pytest.raises(ValueError, match="torchvision is not installed"):
+        resolve_model("resnet18")
 
 
 def test_unknown_model_is_a_clear_error(tmp_path):

@@ -1,5 +1,6 @@
 """Forward-mode AD and the torch.func transforms (skeleton_cuda/transforms.py): every derivative,
-of first and second order, in either mode, equals nn.Conv2d's with the corners zeroed."""
+of first and second order, in either mode and every nesting, equals nn.Conv2d's with the corners
+zeroed; and each takes the path meant for it."""
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 
 import skeleton_cuda
 from skeleton_cuda.taps import skeleton_to_dense_weight
-from skeleton_cuda.transforms import transforms_active
+from skeleton_cuda.transforms import route
 
 pytestmark = [
     pytest.mark.skipif(not skeleton_cuda.has_compiled_ops(), reason="compiled ops not built"),
@@ -47,6 +48,12 @@ def derivatives(conv, x, w, b, tangents, groups, stride):
         "jacrev of jacrev": torch.func.jacrev(torch.func.jacrev(lambda x: loss(x, w, b)))(x_small),
         "jacrev of jacfwd": torch.func.jacrev(torch.func.jacfwd(lambda w: loss(x1, w, b)))(w),
         "jacfwd of jacfwd": torch.func.jacfwd(torch.func.jacfwd(lambda w: loss(x1, w, b)))(w),
+        # mixed: the input-weight cross term, which nested forward levels lose through an
+        # autograd.Function's jvp
+        "jacfwd of jacfwd, x then w": torch.func.jacfwd(torch.func.jacfwd(loss, argnums=0), argnums=1)(x_small, w, b),
+        "jacrev of jacfwd, x then w": torch.func.jacrev(torch.func.jacfwd(loss, argnums=0), argnums=1)(x_small, w, b),
+        "jacfwd of jacrev, x then w": torch.func.jacfwd(torch.func.jacrev(loss, argnums=0), argnums=1)(x_small, w, b),
+        "jacrev of jacrev, x then w": torch.func.jacrev(torch.func.jacrev(loss, argnums=0), argnums=1)(x_small, w, b),
         "vmap of grad": torch.func.vmap(torch.func.grad(lambda xi: loss(xi.unsqueeze(0), w, b)))(x),
     }
     with fwAD.dual_level():
@@ -70,11 +77,17 @@ def test_transforms_match_conv2d(groups, cin, cout, stride, layout):
             torch.testing.assert_close(a, r, rtol=1e-7, atol=1e-9, msg=name)
 
 
-def test_only_transforms_take_the_function_path():
-    # The ordinary path calls the op directly (no autograd.Function overhead per layer).
-    assert not transforms_active()
+def test_each_transform_takes_its_path():
+    # The ordinary path calls the op directly (no autograd.Function overhead per layer); forward
+    # mode anywhere takes the reference implementation; other transforms the ops' Functions.
+    assert route() == "op"
     with fwAD.dual_level():
-        assert transforms_active()
+        assert route() == "reference"
     seen = []
-    torch.func.grad(lambda x: seen.append(transforms_active()) or x.sum())(torch.randn(2))
-    assert seen == [True]
+    probe = lambda x: seen.append(route()) or x.sum()
+    torch.func.grad(probe)(torch.randn(2))
+    torch.func.vmap(probe)(torch.randn(2, 2))
+    torch.func.jvp(probe, (torch.randn(2),), (torch.randn(2),))
+    torch.func.jacfwd(torch.func.grad(probe))(torch.randn(2))
+    torch.func.jacrev(torch.func.grad(probe))(torch.randn(2))
+    assert seen == ["function", "function", "reference", "reference", "function"]

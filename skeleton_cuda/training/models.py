@@ -54,22 +54,28 @@ def resolve_model(name, full_size_images=False):
         return "small", name
     zoo = _cifar_zoo()
     zoo_names = {_zoo_key(n): n for n in zoo.model_names()} if zoo is not None else {}
-    if name.lower().startswith(CIFAR_PREFIX):
-        key = _zoo_key(name[len(CIFAR_PREFIX):])
+    key = _zoo_key(name)  # case, "-" and "_" aside: CIFAR-VGG16, cifar_vgg16 and cifar-vgg16 alike
+    if key.startswith(_zoo_key(CIFAR_PREFIX)):
+        key = key[len(_zoo_key(CIFAR_PREFIX)):]
         if key not in zoo_names:
             raise ValueError(f"unknown model {name!r}: the CIFAR zoo has {', '.join(CIFAR_PREFIX + n for n in zoo_names.values())}")
         return "cifar", zoo_names[key]
-    import torchvision
+    try:
+        import torchvision
 
-    in_torchvision = name in torchvision.models.list_models(module=torchvision.models)
-    if _zoo_key(name) in zoo_names and not (in_torchvision and full_size_images):
-        return "cifar", zoo_names[_zoo_key(name)]
+        known = torchvision.models.list_models(module=torchvision.models)
+    except ImportError:  # the zoo and "small" need no torchvision
+        torchvision, known = None, []
+    in_torchvision = name.lower() in known  # torchvision's names are lower case, and get_model ignores case
+    if key in zoo_names and not (in_torchvision and full_size_images):
+        return "cifar", zoo_names[key]
     if not in_torchvision:
         raise ValueError(
             f"unknown model {name!r}: expected one of {', '.join(model_choices())}, cifar-<one of those>, or a "
-            f"torchvision classification model ({', '.join(torchvision.models.list_models(module=torchvision.models)[:6])}, ...)"
+            + (f"torchvision classification model ({', '.join(known[:6])}, ...)" if torchvision is not None
+               else "torchvision classification model (torchvision is not installed)")
         )
-    return "torchvision", name
+    return "torchvision", name.lower()
 
 
 def build_model(name, num_classes, skeleton=False, width=32, full_size_images=False):
