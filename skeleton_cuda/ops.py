@@ -1,8 +1,9 @@
 """Python side of the compiled op: loading it, fake kernels, autograd.
 
-The schemas and the CPU/CUDA kernels are C++ (csrc/). Registering the fake kernels and the
-autograd formulas (derivatives.py) here makes ``torch.ops.skeleton_cuda.skeleton_conv2d`` a single opaque node for
-torch.compile (fullgraph) and a differentiable op in eager mode.
+The schemas and the CPU/CUDA kernels are C++ (csrc/). Registering the fake kernels, the
+autograd formulas (derivatives.py) and the vmap rules (batching.py) here makes
+``torch.ops.skeleton_cuda.skeleton_conv2d`` a single opaque node for torch.compile (fullgraph), a
+differentiable op in eager mode, and a batched one under torch.vmap.
 """
 
 import warnings
@@ -146,7 +147,7 @@ if HAS_COMPILED_OPS:
         return grad_input, grad_weight, grad_bias
 
     # Reverse mode, with the ops themselves (derivatives.py), so higher orders work too. Forward
-    # mode and the torch.func transforms go through transforms.py.
+    # mode and the torch.func transforms: transforms.py.
     _forward_op = torch.ops.skeleton_cuda.skeleton_conv2d
     _backward_op = torch.ops.skeleton_cuda.skeleton_conv2d_backward
 
