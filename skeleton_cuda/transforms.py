@@ -46,44 +46,22 @@ def route():
     return "function"
 
 
-class Static:
-    """Non-tensor arguments in one box: torch.func's generated vmap rules flatten the arguments of
-    an autograd.Function as pytrees, and lists among them (stride, padding, ...) would not line up
-    with the one in_dim per argument they expect."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value):
-        self.value = value
-
-
-def apply(input, weight, bias, stride, padding, dilation, groups):
-    return SkeletonConv2dFunction.apply(input, weight, bias, Static((stride, padding, dilation, groups)))
-
-
-def _backward(grad_output, input, weight, stride, padding, dilation, groups, output_mask):
-    return SkeletonConv2dBackwardFunction.apply(
-        grad_output, input, weight, Static((stride, padding, dilation, groups, output_mask))
-    )
-
-
 class SkeletonConv2dFunction(torch.autograd.Function):
     """torch.ops.skeleton_cuda.skeleton_conv2d with its reverse-mode derivative."""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(input, weight, bias, static):
-        return torch.ops.skeleton_cuda.skeleton_conv2d(input, weight, bias, *static.value)
+    def forward(input, weight, bias, *conv_args):
+        return torch.ops.skeleton_cuda.skeleton_conv2d(input, weight, bias, *conv_args)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input, weight, bias, static = inputs
-        derivatives.save_forward_context(ctx, (input, weight, bias, *static.value))
+        derivatives.save_forward_context(ctx, inputs)
 
     @staticmethod
     def backward(ctx, grad_output):
-        return derivatives.forward_vjp(ctx, grad_output, _backward)[:3] + (None,)
+        return derivatives.forward_vjp(ctx, grad_output, _backward)
 
 
 class SkeletonConv2dBackwardFunction(torch.autograd.Function):
@@ -93,14 +71,18 @@ class SkeletonConv2dBackwardFunction(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(grad_output, input, weight, static):
-        return torch.ops.skeleton_cuda.skeleton_conv2d_backward(grad_output, input, weight, *static.value)
+    def forward(grad_output, input, weight, *conv_args):
+        return torch.ops.skeleton_cuda.skeleton_conv2d_backward(grad_output, input, weight, *conv_args)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        grad_output, input, weight, static = inputs
-        derivatives.save_backward_context(ctx, (grad_output, input, weight, *static.value))
+        derivatives.save_backward_context(ctx, inputs)
 
     @staticmethod
     def backward(ctx, gg_input, gg_weight, gg_bias):
-        return derivatives.backward_vjp(ctx, gg_input, gg_weight, gg_bias, apply, _backward)[:3] + (None,)
+        return derivatives.backward_vjp(ctx, gg_input, gg_weight, gg_bias, apply, _backward)
+
+
+# The ops' arguments as they are: apply(input, weight, bias, stride, padding, dilation, groups).
+apply = SkeletonConv2dFunction.apply
+_backward = SkeletonConv2dBackwardFunction.apply
