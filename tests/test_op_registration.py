@@ -128,6 +128,16 @@ def test_autocast_cpu_runs_in_bfloat16_like_conv2d():
     assert b.grad is not None
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_empty_batch_grad_weight_is_contiguous_whatever_the_weight(dtype):
+    # With no images the weight gradient is zeros; zeros_like(weight) kept a transposed weight's strides.
+    weight = torch.randn(4, 6, 5).to(dtype).transpose(0, 1)  # (6, 4, 5), not contiguous
+    x, grad_output = torch.randn(0, 4, 5, 5).to(dtype), torch.randn(0, 6, 5, 5).to(dtype)
+    _, grad_weight, _ = torch.ops.skeleton_cuda.skeleton_conv2d_backward(
+        grad_output, x, weight, [1, 1], [1, 1], [1, 1], 1, [True, True, True])
+    assert grad_weight.shape == weight.shape and grad_weight.is_contiguous() and not grad_weight.any()
+
+
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 def test_compiled_mobilenet_block_trains_under_autocast(memory_format):
     # The AMP recipe on the CPU: float32 parameters, bfloat16 autocast, a depthwise layer between

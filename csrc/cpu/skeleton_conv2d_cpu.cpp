@@ -454,35 +454,27 @@ S* mutable_elements(at::Tensor& t) {
   return const_cast<S*>(elements<S>(t));
 }
 
-// The depthwise kernels of `table` for activations stored as S (T, or bfloat16 bits with T = float).
-template <typename T>
-std::pair<int64_t (*)(const DepthwiseArgs<T>&), void (*)(const DepthwiseArgs<T>&, int64_t, int64_t)>
-depthwise_kernels(const KernelTable<T>* table, const T*) {
-  return {table->depthwise_items, table->depthwise};
+// The depthwise kernels of `table` for activations stored as S: T, or (T = float) bfloat16 bits
+// (uint16_t) or float16 bits (Float16Bits); the forward / input gradient, and the weight gradient.
+template <typename T, typename S>
+auto depthwise_kernels(const KernelTable<T>* table) {
+  if constexpr (std::is_same_v<S, uint16_t>) {
+    return std::make_pair(table->depthwise_bf16_items, table->depthwise_bf16);
+  } else if constexpr (std::is_same_v<S, Float16Bits>) {
+    return std::make_pair(table->depthwise_fp16_items, table->depthwise_fp16);
+  } else {
+    return std::make_pair(table->depthwise_items, table->depthwise);
+  }
 }
-std::pair<int64_t (*)(const DepthwiseArgs<float, uint16_t>&), void (*)(const DepthwiseArgs<float, uint16_t>&, int64_t, int64_t)>
-depthwise_kernels(const KernelTable<float>* table, const uint16_t*) {
-  return {table->depthwise_bf16_items, table->depthwise_bf16};
-}
-std::pair<int64_t (*)(const DepthwiseArgs<float, Float16Bits>&),
-          void (*)(const DepthwiseArgs<float, Float16Bits>&, int64_t, int64_t)>
-depthwise_kernels(const KernelTable<float>* table, const Float16Bits*) {
-  return {table->depthwise_fp16_items, table->depthwise_fp16};
-}
-template <typename T>
-std::pair<int64_t (*)(const DepthwiseWgradArgs<T>&), void (*)(const DepthwiseWgradArgs<T>&, int64_t, int64_t)>
-depthwise_wgrad_kernels(const KernelTable<T>* table, const T*) {
-  return {table->depthwise_wgrad_items, table->depthwise_wgrad};
-}
-std::pair<int64_t (*)(const DepthwiseWgradArgs<float, uint16_t>&),
-          void (*)(const DepthwiseWgradArgs<float, uint16_t>&, int64_t, int64_t)>
-depthwise_wgrad_kernels(const KernelTable<float>* table, const uint16_t*) {
-  return {table->depthwise_wgrad_bf16_items, table->depthwise_wgrad_bf16};
-}
-std::pair<int64_t (*)(const DepthwiseWgradArgs<float, Float16Bits>&),
-          void (*)(const DepthwiseWgradArgs<float, Float16Bits>&, int64_t, int64_t)>
-depthwise_wgrad_kernels(const KernelTable<float>* table, const Float16Bits*) {
-  return {table->depthwise_wgrad_fp16_items, table->depthwise_wgrad_fp16};
+template <typename T, typename S>
+auto depthwise_wgrad_kernels(const KernelTable<T>* table) {
+  if constexpr (std::is_same_v<S, uint16_t>) {
+    return std::make_pair(table->depthwise_wgrad_bf16_items, table->depthwise_wgrad_bf16);
+  } else if constexpr (std::is_same_v<S, Float16Bits>) {
+    return std::make_pair(table->depthwise_wgrad_fp16_items, table->depthwise_wgrad_fp16);
+  } else {
+    return std::make_pair(table->depthwise_wgrad_items, table->depthwise_wgrad);
+  }
 }
 
 // Depthwise over the pixels of all `maps` (which share dst_row_step), one destination row per item.
@@ -519,7 +511,7 @@ void depthwise(const std::vector<TapMap>& maps, const at::Tensor& src, at::Tenso
       args.pair_channels = pairs;
     }
   }
-  const auto kernel = depthwise_kernels(kernels<T>(), args.src);
+  const auto kernel = depthwise_kernels<T, S>(kernels<T>());
   run_items(kernel.first(args), args, kernel.second);
 }
 
@@ -556,9 +548,9 @@ at::Tensor depthwise_weight_grad(const TapMap& map, const at::Tensor& dy, const 
   args.dw = partial.mutable_data_ptr<T>();
   args.channels = channels;
   args.bands = bands;
-  const auto kernel = depthwise_wgrad_kernels(kernels<T>(), args.src);
+  const auto kernel = depthwise_wgrad_kernels<T, S>(kernels<T>());
   run_items(kernel.first(args), args, kernel.second);
-  return sum_rows<T>(partial.view({partial.size(0), kTaps * channels})).view({kTaps, channels}).t().reshape({channels, 1, kTaps});
+  return sum_rows<T>(partial.view({partial.size(0), kTaps * channels})).view({kTaps, channels}).t().contiguous().view({channels, 1, kTaps});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -722,7 +714,7 @@ void depthwise_slabs(const std::vector<TapMap>& maps, const at::Tensor& src, at:
     for (int t = 0; t < kTaps; ++t)
       for (int64_t j = 0; j < count; ++j) slab_weight[b * kTaps * slab + t * count + j] = w[t * C + c0 + j];
   }
-  const auto kernel = depthwise_kernels(kernels<T>(), static_cast<const S*>(nullptr));
+  const auto kernel = depthwise_kernels<T, S>(kernels<T>());
   const KernelTable<float>& table = *float_kernels();
   const S* src_data = elements<S>(src);
   S* dst_data = mutable_elements<S>(dst);
@@ -761,7 +753,7 @@ at::Tensor depthwise_weight_grad_slabs(const TapMap& map, const at::Tensor& dy, 
   const auto options = x.options().dtype(c10::CppTypeToScalarType<T>::value);
   at::Tensor partial = at::empty({batch * num_bands, kTaps * C}, options);
   T* partial_data = partial.mutable_data_ptr<T>();
-  const auto kernel = depthwise_wgrad_kernels(kernels<T>(), static_cast<const S*>(nullptr));
+  const auto kernel = depthwise_wgrad_kernels<T, S>(kernels<T>());
   const KernelTable<float>& table = *float_kernels();
   at::parallel_for(0, plan.items(batch), 1, [&](int64_t begin, int64_t end) {
     const std::unique_ptr<S[]> xs(new S[slab * src_plane]), dys(new S[slab * dst_plane]);
@@ -868,7 +860,7 @@ at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& x, const at::Tens
   const KernelTable<T>* table = kernels<T>();
   const int64_t groups = p.groups, k = w.size(1), n = w.size(0) / groups;
   if (map.batch * map.grid_h * map.grid_w == 0) {
-    return at::zeros_like(w);
+    return at::zeros(w.sizes(), w.options());  // contiguous, as the fake kernel says, whatever w's strides
   }
   if (is_depthwise(w, groups)) {
     return depthwise_weight_grad<T>(map, dy, x, groups);
@@ -1002,7 +994,7 @@ void forward_16bit(const at::Tensor& x, const at::Tensor& w, const std::optional
 at::Tensor weight_grad_16bit(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w, const ConvParams& p) {
   const TapMap map = forward_tap_map(geometry(x.size(0), x.size(2), x.size(3), dy.size(2), dy.size(3), p));
   if (map.batch * map.grid_h * map.grid_w == 0) {
-    return at::zeros_like(w);
+    return at::zeros(w.sizes(), w.options());  // contiguous, as the fake kernel says, whatever w's strides
   }
   if (is_depthwise(w, p.groups)) {
     at::Tensor dw;
@@ -1223,8 +1215,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cpu(
 
   at::Tensor grad_weight = none();
   if (native && output_mask[1]) {
-    // contiguous, as the fake kernel promises: the depthwise sums come back as a transposed view
-    grad_weight = weight_grad_16bit(dy16, as_channels_last(input), weight, p).contiguous();
+    grad_weight = weight_grad_16bit(dy16, as_channels_last(input), weight, p);
   } else if (output_mask[1]) {
     const at::Tensor x = to_channels_last(input, dtype);
     at::Tensor dw;

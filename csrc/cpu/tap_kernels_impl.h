@@ -127,11 +127,15 @@ inline void store_elems(uint16_t* p, V v) {
 // vcvtph2ps / vcvtps2ph per vector. Elsewhere the same results from integer and float operations on
 // the bits, which touch no float subnormal, so DAZ / FTZ (torch.set_flush_denormal) cannot change
 // them. NaN stays NaN (F16C keeps the payload's top bits, the portable code gives 0x7E00).
+#if defined(SKELETON_F16C) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SKELETON_F16C_BUILTINS 1
+#endif
+
 template <int L>
 inline typename VecOf<float, L>::type half_to_float(typename VecOf<uint16_t, L>::type h) {
   typedef typename VecOf<float, L>::type fv;
   typedef typename VecOf<uint32_t, L>::type u32v;
-#if defined(SKELETON_F16C) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(SKELETON_F16C_BUILTINS)
   typedef typename VecOf<short, L>::type i16v;
   if constexpr (L == 16) {
     return __builtin_ia32_vcvtph2ps512_mask(reinterpret_cast<i16v>(h), fv{}, static_cast<unsigned short>(0xFFFF), 4);
@@ -154,7 +158,7 @@ template <int L>
 inline typename VecOf<uint16_t, L>::type float_to_half(typename VecOf<float, L>::type v) {
   typedef typename VecOf<float, L>::type fv;
   typedef typename VecOf<uint32_t, L>::type u32v;
-#if defined(SKELETON_F16C) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(SKELETON_F16C_BUILTINS)
   typedef typename VecOf<uint16_t, L>::type u16v;
   typedef typename VecOf<short, L>::type i16v;
   if constexpr (L == 16) {  // imm 0: to nearest even, whatever MXCSR says
@@ -217,7 +221,7 @@ inline void store_elem(uint16_t* p, float f) {
 // One float16 element: the vector conversions' results for it, so border pixels round as the
 // interior does.
 inline float load_elem(const Float16Bits* p) {
-#if defined(SKELETON_F16C) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(SKELETON_F16C_BUILTINS)
   typedef short i16x8 __attribute__((vector_size(16)));
   const i16x8 h = {static_cast<short>(p->bits)};
   return __builtin_ia32_vcvtph2ps(h)[0];
@@ -231,7 +235,7 @@ inline float load_elem(const Float16Bits* p) {
 inline void store_elem(Float16Bits* p, float f) {
   typedef typename VecOf<float, 4>::type f32x4;
   const f32x4 v = {f};
-#if defined(SKELETON_F16C) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(SKELETON_F16C_BUILTINS)
   p->bits = static_cast<uint16_t>(__builtin_ia32_vcvtps2ph(v, 0)[0]);
 #else
   p->bits = float_to_half<4>(v)[0];
