@@ -1,6 +1,7 @@
-"""NCHW inputs on the CPU: the kernels' NCHW <-> channels_last transpose (every layer) and the
-depthwise slabs (NCHW depthwise layers), against the float64 oracle and against the same layer
-given in channels_last, which must produce the same bits for the output and the input gradient."""
+"""NCHW inputs on the CPU: the kernels' NCHW <-> channels_last transpose (every layer), the
+depthwise slabs (NCHW depthwise layers) and the row bands (NCHW dense and grouped layers), against
+the float64 oracle and against the same layer given in channels_last, which must produce the same
+bits for the output and the input gradient."""
 
 import pytest
 import torch
@@ -21,7 +22,11 @@ def layer(n, cin, cout, h, w, stride=(1, 1), padding=(1, 1), dilation=(1, 1), gr
 # with few taps or none (stride 3 across); a single row; one image of one slab, split into row bands
 # (strided and dilated down the rows: bands of the input-gradient classes, and halo rows); a plane
 # too large for a slab (257 x 256, above 65,536 pixels: the whole tensor is converted). Dense and grouped layers: tiles of the
-# transpose with edges both ways, and 3 input channels (a network's first layer, all edge).
+# transpose with edges both ways, and 3 input channels (a network's first layer, all edge), all in
+# one band per image; six bands per image with dilated halo rows, over 16 items, so the weight
+# gradient's slots sum several bands each; a grouped layer of 6 channels per group (grad_output padded
+# to whole blocks in the bands) in bands of strided input-gradient classes; and a weight larger
+# than an image, which converts the whole tensors instead of running in bands.
 LAYERS = [
     layer(2, 40, 40, 30, 29, groups=40),
     layer(1, 300, 300, 8, 8, stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=300, bias=False),
@@ -32,6 +37,9 @@ LAYERS = [
     layer(2, 19, 21, 13, 21),
     layer(1, 12, 18, 11, 14, stride=(2, 2), groups=3, bias=False),
     layer(2, 3, 16, 17, 17),
+    layer(3, 8, 24, 48, 20, padding=(2, 1), dilation=(2, 1)),
+    layer(1, 6, 12, 40, 9, stride=(2, 1), groups=2, bias=False),
+    layer(2, 32, 32, 4, 5),
 ]
 
 # Each instruction set's transpose for 4-, 2- and 8-byte elements (float32, bfloat16 and float16,
@@ -69,7 +77,7 @@ def test_nchw_same_bits_as_channels_last(isa, dtype, config, cpu_isa):
     assert out.is_contiguous() and grads[0].is_contiguous()
     assert torch.equal(out, out_cl)
     assert torch.equal(grads[0], grads_cl[0])
-    # The weight and bias gradients sum over pixels in another order (per slab, per image).
+    # The weight and bias gradients sum over pixels in another order (per slab or band, per image).
     rtol, atol = TOLERANCE[dtype]
     for grad, grad_cl in zip(grads[1:], grads_cl[1:]):
         if grad is not None:
@@ -77,7 +85,7 @@ def test_nchw_same_bits_as_channels_last(isa, dtype, config, cpu_isa):
             torch.testing.assert_close(grad.double(), grad_cl.double(), rtol=rtol, atol=atol * scale)
 
 
-@pytest.mark.parametrize("config", [LAYERS[0], LAYERS[1], LAYERS[5]], ids=config_id)
+@pytest.mark.parametrize("config", [LAYERS[0], LAYERS[1], LAYERS[5], LAYERS[9], LAYERS[10]], ids=config_id)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_nchw_bits_do_not_depend_on_threads(dtype, config):
     x, weight, bias = make_tensors(config, dtype)

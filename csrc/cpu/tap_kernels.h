@@ -48,6 +48,7 @@ struct WgradArgs {
   // (its accumulator loads stalled: neighbouring lines of the other core, likely pulled in by the
   // adjacent-line prefetcher).
   T* dw = nullptr;
+  bool accumulate = false;  // add to the sums dw holds (NCHW bands, one band after another)
   const T* zeros = nullptr;
   int64_t groups = 1, k = 0, n = 0;
   int vectors = 1;
@@ -171,6 +172,7 @@ struct Bf16WgradArgs {
   int64_t dy_ld = 0;
   int64_t dy_group_stride = 0;
   float* dw = nullptr;           // [groups][blocks][5][k][block], as WgradArgs::dw
+  bool accumulate = false;       // as WgradArgs::accumulate
   const uint16_t* zeros = nullptr;  // max(src_ld, dy_ld) zeros
   int64_t groups = 1, k = 0, n = 0;
   int vectors = 1;

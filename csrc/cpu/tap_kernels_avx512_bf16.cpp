@@ -213,7 +213,7 @@ void bf16_wgrad_impl(const Bf16WgradArgs& a, int64_t begin, int64_t end) {
       __m512 acc[P][V];
       for (int p = 0; p < P; ++p)
         for (int v = 0; v < V; ++v)
-          acc[p][v] = m0 == 0 || p >= rows ? _mm512_setzero_ps() : _mm512_loadu_ps(dw + p * B + v * kLanes);
+          acc[p][v] = (m0 == 0 && !a.accumulate) || p >= rows ? _mm512_setzero_ps() : _mm512_loadu_ps(dw + p * B + v * kLanes);
       for (int64_t q = 0; q < pairs; ++q) {
         __m512bh g16[V];
         for (int v = 0; v < V; ++v)

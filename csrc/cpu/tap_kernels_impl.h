@@ -473,9 +473,9 @@ void wgrad_impl(const WgradArgs<T>& a, int64_t begin, int64_t end) {
       const int64_t dy_off = g * a.dy_group_stride + b * B;
       const T* const* tap_src = src + t * kWgradChunk;
       if (rows == P) {
-        wgrad_tile<T, L, P, V>(tap_src, dy, count, g * a.k + c0, dy_off, dw, B, m0 == 0);
+        wgrad_tile<T, L, P, V>(tap_src, dy, count, g * a.k + c0, dy_off, dw, B, m0 == 0 && !a.accumulate);
       } else {
-        wgrad_tile_rows<T, L, V>(tap_src, dy, count, g * a.k + c0, dy_off, dw, B, m0 == 0, rows);
+        wgrad_tile_rows<T, L, V>(tap_src, dy, count, g * a.k + c0, dy_off, dw, B, m0 == 0 && !a.accumulate, rows);
       }
     }
   }
