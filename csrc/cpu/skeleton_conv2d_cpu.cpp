@@ -29,6 +29,7 @@
 #include "../skeleton_conv2d.h"
 #include "../tap_map.h"
 #include "../taps.h"
+#include "row_bands.h"
 #include "tap_kernels.h"
 
 namespace skeleton_cuda {
@@ -119,7 +120,6 @@ const KernelTable<float>* kernels<float>() { return float_kernels(); }
 template <>
 const KernelTable<double>* kernels<double>() { return generic_double_kernels(); }
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Runs items [0, count) of a kernel on the intra-op thread pool.
 template <typename Args, typename Kernel>
@@ -559,18 +559,6 @@ at::Tensor depthwise_weight_grad(const TapMap& map, const at::Tensor& dy, const 
 // own layout, and the buffers stay in the core's cache. Per pixel the same sums as the channels_last
 // path: the same bits for the output and the input gradient.
 
-constexpr int64_t kSlabUnit = 16;                      // channels per slab: a multiple of this
-constexpr int64_t kSlabElements = 16384;               // and about this many elements, where planes are small
-constexpr int64_t kMaxSlabBytes = int64_t{8} << 20;  // per buffer; larger planes convert the whole tensor
-
-// Channels per slab for C channels of `plane` pixels (the larger plane): kSlabUnit on large planes,
-// more on small ones, where the kernel's per-row costs (border columns, setup) would otherwise
-// dominate a slab of a few hundred elements.
-int64_t slab_channels(int64_t C, int64_t plane) {
-  const int64_t wanted = std::max<int64_t>(1, kSlabElements / (plane * kSlabUnit)) * kSlabUnit;
-  return std::min(wanted, ceil_div(C, kSlabUnit) * kSlabUnit);
-}
-
 // Whether a depthwise layer runs in slabs: activations NCHW (and not also channels_last, as with
 // one channel or one pixel), something to compute, and one slab of its larger plane (input or
 // output) within kMaxSlabBytes.
@@ -596,101 +584,6 @@ template <typename S>
 void slab_from_channels_last(const KernelTable<float>& table, const S* buffer, int64_t channels, int64_t plane,
                              int64_t n, int64_t c0, int64_t count, int64_t p0, int64_t pixels, S* tensor) {
   transpose_here(table, buffer, count, tensor + (n * channels + c0) * plane + p0, plane, pixels, count, sizeof(S));
-}
-
-// Work items per layer the slabs aim for: with few images and channels, each slab's rows are split
-// into bands, so that a machine with many cores still has work for them (one image of 16 channels
-// was one item: on this project's 2-core VM, 1 x 16 x 112 x 112 in float32 went 0.113 -> 0.085 ms
-// forward and 0.206 -> 0.159 ms backward with bands, interleaved medians of 60; layers with enough
-// items already were unchanged). A constant, not the thread count: the weight gradient sums per
-// band, and its bits must not depend on the threads.
-constexpr int64_t kSlabItems = 32;
-constexpr int64_t kMinBandRows = 8;  // thinner bands would transpose too many halo rows (2 of 8 here)
-
-int64_t slab_bands(int64_t batch, int64_t blocks, int64_t dst_h) {
-  const int64_t wanted = ceil_div(kSlabItems, batch * blocks);
-  return std::max<int64_t>(1, std::min(wanted, dst_h / kMinBandRows));
-}
-
-// The destination rows [r0, r1) of `maps` (one image, a common destination), as maps of their own:
-// destination row r0 becomes row 0, and the source rows they read, [src_first, src_first +
-// src_rows) of the image, become rows 0, 1, ... of a buffer that holds only those. A tap whose row
-// is outside the image stays outside the band's rows, so it still reads nothing.
-struct RowBand {
-  std::vector<TapMap> maps;
-  int64_t src_first = 0, src_rows = 0;
-};
-
-RowBand row_band(const std::vector<TapMap>& maps, int64_t r0, int64_t r1) {
-  RowBand band;
-  std::vector<int64_t> first_grid_row;
-  int64_t lo = 0, hi = 0;
-  bool any = false;
-  for (const TapMap& m : maps) {
-    // the grid rows i whose destination row dst_row0 + dst_row_step * i is in [r0, r1)
-    const int64_t i0 = std::min(m.grid_h, r0 <= m.dst_row0 ? 0 : ceil_div(r0 - m.dst_row0, m.dst_row_step));
-    const int64_t i1 = std::min(m.grid_h, r1 <= m.dst_row0 ? 0 : ceil_div(r1 - m.dst_row0, m.dst_row_step));
-    TapMap b = m;
-    b.dst_h = r1 - r0;
-    b.grid_h = std::max<int64_t>(0, i1 - i0);
-    b.dst_row0 = m.dst_row0 + m.dst_row_step * i0 - r0;
-    for (int t = 0; t < m.num_taps && i0 < i1; ++t) {
-      const int64_t top = std::max<int64_t>(0, m.src_row_step * i0 + m.src_row_off[t]);
-      const int64_t bottom = std::min(m.src_h, m.src_row_step * (i1 - 1) + m.src_row_off[t] + 1);
-      if (top < bottom) {
-        lo = any ? std::min(lo, top) : top;
-        hi = any ? std::max(hi, bottom) : bottom;
-        any = true;
-      }
-    }
-    band.maps.push_back(b);
-    first_grid_row.push_back(i0);
-  }
-  band.src_first = lo;
-  band.src_rows = hi - lo;
-  for (size_t k = 0; k < maps.size(); ++k) {
-    TapMap& b = band.maps[k];
-    b.src_h = band.src_rows;
-    for (int t = 0; t < b.num_taps; ++t) {
-      b.src_row_off[t] = maps[k].src_row_off[t] + maps[k].src_row_step * first_grid_row[k] - lo;
-    }
-  }
-  return band;
-}
-
-// How a layer splits into (image, slab, band) items, for `maps` of one image whose destination has
-// dst_h x dst_w pixels per plane.
-struct SlabPlan {
-  int64_t channels = 0, slab = 0, blocks = 0, band_rows = 0, dst_h = 0;
-  std::vector<RowBand> bands;
-
-  struct Item {
-    int64_t n, block, c0, count;  // image; slab: index, first channel, channels
-    int64_t band_index;
-    const RowBand* band;
-    int64_t r0, rows;             // the band's destination rows
-  };
-  int64_t items(int64_t batch) const { return batch * blocks * static_cast<int64_t>(bands.size()); }
-  Item item(int64_t i) const {
-    const int64_t num_bands = static_cast<int64_t>(bands.size());
-    const int64_t n = i / (blocks * num_bands), b = i / num_bands % blocks, k = i % num_bands;
-    const int64_t r0 = k * band_rows;
-    return {n, b, b * slab, std::min(slab, channels - b * slab), k, &bands[k], r0, std::min(band_rows, dst_h - r0)};
-  }
-};
-
-SlabPlan slab_plan(const std::vector<TapMap>& maps, int64_t batch, int64_t C, int64_t src_plane, int64_t dst_h,
-                   int64_t dst_w) {
-  SlabPlan plan;
-  plan.channels = C;
-  plan.slab = slab_channels(C, std::max(src_plane, dst_h * dst_w));
-  plan.blocks = ceil_div(C, plan.slab);
-  plan.dst_h = dst_h;
-  plan.band_rows = ceil_div(dst_h, slab_bands(batch, plan.blocks, dst_h));
-  for (int64_t r0 = 0; r0 < dst_h; r0 += plan.band_rows) {
-    plan.bands.push_back(row_band(maps, r0, std::min(dst_h, r0 + plan.band_rows)));
-  }
-  return plan;
 }
 
 // Depthwise over NCHW src and dst for `maps` of one image (the forward map, or the input
@@ -792,28 +685,6 @@ at::Tensor depthwise_weight_grad_slabs(const TapMap& map, const at::Tensor& dy, 
 // Each destination pixel gets the same sums in the same order as from a channels_last input: the
 // same bits.
 
-constexpr int64_t kBandBytes = int64_t{256} << 10;  // per band buffer, within a core's L2
-
-struct BandPlan {
-  int64_t band_rows = 0, dst_h = 0;
-  std::vector<RowBand> bands;
-  int64_t items(int64_t batch) const { return batch * static_cast<int64_t>(bands.size()); }
-};
-
-// Bands of destination rows for `maps` (one image) whose rows hold `dst_row_bytes` each: as tall as
-// kBandBytes allows, and enough of them for kSlabItems items over the batch.
-BandPlan band_plan(const std::vector<TapMap>& maps, int64_t batch, int64_t dst_h, int64_t dst_row_bytes) {
-  BandPlan plan;
-  plan.dst_h = dst_h;
-  const int64_t by_bytes = std::max<int64_t>(1, kBandBytes / std::max<int64_t>(1, dst_row_bytes));
-  const int64_t by_items = ceil_div(dst_h, std::max<int64_t>(1, std::min(ceil_div(kSlabItems, batch), dst_h / kMinBandRows)));
-  plan.band_rows = std::max<int64_t>(1, std::min({by_bytes, by_items, dst_h}));
-  for (int64_t r0 = 0; r0 < dst_h; r0 += plan.band_rows) {
-    plan.bands.push_back(row_band(maps, r0, std::min(dst_h, r0 + plan.band_rows)));
-  }
-  return plan;
-}
-
 // Runs run_map(map, src_buffer, dst_buffer) for every map of every band of every image of NCHW src
 // (N, src_c, H, W) and dst (N, dst_c, H', W'), elements of type S, buffers channels_last.
 template <typename S, typename RunMap>
@@ -822,9 +693,9 @@ void gather_gemm_in_bands(const std::vector<TapMap>& maps, const at::Tensor& src
   const int64_t batch = src.size(0), src_c = src.size(1), src_w = src.size(3);
   const int64_t dst_c = dst.size(1), dst_h = dst.size(2), dst_w = dst.size(3);
   const int64_t src_plane = src.size(2) * src_w, dst_plane = dst_h * dst_w;
-  const BandPlan plan = band_plan(maps, batch, dst_h, dst_w * dst_c * int64_t{sizeof(S)});
-  int64_t most_src_rows = 0;
-  for (const RowBand& band : plan.bands) most_src_rows = std::max(most_src_rows, band.src_rows);
+  const int64_t src_rows_per_row = ceil_div(src.size(2), dst_h);
+  const BandPlan plan = band_plan(maps, batch, dst_h, (dst_w * dst_c + src_rows_per_row * src_w * src_c) * int64_t{sizeof(S)});
+  const int64_t most_src_rows = plan.most_src_rows();
   const KernelTable<float>& table = *float_kernels();
   const S* src_data = elements<S>(src);
   S* dst_data = mutable_elements<S>(dst);
@@ -862,8 +733,7 @@ bool runs_in_bands(const at::Tensor& src, const at::Tensor& weight, int64_t grou
   const int64_t element = src.element_size();
   const int64_t src_row = src.size(1) * src.size(3) * element, dst_row = dst_sizes[1] * dst_sizes[3] * element;
   return src.size(0) > 0 && src.numel() > 0 && dst_sizes[2] * dst_sizes[3] > 0 &&
-         3 * std::max(src_row, dst_row) <= kMaxSlabBytes &&
-         weight.numel() * element <= src.numel() / src.size(0) * element;
+         3 * std::max(src_row, dst_row) <= kMaxSlabBytes && weight.numel() <= src.numel() / src.size(0);
 }
 
 // The weight gradient of NCHW dense and grouped layers in bands: an item is (image, band of output
@@ -872,22 +742,17 @@ bool runs_in_bands(const at::Tensor& src, const at::Tensor& weight, int64_t grou
 // band, pixel by pixel) into a partial sum of its own, and the partial sums are added up in order:
 // the bits depend on the shape only, not on the threads. Each slot is a whole weight gradient in
 // the accumulator type, so the slots must stay small next to the activations.
-constexpr int64_t kWgradSlots = 16;
 
-int64_t wgrad_slots(int64_t items) {
-  return std::min(items, kWgradSlots);
-}
-
-// x: (N, C, H, W), dy: (N, C_out, H', W'); `accumulator` bytes per sum.
+// Whether it runs so for x: (N, C, H, W), dy: (N, C_out, H', W'), with sums of `accumulator` bytes:
+// as runs_in_bands, dy NCHW too, and kWgradSlots weight gradients no larger than x (the blocks'
+// padding aside).
 bool wgrad_runs_in_bands(const at::Tensor& x, const at::Tensor& dy, const at::Tensor& weight, int64_t groups,
                          int64_t accumulator) {
   if (!runs_in_bands(x, weight, groups, dy.sizes()) || !dy.is_contiguous() ||
       dy.is_contiguous(at::MemoryFormat::ChannelsLast)) {
     return false;
   }
-  // At most the slots' sums, though the blocks may pad them: a slot per image at least.
-  const int64_t slots = std::min(kWgradSlots, x.size(0) * kSlabItems);
-  return slots * weight.numel() * accumulator <= static_cast<int64_t>(x.nbytes());
+  return kWgradSlots * weight.numel() * accumulator <= static_cast<int64_t>(x.nbytes());
 }
 
 // Runs run_band(map, x_buffer, dy_buffer, slot_sums, accumulate) over the bands of NCHW x and dy of
@@ -899,10 +764,9 @@ at::Tensor weight_grad_in_bands(const TapMap& map, const at::Tensor& dy, const a
   const int64_t batch = x.size(0), x_c = x.size(1), x_w = x.size(3);
   const int64_t dy_c = dy.size(1), dy_h = dy.size(2), dy_w = dy.size(3), n = dy_c / groups;
   const int64_t x_plane = x.size(2) * x_w, dy_plane = dy_h * dy_w, dy_ld = groups * padded;
-  const int64_t row_bytes = std::max(x_w * x_c, dy_w * dy_ld) * int64_t{sizeof(S)};
-  const BandPlan plan = band_plan({map}, batch, dy_h, row_bytes);
-  int64_t most_src_rows = 0;
-  for (const RowBand& band : plan.bands) most_src_rows = std::max(most_src_rows, band.src_rows);
+  const int64_t x_rows_per_row = ceil_div(x.size(2), dy_h);
+  const BandPlan plan = band_plan({map}, batch, dy_h, (dy_w * dy_ld + x_rows_per_row * x_w * x_c) * int64_t{sizeof(S)});
+  const int64_t most_src_rows = plan.most_src_rows();
   const int64_t items = plan.items(batch), slots = wgrad_slots(items);
   at::Tensor partial = at::empty({slots, elements_per_sum}, x.options().dtype(c10::CppTypeToScalarType<Acc>::value));
   Acc* partial_data = partial.mutable_data_ptr<Acc>();
