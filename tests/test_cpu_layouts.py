@@ -38,7 +38,7 @@ LAYERS = [
     layer(1, 12, 18, 11, 14, stride=(2, 2), groups=3, bias=False),
     layer(2, 3, 16, 17, 17),
     layer(3, 8, 24, 48, 20, padding=(2, 1), dilation=(2, 1)),
-    layer(1, 6, 12, 40, 9, stride=(2, 1), groups=2, bias=False),
+    layer(2, 6, 12, 40, 20, stride=(2, 1), groups=2, bias=False),
     layer(2, 32, 32, 4, 5),
 ]
 

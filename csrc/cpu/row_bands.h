@@ -138,17 +138,22 @@ struct BandPlan {
   }
 };
 
-// Bands of destination rows for `maps` (one image, dst_h rows), whose buffers take `band_row_bytes`
-// per destination row (its own and the source rows it reads): as tall as kBandBytes allows, and
-// enough of them for kSlabItems items over the batch, down to kMinBandRows rows.
-inline BandPlan band_plan(const std::vector<TapMap>& maps, int64_t batch, int64_t dst_h, int64_t band_row_bytes) {
-  BandPlan plan;
-  plan.dst_h = dst_h;
+// Rows per band for a destination of dst_h rows whose buffers take `band_row_bytes` per destination
+// row (its own and the source rows it reads): as tall as kBandBytes allows, and enough bands for
+// kSlabItems items over the batch, down to kMinBandRows rows.
+inline int64_t band_rows_for(int64_t batch, int64_t dst_h, int64_t band_row_bytes) {
   const int64_t by_bytes = std::max<int64_t>(1, kBandBytes / std::max<int64_t>(1, band_row_bytes));
   const int64_t wanted_bands = std::max<int64_t>(1, std::min(ceil_div(kSlabItems, batch), dst_h / kMinBandRows));
-  plan.band_rows = std::max<int64_t>(1, std::min({by_bytes, ceil_div(dst_h, wanted_bands), dst_h}));
-  for (int64_t r0 = 0; r0 < dst_h; r0 += plan.band_rows) {
-    plan.bands.push_back(row_band(maps, r0, std::min(dst_h, r0 + plan.band_rows)));
+  return std::max<int64_t>(1, std::min({by_bytes, ceil_div(dst_h, wanted_bands), dst_h}));
+}
+
+// The bands of `band_rows` destination rows (the last one shorter) of `maps` (one image, dst_h rows).
+inline BandPlan band_plan(const std::vector<TapMap>& maps, int64_t dst_h, int64_t band_rows) {
+  BandPlan plan;
+  plan.dst_h = dst_h;
+  plan.band_rows = band_rows;
+  for (int64_t r0 = 0; r0 < dst_h; r0 += band_rows) {
+    plan.bands.push_back(row_band(maps, r0, std::min(dst_h, r0 + band_rows)));
   }
   return plan;
 }

@@ -685,6 +685,49 @@ at::Tensor depthwise_weight_grad_slabs(const TapMap& map, const at::Tensor& dy, 
 // Each destination pixel gets the same sums in the same order as from a channels_last input: the
 // same bits.
 
+// Bytes a band's buffers take per destination row of (N, C, H, W) `dst`: its own, and the rows of
+// `src` it reads (at most as many as the stride takes per row).
+int64_t band_row_bytes(c10::IntArrayRef src, c10::IntArrayRef dst, int64_t element) {
+  return (dst[1] * dst[3] + ceil_div(src[2], dst[2]) * src[1] * src[3]) * element;
+}
+
+// Whether a dense or grouped pass from `src` to `dst` (both (N, C, H, W)) can run in bands: both NCHW
+// (and not also channels_last, as with one channel or one pixel), something to compute, and one
+// row of either within kMaxSlabBytes.
+bool nchw_bands_apply(const at::Tensor& src, const at::Tensor& weight, int64_t groups, c10::IntArrayRef dst_sizes) {
+  if (is_depthwise(weight, groups) || src.dim() != 4 || !src.is_contiguous() ||
+      src.is_contiguous(at::MemoryFormat::ChannelsLast) || dst_sizes[1] == 1 || dst_sizes[2] * dst_sizes[3] == 1) {
+    return false;
+  }
+  const int64_t element = src.element_size();
+  const int64_t src_row = src.size(1) * src.size(3) * element, dst_row = dst_sizes[1] * dst_sizes[3] * element;
+  return src.size(0) > 0 && src.numel() > 0 && dst_sizes[2] * dst_sizes[3] > 0 &&
+         3 * std::max(src_row, dst_row) <= kMaxSlabBytes;
+}
+
+// The forward pass and the input gradient run in bands where they can, unless
+//  - the weight is over kBandWeightRatio times one source image: each item reads all of it, and
+//    where it dwarfs the activations, converting them once costs less than reading the weight once
+//    per image (measured on the 2-core VM, bands against whole-tensor conversion, float32 /
+//    bfloat16: 256 @ 8 at batch 32, a weight 20 images large, 1.14x / 0.98x forward; 512 @ 7, 52
+//    images, 0.97x / 1.01x; 512 @ 4, 160 images, 1.00x / 0.87x; 64 @ 16 and 128 @ 16, 1.3 and 5
+//    images, 1.32x / 1.12x and 1.20x / 1.20x);
+//  - the items would leave threads idle: more than 10% above an even split (one image of 64 @ 56
+//    is 7 bands: 4 and 3 on two threads, 0.87x forward). Whole tensors split finer.
+// Both ways give the same bits, so this choice may depend on the threads (the weight gradient's,
+// whose sums follow the bands, may not).
+constexpr int64_t kBandWeightRatio = 16;
+
+bool pass_runs_in_bands(const at::Tensor& src, const at::Tensor& weight, int64_t groups, c10::IntArrayRef dst_sizes) {
+  if (!nchw_bands_apply(src, weight, groups, dst_sizes) ||
+      weight.numel() > kBandWeightRatio * (src.numel() / src.size(0))) {
+    return false;
+  }
+  const int64_t rows = band_rows_for(src.size(0), dst_sizes[2], band_row_bytes(src.sizes(), dst_sizes, src.element_size()));
+  const int64_t items = src.size(0) * ceil_div(dst_sizes[2], rows), threads = at::get_num_threads();
+  return 10 * ceil_div(items, threads) * threads <= 11 * items;
+}
+
 // Runs run_map(map, src_buffer, dst_buffer) for every map of every band of every image of NCHW src
 // (N, src_c, H, W) and dst (N, dst_c, H', W'), elements of type S, buffers channels_last.
 template <typename S, typename RunMap>
@@ -693,8 +736,8 @@ void gather_gemm_in_bands(const std::vector<TapMap>& maps, const at::Tensor& src
   const int64_t batch = src.size(0), src_c = src.size(1), src_w = src.size(3);
   const int64_t dst_c = dst.size(1), dst_h = dst.size(2), dst_w = dst.size(3);
   const int64_t src_plane = src.size(2) * src_w, dst_plane = dst_h * dst_w;
-  const int64_t src_rows_per_row = ceil_div(src.size(2), dst_h);
-  const BandPlan plan = band_plan(maps, batch, dst_h, (dst_w * dst_c + src_rows_per_row * src_w * src_c) * int64_t{sizeof(S)});
+  const BandPlan plan =
+      band_plan(maps, dst_h, band_rows_for(batch, dst_h, band_row_bytes(src.sizes(), dst.sizes(), sizeof(S))));
   const int64_t most_src_rows = plan.most_src_rows();
   const KernelTable<float>& table = *float_kernels();
   const S* src_data = elements<S>(src);
@@ -720,22 +763,6 @@ void gather_gemm_in_bands(const std::vector<TapMap>& maps, const at::Tensor& src
   });
 }
 
-// Whether a dense or grouped pass from `src` to `dst` (both (N, C, H, W)) runs in bands: both NCHW
-// (and not also channels_last, as with one channel or one pixel), something to compute, one row of
-// either within kMaxSlabBytes, and a weight no larger than one source image (each item reads all of
-// it; where it is the larger operand, as at 512 @ 7, converting the small activations once costs
-// less than reading the weight once per band).
-bool runs_in_bands(const at::Tensor& src, const at::Tensor& weight, int64_t groups, c10::IntArrayRef dst_sizes) {
-  if (is_depthwise(weight, groups) || src.dim() != 4 || !src.is_contiguous() ||
-      src.is_contiguous(at::MemoryFormat::ChannelsLast) || dst_sizes[1] == 1 || dst_sizes[2] * dst_sizes[3] == 1) {
-    return false;
-  }
-  const int64_t element = src.element_size();
-  const int64_t src_row = src.size(1) * src.size(3) * element, dst_row = dst_sizes[1] * dst_sizes[3] * element;
-  return src.size(0) > 0 && src.numel() > 0 && dst_sizes[2] * dst_sizes[3] > 0 &&
-         3 * std::max(src_row, dst_row) <= kMaxSlabBytes && weight.numel() <= src.numel() / src.size(0);
-}
-
 // The weight gradient of NCHW dense and grouped layers in bands: an item is (image, band of output
 // rows), whose grad_output rows and the input rows they read are transposed into channels_last
 // buffers of its thread. The items are split into kWgradSlots fixed runs, each summed (band after
@@ -743,16 +770,14 @@ bool runs_in_bands(const at::Tensor& src, const at::Tensor& weight, int64_t grou
 // the bits depend on the shape only, not on the threads. Each slot is a whole weight gradient in
 // the accumulator type, so the slots must stay small next to the activations.
 
-// Whether it runs so for x: (N, C, H, W), dy: (N, C_out, H', W'), with sums of `accumulator` bytes:
-// as runs_in_bands, dy NCHW too, and kWgradSlots weight gradients no larger than x (the blocks'
-// padding aside).
-bool wgrad_runs_in_bands(const at::Tensor& x, const at::Tensor& dy, const at::Tensor& weight, int64_t groups,
-                         int64_t accumulator) {
-  if (!runs_in_bands(x, weight, groups, dy.sizes()) || !dy.is_contiguous() ||
-      dy.is_contiguous(at::MemoryFormat::ChannelsLast)) {
-    return false;
-  }
-  return kWgradSlots * weight.numel() * accumulator <= static_cast<int64_t>(x.nbytes());
+// Whether it runs so for x: (N, C, H, W), dy: (N, C_out, H', W'): x and dy NCHW, and kWgradSlots
+// weight gradients no more elements than x (measured as above, bands against whole tensors,
+// float32 / bfloat16, with the weight gradients' elements over x's: 64 @ 16 at batch 32, 0.6,
+// 1.35x / 1.27x; 64 @ 32, 0.16, 1.30x / 1.30x; 128 @ 16, 1.25, 1.08x / 1.03x; 128 @ 28 at batch
+// 8, 1.6, 1.02x / 0.88x; 256 @ 8, 10, 0.91x / 0.67x; one image of 64 @ 56, 1.6, 0.95x / 0.81x).
+bool wgrad_runs_in_bands(const at::Tensor& x, const at::Tensor& dy, const at::Tensor& weight, int64_t groups) {
+  return nchw_bands_apply(x, weight, groups, dy.sizes()) && dy.is_contiguous() &&
+         !dy.is_contiguous(at::MemoryFormat::ChannelsLast) && kWgradSlots * weight.numel() <= x.numel();
 }
 
 // Runs run_band(map, x_buffer, dy_buffer, slot_sums, accumulate) over the bands of NCHW x and dy of
@@ -764,8 +789,8 @@ at::Tensor weight_grad_in_bands(const TapMap& map, const at::Tensor& dy, const a
   const int64_t batch = x.size(0), x_c = x.size(1), x_w = x.size(3);
   const int64_t dy_c = dy.size(1), dy_h = dy.size(2), dy_w = dy.size(3), n = dy_c / groups;
   const int64_t x_plane = x.size(2) * x_w, dy_plane = dy_h * dy_w, dy_ld = groups * padded;
-  const int64_t x_rows_per_row = ceil_div(x.size(2), dy_h);
-  const BandPlan plan = band_plan({map}, batch, dy_h, (dy_w * dy_ld + x_rows_per_row * x_w * x_c) * int64_t{sizeof(S)});
+  const int64_t buffered_dy[] = {batch, dy_ld, dy_h, dy_w};
+  const BandPlan plan = band_plan({map}, dy_h, band_rows_for(batch, dy_h, band_row_bytes(x.sizes(), buffered_dy, sizeof(S))));
   const int64_t most_src_rows = plan.most_src_rows();
   const int64_t items = plan.items(batch), slots = wgrad_slots(items);
   at::Tensor partial = at::empty({slots, elements_per_sum}, x.options().dtype(c10::CppTypeToScalarType<Acc>::value));
@@ -808,7 +833,7 @@ std::vector<TapMap> one_image(std::vector<TapMap> maps) {
 }
 
 // The gather GEMMs of one pass, `maps` (the forward map, or the input gradient's classes) from src
-// to dst: channels_last tensors as they are, NCHW ones (runs_in_bands) in bands.
+// to dst: channels_last tensors as they are, NCHW ones (pass_runs_in_bands) in bands.
 template <typename T>
 void gather_gemms(const std::vector<TapMap>& maps, const at::Tensor& src, at::Tensor& dst, const at::Tensor& packed,
                   const T* bias, int64_t groups, int64_t k, int64_t n, int vectors) {
@@ -1007,7 +1032,7 @@ class Bf16GatherGemm {
   }
 
   // The GEMMs of one pass, `maps`, from src to dst: channels_last tensors as they are, NCHW ones
-  // (runs_in_bands) in bands.
+  // (pass_runs_in_bands) in bands.
   void run(const std::vector<TapMap>& maps, const at::Tensor& src, at::Tensor& dst) const {
     if (!src.is_contiguous(at::MemoryFormat::ChannelsLast)) {
       gather_gemm_in_bands<uint16_t>(one_image(maps), src, dst, [&](const TapMap& map, const uint16_t* in, uint16_t* out) {
@@ -1246,7 +1271,7 @@ at::Tensor skeleton_conv2d_cpu(
   // NCHW in bands where the kernels take the caller's dtype as it is (not float16's float32 copy).
   const bool native = native_16bit(input, weight, groups);
   const auto dtype = compute_dtype(input.scalar_type());
-  const bool bands = (native || input.scalar_type() == dtype) && runs_in_bands(input, weight, groups, y_sizes);
+  const bool bands = (native || input.scalar_type() == dtype) && pass_runs_in_bands(input, weight, groups, y_sizes);
   const auto result = [&](const at::TensorOptions& options) {
     return bands ? at::empty(y_sizes, options) : empty_channels_last(y_sizes[0], y_sizes[1], y_sizes[2], y_sizes[3], options);
   };
@@ -1291,10 +1316,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cpu(
   const bool dx_in_bands = output_mask[0] && (native || input.scalar_type() == dtype) &&
                            grad_output.scalar_type() == input.scalar_type() && input.is_contiguous() &&
                            !input.is_contiguous(at::MemoryFormat::ChannelsLast) &&
-                           runs_in_bands(grad_output, weight, groups, input.sizes());
+                           pass_runs_in_bands(grad_output, weight, groups, input.sizes());
   const bool dw_in_bands = output_mask[1] && (native || input.scalar_type() == dtype) &&
                            grad_output.scalar_type() == input.scalar_type() &&
-                           wgrad_runs_in_bands(input, grad_output, weight, groups, native ? 4 : c10::elementSize(dtype));
+                           wgrad_runs_in_bands(input, grad_output, weight, groups);
   const bool whole_dy = (output_mask[0] && !dx_in_bands) || (output_mask[1] && !dw_in_bands);
   // grad_output channels_last in the compute dtype, for the gradients whose kernels compute in it
   // (the bias gradient sums grad_output as it is, below).
