@@ -2,9 +2,12 @@
 // instruction set. The arithmetic lives in tap_kernels_impl.h.
 //
 // Everything runs on channels_last (pixel-major) buffers, where the five taps of a pixel are five
-// contiguous channel vectors. NCHW inputs of dense and grouped layers are converted on the way in
-// and the result converted back (by the kernels' transpose), so the output keeps the input's memory
-// format, as nn.Conv2d's does; NCHW depthwise layers run in slabs instead (depthwise_slabs).
+// contiguous channel vectors. NCHW tensors are read and written in their own layout, a piece at a
+// time through per-thread channels_last buffers: depthwise layers in slabs of channels
+// (depthwise_slabs), dense and grouped ones in bands of rows (gather_gemm_in_bands,
+// weight_grad_in_bands; row_bands.h cuts both). Where bands do not pay (a weight far larger than the
+// activations, too few items for the threads) the whole tensors are converted by the kernels'
+// transpose instead. Either way the output keeps the input's memory format, as nn.Conv2d's does.
 // bfloat16 and float16 depthwise layers, and bfloat16 dense and grouped ones on CPUs with
 // AVX512_BF16, run on their own bits with float32 sums (native_16bit, below); other float16 and
 // bfloat16 layers compute on a float32 copy; float64 (gradcheck) has its own kernels.
