@@ -18,7 +18,8 @@
 # The stages (any order, any number; each for a later lease once first-contact is green):
 #   build                    editable build (quick when the machine is warm and the build is there)
 #   tensor-cores             tests/test_cuda_tensor_cores.py: the tensor-core kernels on hardware
-#   cuda-cores               tests/test_cuda.py: the tiled, direct and depthwise kernels
+#   cuda-cores               tests/test_cuda.py: the tiled, direct and depthwise kernels; and the
+#                            CUDA cases of test_transforms.py and test_batching.py
 #   bench-quick              GPU suite with the tensor cores on, 15 rounds: dense bf16 channels_last
 #                            and fp32 NCHW (TF32), and the depthwise suite
 #   memcheck                 compute-sanitizer on small configurations
@@ -84,8 +85,10 @@ record() {  # record <stage> <exit status>
 tensor_cores_on() { SKELETON_CUDA_TENSOR_CORES=1 "$@"; }
 
 # One test file on the GPU, all of it (no -x: the first contact wants every failure), slowest last.
-gpu_tests() {  # gpu_tests <log> <test file>
-  limited 600 "$PY" -m pytest "$2" -q -rfE --durations=25 -p no:cacheprovider >"$OUT/$1" 2>&1
+gpu_tests() {  # gpu_tests <log> <pytest args...>
+  local log=$1
+  shift
+  limited 600 "$PY" -m pytest "$@" -q -rfE --durations=25 -p no:cacheprovider >"$OUT/$log" 2>&1
 }
 
 # compute-sanitizer sees out-of-bounds accesses only outside PyTorch's cached blocks: turn the
@@ -135,7 +138,9 @@ for stage in "${stages[@]}"; do
       record tensor-cores $?
       ;;
     cuda-cores)
-      gpu_tests cuda-cores.log tests/test_cuda.py
+      # and forward AD, torch.func and vmap (transforms.py, batching.py) on CUDA tensors: their
+      # "cuda" cases ("cuda" also names every test of test_cuda.py)
+      gpu_tests cuda-cores.log tests/test_cuda.py tests/test_transforms.py tests/test_batching.py -k "cuda"
       record cuda-cores $?
       ;;
     memcheck)

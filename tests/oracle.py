@@ -7,6 +7,7 @@ F.conv2d in float64 with autograd giving every gradient.
 import os
 import random
 
+import pytest
 import torch
 
 import skeleton_cuda
@@ -21,6 +22,13 @@ TOLERANCE = {
     torch.bfloat16: (3e-2, 1e-2),
     "tf32": (5e-3, 2e-3),
 }
+
+
+def devices():
+    """The devices a device-generic test runs on: the CPU, and CUDA as a case that is skipped
+    without a GPU (or without the CUDA kernels), so that a GPU machine runs it too."""
+    no_gpu = not (torch.cuda.is_available() and skeleton_cuda.has_cuda_kernels())
+    return ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(no_gpu, reason="needs a CUDA GPU"))]
 
 
 def cpu_isa_supported(isa):

@@ -1,6 +1,6 @@
 """Forward-mode AD and the torch.func transforms (skeleton_cuda/transforms.py): every derivative,
 of first and second order, in either mode and every nesting, equals nn.Conv2d's with the corners
-zeroed; and each takes the path meant for it."""
+zeroed, on the CPU and (on a GPU machine) on CUDA tensors; and each takes the path meant for it."""
 
 import pytest
 import torch
@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import skeleton_cuda
 from skeleton_cuda.taps import skeleton_to_dense_weight
 from skeleton_cuda.transforms import route
+from oracle import devices
 
 pytestmark = [
     pytest.mark.skipif(not skeleton_cuda.has_compiled_ops(), reason="compiled ops not built"),
@@ -63,10 +64,11 @@ def derivatives(conv, x, w, b, tangents, groups, stride):
 
 
 @pytest.mark.parametrize("groups,cin,cout,stride,layout", LAYERS)
-def test_transforms_match_conv2d(groups, cin, cout, stride, layout):
-    x = torch.randn(2, cin, 5, 6, dtype=torch.float64).contiguous(memory_format=layout)
-    w = torch.randn(cout, cin // groups, 5, dtype=torch.float64)
-    b = torch.randn(cout, dtype=torch.float64)
+@pytest.mark.parametrize("device", devices())
+def test_transforms_match_conv2d(groups, cin, cout, stride, layout, device):
+    x = torch.randn(2, cin, 5, 6, dtype=torch.float64, device=device).contiguous(memory_format=layout)
+    w = torch.randn(cout, cin // groups, 5, dtype=torch.float64, device=device)
+    b = torch.randn(cout, dtype=torch.float64, device=device)
     tangents = (torch.randn_like(x), torch.randn_like(w), torch.randn_like(b))
     got = derivatives(ours, x, w, b, tangents, groups, stride)
     want = derivatives(dense, x, w, b, tangents, groups, stride)
