@@ -129,7 +129,17 @@ constexpr int64_t kBandBytes = int64_t{512} << 10;  // a band's two buffers toge
 struct BandPlan {
   int64_t band_rows = 0, dst_h = 0;
   std::vector<RowBand> bands;
+
+  struct Item {
+    int64_t n;                 // image
+    const RowBand* band;
+    int64_t r0, rows;          // the band's destination rows
+  };
   int64_t items(int64_t batch) const { return batch * static_cast<int64_t>(bands.size()); }
+  Item item(int64_t i) const {
+    const int64_t count = static_cast<int64_t>(bands.size()), k = i % count, r0 = k * band_rows;
+    return {i / count, &bands[k], r0, std::min(band_rows, dst_h - r0)};
+  }
   // Source rows of the tallest band: what a thread's source buffer must hold.
   int64_t most_src_rows() const {
     int64_t rows = 0;

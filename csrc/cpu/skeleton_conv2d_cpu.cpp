@@ -731,6 +731,18 @@ bool pass_runs_in_bands(const at::Tensor& src, const at::Tensor& weight, int64_t
   return 10 * ceil_div(items, threads) * threads <= 11 * items;
 }
 
+// The source rows that band item `it` reads, of NCHW `src` (its elements `data`, of type S), into a
+// channels_last buffer.
+template <typename S>
+void band_source_to_channels_last(const KernelTable<float>& table, const S* data, const at::Tensor& src,
+                                  const BandPlan::Item& it, S* buffer) {
+  if (it.band->src_rows > 0) {
+    const int64_t channels = src.size(1), width = src.size(3);
+    slab_to_channels_last(table, data, channels, src.size(2) * width, it.n, 0, channels, it.band->src_first * width,
+                          it.band->src_rows * width, buffer);
+  }
+}
+
 // Runs run_map(map, src_buffer, dst_buffer) for every map of every band of every image of NCHW src
 // (N, src_c, H, W) and dst (N, dst_c, H', W'), elements of type S, buffers channels_last.
 template <typename S, typename RunMap>
@@ -738,7 +750,7 @@ void gather_gemm_in_bands(const std::vector<TapMap>& maps, const at::Tensor& src
                           const RunMap& run_map) {
   const int64_t batch = src.size(0), src_c = src.size(1), src_w = src.size(3);
   const int64_t dst_c = dst.size(1), dst_h = dst.size(2), dst_w = dst.size(3);
-  const int64_t src_plane = src.size(2) * src_w, dst_plane = dst_h * dst_w;
+  const int64_t dst_plane = dst_h * dst_w;
   const BandPlan plan =
       band_plan(maps, dst_h, band_rows_for(batch, dst_h, band_row_bytes(src.sizes(), dst.sizes(), sizeof(S))));
   const int64_t most_src_rows = plan.most_src_rows();
@@ -750,18 +762,13 @@ void gather_gemm_in_bands(const std::vector<TapMap>& maps, const at::Tensor& src
     const std::unique_ptr<S[]> in(new S[std::max<int64_t>(1, most_src_rows * src_w * src_c)]);
     const std::unique_ptr<S[]> out(new S[plan.band_rows * dst_w * dst_c]);
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t n = i / static_cast<int64_t>(plan.bands.size());
-      const int64_t k = i % static_cast<int64_t>(plan.bands.size());
-      const RowBand& band = plan.bands[k];
-      const int64_t r0 = k * plan.band_rows, rows = std::min(plan.band_rows, dst_h - r0);
-      if (band.src_rows > 0) {
-        slab_to_channels_last(table, src_data, src_c, src_plane, n, 0, src_c, band.src_first * src_w,
-                              band.src_rows * src_w, in.get());
-      }
-      for (const TapMap& map : band.maps) {
+      const BandPlan::Item it = plan.item(i);
+      band_source_to_channels_last(table, src_data, src, it, in.get());
+      for (const TapMap& map : it.band->maps) {
         run_map(map, in.get(), out.get());
       }
-      slab_from_channels_last(table, out.get(), dst_c, dst_plane, n, 0, dst_c, r0 * dst_w, rows * dst_w, dst_data);
+      slab_from_channels_last(table, out.get(), dst_c, dst_plane, it.n, 0, dst_c, it.r0 * dst_w, it.rows * dst_w,
+                              dst_data);
     }
   });
 }
@@ -791,7 +798,7 @@ at::Tensor weight_grad_in_bands(const TapMap& map, const at::Tensor& dy, const a
                                 int64_t padded, int64_t elements_per_sum, const RunBand& run_band) {
   const int64_t batch = x.size(0), x_c = x.size(1), x_w = x.size(3);
   const int64_t dy_c = dy.size(1), dy_h = dy.size(2), dy_w = dy.size(3), n = dy_c / groups;
-  const int64_t x_plane = x.size(2) * x_w, dy_plane = dy_h * dy_w, dy_ld = groups * padded;
+  const int64_t dy_plane = dy_h * dy_w, dy_ld = groups * padded;
   const int64_t buffered_dy[] = {batch, dy_ld, dy_h, dy_w};
   const BandPlan plan = band_plan({map}, dy_h, band_rows_for(batch, dy_h, band_row_bytes(x.sizes(), buffered_dy, sizeof(S))));
   const int64_t most_src_rows = plan.most_src_rows();
@@ -808,21 +815,15 @@ at::Tensor weight_grad_in_bands(const TapMap& map, const at::Tensor& dy, const a
     for (int64_t slot = begin; slot < end; ++slot) {
       const int64_t first = slot * items / slots, last = (slot + 1) * items / slots;
       for (int64_t i = first; i < last; ++i) {
-        const int64_t image = i / static_cast<int64_t>(plan.bands.size());
-        const int64_t k = i % static_cast<int64_t>(plan.bands.size());
-        const RowBand& band = plan.bands[k];
-        const int64_t r0 = k * plan.band_rows, rows = std::min(plan.band_rows, dy_h - r0);
-        if (band.src_rows > 0) {
-          slab_to_channels_last(table, x_data, x_c, x_plane, image, 0, x_c, band.src_first * x_w, band.src_rows * x_w,
-                                xs.get());
-        }
+        const BandPlan::Item it = plan.item(i);
+        band_source_to_channels_last(table, x_data, x, it, xs.get());
         for (int64_t g = 0; g < (padded != n ? groups : 1); ++g) {
           // padded == n: all groups at once, side by side as in dy
           const int64_t count = padded != n ? n : dy_c;
-          transpose_here(table, dy_data + (image * dy_c + g * n) * dy_plane + r0 * dy_w, dy_plane, dys.get() + g * padded,
-                         dy_ld, count, rows * dy_w, sizeof(S));
+          transpose_here(table, dy_data + (it.n * dy_c + g * n) * dy_plane + it.r0 * dy_w, dy_plane,
+                         dys.get() + g * padded, dy_ld, count, it.rows * dy_w, sizeof(S));
         }
-        run_band(band.maps[0], xs.get(), dys.get(), partial_data + slot * elements_per_sum, /*accumulate=*/i != first);
+        run_band(it.band->maps[0], xs.get(), dys.get(), partial_data + slot * elements_per_sum, /*accumulate=*/i != first);
       }
     }
   });
@@ -835,17 +836,37 @@ std::vector<TapMap> one_image(std::vector<TapMap> maps) {
   return maps;
 }
 
-// The gather GEMMs of one pass, `maps` (the forward map, or the input gradient's classes) from src
-// to dst: channels_last tensors as they are, NCHW ones (pass_runs_in_bands) in bands.
-template <typename T>
-void gather_gemms(const std::vector<TapMap>& maps, const at::Tensor& src, at::Tensor& dst, const at::Tensor& packed,
-                  const T* bias, int64_t groups, int64_t k, int64_t n, int vectors) {
-  const KernelTable<T>* table = kernels<T>();
-  const at::Tensor zeros = zero_pixel<T>(src.size(1), src.options());
+// The weight gradient of `table`'s kernel over NCHW x and dy in bands, `args` holding all but the
+// tensors (groups, k, n, vectors, zeros, src_ld): its sums, [groups][blocks][5][k][block] in Acc.
+template <typename S, typename Acc, typename Table, typename Args>
+at::Tensor wgrad_sums_in_bands(const Table* table, Args args, const TapMap& map, const at::Tensor& dy, const at::Tensor& x,
+                               int64_t blocks, int64_t block) {
+  args.dy_group_stride = blocks * block;
+  args.dy_ld = args.groups * args.dy_group_stride;
+  const at::Tensor sums = weight_grad_in_bands<S, Acc>(
+      one_image({map})[0], dy, x, args.groups, blocks * block, args.groups * blocks * kTaps * args.k * block,
+      [&](const TapMap& band_map, const S* xs, const S* dys, Acc* dw, bool accumulate) {
+        Args a = args;
+        a.map = band_map;
+        a.src = xs;
+        a.dy = dys;
+        a.dw = dw;
+        a.accumulate = accumulate;
+        table->wgrad(a, 0, table->wgrad_items(a));
+      });
+  return sums.view({args.groups, blocks, kTaps, args.k, block});
+}
+
+// The gather GEMMs of one pass, `maps` (the forward map, or the input gradient's classes), from src
+// to dst of elements S: channels_last tensors as they are, NCHW ones (pass_runs_in_bands) in bands.
+// make_args(map, src, src_ld, dst, dst_ld) gives the arguments of `table`'s gather GEMM, whose
+// weight `packed` has `outer` = groups x column blocks.
+template <typename S, typename Table, typename MakeArgs>
+void run_gather_pass(const Table* table, int64_t outer, const at::Tensor& packed, const std::vector<TapMap>& maps,
+                     const at::Tensor& src, at::Tensor& dst, const MakeArgs& make_args) {
   if (!src.is_contiguous(at::MemoryFormat::ChannelsLast)) {
-    gather_gemm_in_bands<T>(one_image(maps), src, dst, [&](const TapMap& map, const T* in, T* out) {
-      const GatherGemmArgs<T> args =
-          gather_gemm_args<T>(map, in, src.size(1), out, dst.size(1), packed, bias, zeros, groups, k, n, vectors);
+    gather_gemm_in_bands<S>(one_image(maps), src, dst, [&](const TapMap& map, const S* in, S* out) {
+      const auto args = make_args(map, in, src.size(1), out, dst.size(1));
       if (map.grid_h * map.grid_w > 0) {
         table->gather_gemm(args, 0, table->gather_gemm_items(args));
       }
@@ -856,11 +877,20 @@ void gather_gemms(const std::vector<TapMap>& maps, const at::Tensor& src, at::Te
     if (map.batch * map.grid_h * map.grid_w == 0) {
       continue;
     }
-    const GatherGemmArgs<T> args = gather_gemm_args<T>(map, src.const_data_ptr<T>(), src.size(1), dst.mutable_data_ptr<T>(),
-                                                       dst.size(1), packed, bias, zeros, groups, k, n, vectors);
-    run_gather_items(table->gather_gemm_items(args), groups * ceil_div(n, int64_t{vectors} * table->lanes), packed, src,
-                     args, table->gather_gemm);
+    const auto args = make_args(map, elements<S>(src), src.size(1), mutable_elements<S>(dst), dst.size(1));
+    run_gather_items(table->gather_gemm_items(args), outer, packed, src, args, table->gather_gemm);
   }
+}
+
+template <typename T>
+void gather_gemms(const std::vector<TapMap>& maps, const at::Tensor& src, at::Tensor& dst, const at::Tensor& packed,
+                  const T* bias, int64_t groups, int64_t k, int64_t n, int vectors) {
+  const KernelTable<T>* table = kernels<T>();
+  const at::Tensor zeros = zero_pixel<T>(src.size(1), src.options());
+  run_gather_pass<T>(table, groups * ceil_div(n, int64_t{vectors} * table->lanes), packed, maps, src, dst,
+                     [&](const TapMap& map, const T* in, int64_t in_ld, T* out, int64_t out_ld) {
+                       return gather_gemm_args<T>(map, in, in_ld, out, out_ld, packed, bias, zeros, groups, k, n, vectors);
+                     });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -950,20 +980,7 @@ at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& x, const at::Tens
   args.vectors = vectors;
   args.src_ld = x.size(1);
   if (!x.is_contiguous(at::MemoryFormat::ChannelsLast)) {  // NCHW: wgrad_runs_in_bands
-    args.dy_group_stride = blocks * block;
-    args.dy_ld = groups * args.dy_group_stride;
-    const at::Tensor sums = weight_grad_in_bands<T, T>(
-        one_image({map})[0], dy, x, groups, blocks * block, groups * blocks * kTaps * k * block,
-        [&](const TapMap& band_map, const T* xs, const T* dys, T* dw, bool accumulate) {
-          WgradArgs<T> a = args;
-          a.map = band_map;
-          a.src = xs;
-          a.dy = dys;
-          a.dw = dw;
-          a.accumulate = accumulate;
-          table->wgrad(a, 0, table->wgrad_items(a));
-        });
-    return unpack_weight_grad<T>(sums.view({groups, blocks, kTaps, k, block}), groups, k, n);
+    return unpack_weight_grad<T>(wgrad_sums_in_bands<T, T>(table, args, map, dy, x, blocks, block), groups, k, n);
   }
   const at::Tensor dy_blocked = pad_groups_to_blocks(dy, groups, n, block);
   at::Tensor dw = at::empty({groups, blocks, kTaps, k, block}, x.options());
@@ -1034,25 +1051,12 @@ class Bf16GatherGemm {
     zeros_ = zero_pixel<at::BFloat16>(src.size(1), src.options());
   }
 
-  // The GEMMs of one pass, `maps`, from src to dst: channels_last tensors as they are, NCHW ones
-  // (pass_runs_in_bands) in bands.
+  // The GEMMs of one pass, `maps`, from src to dst (run_gather_pass).
   void run(const std::vector<TapMap>& maps, const at::Tensor& src, at::Tensor& dst) const {
-    if (!src.is_contiguous(at::MemoryFormat::ChannelsLast)) {
-      gather_gemm_in_bands<uint16_t>(one_image(maps), src, dst, [&](const TapMap& map, const uint16_t* in, uint16_t* out) {
-        const Bf16GatherGemmArgs a = args(map, in, src.size(1), out, dst.size(1));
-        if (map.grid_h * map.grid_w > 0) {
-          table_->gather_gemm(a, 0, table_->gather_gemm_items(a));
-        }
-      });
-      return;
-    }
-    for (const TapMap& map : maps) {
-      if (map.batch * map.grid_h * map.grid_w == 0) {
-        continue;
-      }
-      const Bf16GatherGemmArgs a = args(map, elements<uint16_t>(src), src.size(1), mutable_elements<uint16_t>(dst), dst.size(1));
-      run_gather_items(table_->gather_gemm_items(a), groups_ * blocks_, packed_, src, a, table_->gather_gemm);
-    }
+    run_gather_pass<uint16_t>(table_, groups_ * blocks_, packed_, maps, src, dst,
+                              [&](const TapMap& map, const uint16_t* in, int64_t in_ld, uint16_t* out, int64_t out_ld) {
+                                return args(map, in, in_ld, out, out_ld);
+                              });
   }
 
  private:
@@ -1124,20 +1128,8 @@ at::Tensor weight_grad_16bit(const at::Tensor& dy, const at::Tensor& x, const at
   args.n = n;
   args.vectors = vectors;
   if (!x.is_contiguous(at::MemoryFormat::ChannelsLast)) {  // NCHW: wgrad_runs_in_bands
-    args.dy_group_stride = blocks * block;
-    args.dy_ld = groups * args.dy_group_stride;
-    const at::Tensor sums = weight_grad_in_bands<uint16_t, float>(
-        one_image({map})[0], dy, x, groups, blocks * block, groups * blocks * kTaps * k * block,
-        [&](const TapMap& band_map, const uint16_t* xs, const uint16_t* dys, float* dw, bool accumulate) {
-          Bf16WgradArgs a = args;
-          a.map = band_map;
-          a.src = xs;
-          a.dy = dys;
-          a.dw = dw;
-          a.accumulate = accumulate;
-          table->wgrad(a, 0, table->wgrad_items(a));
-        });
-    return unpack_weight_grad<float, at::BFloat16>(sums.view({groups, blocks, kTaps, k, block}), groups, k, n);
+    return unpack_weight_grad<float, at::BFloat16>(wgrad_sums_in_bands<uint16_t, float>(table, args, map, dy, x, blocks, block),
+                                                   groups, k, n);
   }
   const at::Tensor dy_blocked = pad_groups_to_blocks(dy, groups, n, block);
   at::Tensor dw = at::empty({groups, blocks, kTaps, k, block}, x.options().dtype(at::kFloat));
