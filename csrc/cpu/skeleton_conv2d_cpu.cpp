@@ -792,7 +792,7 @@ bool wgrad_runs_in_bands(const at::Tensor& x, const at::Tensor& dy, const at::Te
 
 // Runs run_band(map, x_buffer, dy_buffer, slot_sums, accumulate) over the bands of NCHW x and dy of
 // elements S, `map` the forward map of one image; the dy buffer holds each group's n channels
-// padded with zeros to `padded`. Returns the sum of the slots' sums, `elements` of Acc.
+// padded with zeros to `padded`. Returns the slots' sums added up: elements_per_sum values of Acc.
 template <typename S, typename Acc, typename RunBand>
 at::Tensor weight_grad_in_bands(const TapMap& map, const at::Tensor& dy, const at::Tensor& x, int64_t groups,
                                 int64_t padded, int64_t elements_per_sum, const RunBand& run_band) {
