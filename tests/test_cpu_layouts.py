@@ -22,11 +22,12 @@ def layer(n, cin, cout, h, w, stride=(1, 1), padding=(1, 1), dilation=(1, 1), gr
 # with few taps or none (stride 3 across); a single row; one image of one slab, split into row bands
 # (strided and dilated down the rows: bands of the input-gradient classes, and halo rows); a plane
 # too large for a slab (257 x 256, above 65,536 pixels: the whole tensor is converted). Dense and grouped layers: tiles of the
-# transpose with edges both ways, and 3 input channels (a network's first layer, all edge), all in
-# one band per image; six bands per image with dilated halo rows, over 16 items, so the weight
+# transpose with edges both ways, and 3 input channels (a network's first layer, all edge), in one
+# or two bands per image; six bands per image with dilated halo rows, over 16 items, so the weight
 # gradient's slots sum several bands each; a grouped layer of 6 channels per group (grad_output padded
-# to whole blocks in the bands) in bands of strided input-gradient classes; and a weight larger
-# than an image, which converts the whole tensors instead of running in bands.
+# to whole blocks in the bands) in bands of strided input-gradient classes; a weight 8 images large,
+# whose forward pass and input gradient run in bands and whose weight gradient converts; and one
+# 27 images large, whose passes all convert the whole tensors.
 LAYERS = [
     layer(2, 40, 40, 30, 29, groups=40),
     layer(1, 300, 300, 8, 8, stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=300, bias=False),
@@ -40,6 +41,7 @@ LAYERS = [
     layer(3, 8, 24, 48, 20, padding=(2, 1), dilation=(2, 1)),
     layer(2, 6, 12, 40, 20, stride=(2, 1), groups=2, bias=False),
     layer(2, 32, 32, 4, 5),
+    layer(2, 32, 32, 2, 3),
 ]
 
 # Each instruction set's transpose for 4-, 2- and 8-byte elements (float32, bfloat16 and float16,

@@ -46,7 +46,10 @@ inline int64_t slab_bands(int64_t batch, int64_t blocks, int64_t dst_h) {
 // The destination rows [r0, r1) of `maps` (one image, a common destination), as maps of their own:
 // destination row r0 becomes row 0, and the source rows they read, [src_first, src_first +
 // src_rows) of the image, become rows 0, 1, ... of a buffer that holds only those. A tap whose row
-// is outside the image stays outside the band's rows, so it still reads nothing.
+// is outside the image stays outside the band's rows, so it still reads nothing. Only the maps with
+// grid rows in the band are kept (one at least, so that maps[0] exists): at a stride
+// far beyond the image the input gradient has up to a million residue classes, and a copy of each
+// in each of 32 bands took gigabytes.
 struct RowBand {
   std::vector<TapMap> maps;
   int64_t src_first = 0, src_rows = 0;
@@ -55,6 +58,7 @@ struct RowBand {
 inline RowBand row_band(const std::vector<TapMap>& maps, int64_t r0, int64_t r1) {
   RowBand band;
   std::vector<int64_t> first_grid_row;
+  std::vector<const TapMap*> source;  // the map each kept one comes from
   int64_t lo = 0, hi = 0;
   bool any = false;
   for (const TapMap& m : maps) {
@@ -74,16 +78,19 @@ inline RowBand row_band(const std::vector<TapMap>& maps, int64_t r0, int64_t r1)
         any = true;
       }
     }
-    band.maps.push_back(b);
-    first_grid_row.push_back(i0);
+    if (b.grid_h > 0 || (band.maps.empty() && &m == &maps.back())) {
+      band.maps.push_back(b);
+      first_grid_row.push_back(i0);
+      source.push_back(&m);
+    }
   }
   band.src_first = lo;
   band.src_rows = hi - lo;
-  for (size_t k = 0; k < maps.size(); ++k) {
+  for (size_t k = 0; k < band.maps.size(); ++k) {
     TapMap& b = band.maps[k];
     b.src_h = band.src_rows;
     for (int t = 0; t < b.num_taps; ++t) {
-      b.src_row_off[t] = maps[k].src_row_off[t] + maps[k].src_row_step * first_grid_row[k] - lo;
+      b.src_row_off[t] = source[k]->src_row_off[t] + source[k]->src_row_step * first_grid_row[k] - lo;
     }
   }
   return band;
@@ -124,7 +131,7 @@ inline SlabPlan slab_plan(const std::vector<TapMap>& maps, int64_t batch, int64_
   return plan;
 }
 
-constexpr int64_t kBandBytes = int64_t{512} << 10;  // a band's two buffers together, within a core's L2
+constexpr int64_t kBandBytes = int64_t{512} << 10;  // a band's two buffers together, about (the halo rows come on top)
 
 struct BandPlan {
   int64_t band_rows = 0, dst_h = 0;

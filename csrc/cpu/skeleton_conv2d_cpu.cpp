@@ -689,14 +689,15 @@ at::Tensor depthwise_weight_grad_slabs(const TapMap& map, const at::Tensor& dy, 
 // same bits.
 
 // Bytes a band's buffers take per destination row of (N, C, H, W) `dst`: its own, and the rows of
-// `src` it reads (at most as many as the stride takes per row).
+// `src` it reads, as many as the stride takes per row (a band's 2 x dilation halo rows come on
+// top: an estimate for sizing the bands, while the buffers are sized by the rows each band reads).
 int64_t band_row_bytes(c10::IntArrayRef src, c10::IntArrayRef dst, int64_t element) {
   return (dst[1] * dst[3] + ceil_div(src[2], dst[2]) * src[1] * src[3]) * element;
 }
 
 // Whether a dense or grouped pass from `src` to `dst` (both (N, C, H, W)) can run in bands: both NCHW
-// (and not also channels_last, as with one channel or one pixel), something to compute, and one
-// row of either within kMaxSlabBytes.
+// (and not also channels_last, as with one channel or one pixel), something to compute, and three
+// rows of either (a one-row band and its halo at dilation 1) within kMaxSlabBytes.
 bool nchw_bands_apply(const at::Tensor& src, const at::Tensor& weight, int64_t groups, c10::IntArrayRef dst_sizes) {
   if (is_depthwise(weight, groups) || src.dim() != 4 || !src.is_contiguous() ||
       src.is_contiguous(at::MemoryFormat::ChannelsLast) || dst_sizes[1] == 1 || dst_sizes[2] * dst_sizes[3] == 1) {
@@ -780,14 +781,11 @@ void gather_gemm_in_bands(const std::vector<TapMap>& maps, const at::Tensor& src
 // the bits depend on the shape only, not on the threads. Each slot is a whole weight gradient in
 // the accumulator type, so the slots must stay small next to the activations.
 
-// Whether it runs so for x: (N, C, H, W), dy: (N, C_out, H', W'): x and dy NCHW, and kWgradSlots
-// weight gradients no more elements than x (measured as above, bands against whole tensors,
-// float32 / bfloat16, with the weight gradients' elements over x's: 64 @ 16 at batch 32, 0.6,
-// 1.35x / 1.27x; 64 @ 32, 0.16, 1.30x / 1.30x; 128 @ 16, 1.25, 1.08x / 1.03x; 128 @ 28 at batch
-// 8, 1.6, 1.02x / 0.88x; 256 @ 8, 10, 0.91x / 0.67x; one image of 64 @ 56, 1.6, 0.95x / 0.81x).
-bool wgrad_runs_in_bands(const at::Tensor& x, const at::Tensor& dy, const at::Tensor& weight, int64_t groups) {
+// Whether it can run so for x: (N, C, H, W), dy: (N, C_out, H', W'): x and dy NCHW (and
+// wgrad_slots_fit, below, once the kernels' blocks are known).
+bool wgrad_can_run_in_bands(const at::Tensor& x, const at::Tensor& dy, const at::Tensor& weight, int64_t groups) {
   return nchw_bands_apply(x, weight, groups, dy.sizes()) && dy.is_contiguous() &&
-         !dy.is_contiguous(at::MemoryFormat::ChannelsLast) && kWgradSlots * weight.numel() <= x.numel();
+         !dy.is_contiguous(at::MemoryFormat::ChannelsLast);
 }
 
 // Runs run_band(map, x_buffer, dy_buffer, slot_sums, accumulate) over the bands of NCHW x and dy of
@@ -979,7 +977,7 @@ at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& x, const at::Tens
   args.n = n;
   args.vectors = vectors;
   args.src_ld = x.size(1);
-  if (!x.is_contiguous(at::MemoryFormat::ChannelsLast)) {  // NCHW: wgrad_runs_in_bands
+  if (!x.is_contiguous(at::MemoryFormat::ChannelsLast)) {  // NCHW: wgrad_can_run_in_bands, wgrad_slots_fit
     return unpack_weight_grad<T>(wgrad_sums_in_bands<T, T>(table, args, map, dy, x, blocks, block), groups, k, n);
   }
   const at::Tensor dy_blocked = pad_groups_to_blocks(dy, groups, n, block);
@@ -1127,7 +1125,7 @@ at::Tensor weight_grad_16bit(const at::Tensor& dy, const at::Tensor& x, const at
   args.k = k;
   args.n = n;
   args.vectors = vectors;
-  if (!x.is_contiguous(at::MemoryFormat::ChannelsLast)) {  // NCHW: wgrad_runs_in_bands
+  if (!x.is_contiguous(at::MemoryFormat::ChannelsLast)) {  // NCHW: wgrad_can_run_in_bands, wgrad_slots_fit
     return unpack_weight_grad<float, at::BFloat16>(wgrad_sums_in_bands<uint16_t, float>(table, args, map, dy, x, blocks, block),
                                                    groups, k, n);
   }
@@ -1156,6 +1154,32 @@ void input_grad_16bit(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx,
   const int64_t k = w.size(1), n = w.size(0) / p.groups;  // produces k, reduces over n
   const at::Tensor pairs = pack_input_grad_weight<at::BFloat16>(w, p.groups, bf16_block(k), /*pairs=*/true);
   Bf16GatherGemm(pairs, n, k, std::nullopt, dy).run(input_grad_classes(dy, dx, p), dy, dx);
+}
+
+// Elements of a dense or grouped weight gradient's sums as the kernels lay them out
+// ([G][blocks][5][k][block], each group's n channels padded to whole blocks), for the kernels that
+// run the layer: the bfloat16 ones (native_16bit) or those of `compute`.
+int64_t wgrad_sum_elements(const at::Tensor& weight, int64_t groups, bool native, at::ScalarType compute) {
+  const int64_t n = weight.size(0) / groups, k = weight.size(1);
+  int64_t block = 0;
+  if (native) {
+    block = bf16_block(n);
+  } else if (compute == at::kDouble) {
+    block = int64_t{choose_vectors(n, kernels<double>()->lanes, kernels<double>()->max_vectors)} * kernels<double>()->lanes;
+  } else {
+    block = int64_t{choose_vectors(n, kernels<float>()->lanes, kernels<float>()->max_vectors)} * kernels<float>()->lanes;
+  }
+  return groups * ceil_div(n, block) * block * kTaps * k;
+}
+
+// Whether the kWgradSlots sums of a weight gradient in bands hold no more elements than x: each is
+// a whole weight gradient, and where they outweigh the activations, converting those once costs
+// less (measured as above, bands against whole tensors, float32 / bfloat16, with the slots'
+// elements over x's: 64 @ 16 at batch 32, 0.6, 1.35x / 1.27x; 64 @ 32, 0.16, 1.30x / 1.30x; 128 @ 16,
+// 1.25, 1.08x / 1.03x; 128 @ 28 at batch 8, 1.6, 1.02x / 0.88x; 256 @ 8, 10, 0.91x / 0.67x; one
+// image of 64 @ 56, 1.6, 0.95x / 0.81x). A rule of the shape only, as the sums' bits follow it.
+bool wgrad_slots_fit(const at::Tensor& x, const at::Tensor& weight, int64_t groups, bool native, at::ScalarType compute) {
+  return kWgradSlots * wgrad_sum_elements(weight, groups, native, compute) <= x.numel();
 }
 
 // float16 and bfloat16 compute in float32; float64 stays float64.
@@ -1307,14 +1331,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cpu(
   }
   const auto dtype = compute_dtype(input.scalar_type());
   const bool native = native_16bit(input, weight, groups);
-  // The input gradient of NCHW layers in bands, as in the forward pass (grad_output NCHW too).
+  // The input gradient of NCHW layers in bands, as in the forward pass (grad_output NCHW too), for
+  // at most kMaxBandClasses residue classes: each band holds a map of each class it meets, and at a
+  // stride far beyond the image (a legal 1 x 1 output) there are up to a million classes, whose
+  // bands took twice as long as the whole-tensor path even once they held only those.
+  constexpr int64_t kMaxBandClasses = 64;
   const bool dx_in_bands = output_mask[0] && (native || input.scalar_type() == dtype) &&
                            grad_output.scalar_type() == input.scalar_type() && input.is_contiguous() &&
                            !input.is_contiguous(at::MemoryFormat::ChannelsLast) &&
+                           std::min(p.stride[0], input.size(2)) * std::min(p.stride[1], input.size(3)) <= kMaxBandClasses &&
                            pass_runs_in_bands(grad_output, weight, groups, input.sizes());
   const bool dw_in_bands = output_mask[1] && (native || input.scalar_type() == dtype) &&
                            grad_output.scalar_type() == input.scalar_type() &&
-                           wgrad_runs_in_bands(input, grad_output, weight, groups);
+                           wgrad_can_run_in_bands(input, grad_output, weight, groups) &&
+                           wgrad_slots_fit(input, weight, groups, native, dtype);
   const bool whole_dy = (output_mask[0] && !dx_in_bands) || (output_mask[1] && !dw_in_bands);
   // grad_output channels_last in the compute dtype, for the gradients whose kernels compute in it
   // (the bias gradient sums grad_output as it is, below).

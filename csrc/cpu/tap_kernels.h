@@ -41,7 +41,7 @@ struct WgradArgs {
   const T* dy = nullptr;   // grad_output; every group's channels padded to blocks * block
   int64_t dy_ld = 0;
   int64_t dy_group_stride = 0;
-  // [groups][blocks][5][k][block], overwritten (needs >= 1 pixel): block-major like the items, so
+  // [groups][blocks][5][k][block], overwritten (needs >= 1 pixel; added to with `accumulate`): block-major like the items, so
   // each thread's tiles are one contiguous range. With the blocks side by side in each row (a
   // [groups][5][k][blocks * block] layout), the two threads' tiles alternated every 256 bytes and
   // the weight gradient of 128@28 ran 1.8x slower for stretches of seconds on a 2-core EPYC VM
