@@ -240,6 +240,13 @@ int choose_vectors(int64_t channels, int lanes, int max_vectors) {
   return best;
 }
 
+// The output block width, in channels, of the T kernels' GEMMs for n produced channels.
+template <typename T>
+int64_t gemm_block(int64_t n) {
+  const KernelTable<T>* table = kernels<T>();
+  return int64_t{choose_vectors(n, table->lanes, table->max_vectors)} * table->lanes;
+}
+
 TapGeometry geometry(int64_t batch, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w,
                      const ConvParams& p) {
   return TapGeometry{batch, in_h, in_w, out_h, out_w, p.stride[0], p.stride[1],
@@ -717,13 +724,19 @@ bool nchw_bands_apply(const at::Tensor& src, const at::Tensor& weight, int64_t g
 //    images, 0.97x / 1.01x; 512 @ 4, 160 images, 1.00x / 0.87x; 64 @ 16 and 128 @ 16, 1.3 and 5
 //    images, 1.32x / 1.12x and 1.20x / 1.20x);
 //  - the items would leave threads idle: more than 10% above an even split (one image of 64 @ 56
-//    is 7 bands: 4 and 3 on two threads, 0.87x forward). Whole tensors split finer.
+//    is 7 bands: 4 and 3 on two threads, 0.87x forward). Whole tensors split finer;
+//  - the pass has more than kMaxBandClasses tap maps (the input gradient's residue classes): each
+//    band holds a map of each class it meets, and at a stride far beyond the image (a legal 1 x 1
+//    output) there are up to a million classes, whose bands took twice as long as the whole-tensor
+//    path even once they held only those.
 // Both ways give the same bits, so this choice may depend on the threads (the weight gradient's,
 // whose sums follow the bands, may not).
 constexpr int64_t kBandWeightRatio = 16;
+constexpr int64_t kMaxBandClasses = 64;
 
-bool pass_runs_in_bands(const at::Tensor& src, const at::Tensor& weight, int64_t groups, c10::IntArrayRef dst_sizes) {
-  if (!nchw_bands_apply(src, weight, groups, dst_sizes) ||
+bool pass_runs_in_bands(const at::Tensor& src, const at::Tensor& weight, int64_t groups, c10::IntArrayRef dst_sizes,
+                        int64_t maps) {
+  if (!nchw_bands_apply(src, weight, groups, dst_sizes) || maps > kMaxBandClasses ||
       weight.numel() > kBandWeightRatio * (src.numel() / src.size(0))) {
     return false;
   }
@@ -1161,14 +1174,7 @@ void input_grad_16bit(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx,
 // run the layer: the bfloat16 ones (native_16bit) or those of `compute`.
 int64_t wgrad_sum_elements(const at::Tensor& weight, int64_t groups, bool native, at::ScalarType compute) {
   const int64_t n = weight.size(0) / groups, k = weight.size(1);
-  int64_t block = 0;
-  if (native) {
-    block = bf16_block(n);
-  } else if (compute == at::kDouble) {
-    block = int64_t{choose_vectors(n, kernels<double>()->lanes, kernels<double>()->max_vectors)} * kernels<double>()->lanes;
-  } else {
-    block = int64_t{choose_vectors(n, kernels<float>()->lanes, kernels<float>()->max_vectors)} * kernels<float>()->lanes;
-  }
+  const int64_t block = native ? bf16_block(n) : compute == at::kDouble ? gemm_block<double>(n) : gemm_block<float>(n);
   return groups * ceil_div(n, block) * block * kTaps * k;
 }
 
@@ -1290,7 +1296,7 @@ at::Tensor skeleton_conv2d_cpu(
   // NCHW in bands where the kernels take the caller's dtype as it is (not float16's float32 copy).
   const bool native = native_16bit(input, weight, groups);
   const auto dtype = compute_dtype(input.scalar_type());
-  const bool bands = (native || input.scalar_type() == dtype) && pass_runs_in_bands(input, weight, groups, y_sizes);
+  const bool bands = (native || input.scalar_type() == dtype) && pass_runs_in_bands(input, weight, groups, y_sizes, 1);
   const auto result = [&](const at::TensorOptions& options) {
     return bands ? at::empty(y_sizes, options) : empty_channels_last(y_sizes[0], y_sizes[1], y_sizes[2], y_sizes[3], options);
   };
@@ -1331,19 +1337,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> skeleton_conv2d_backward_cpu(
   }
   const auto dtype = compute_dtype(input.scalar_type());
   const bool native = native_16bit(input, weight, groups);
-  // The input gradient of NCHW layers in bands, as in the forward pass (grad_output NCHW too), for
-  // at most kMaxBandClasses residue classes: each band holds a map of each class it meets, and at a
-  // stride far beyond the image (a legal 1 x 1 output) there are up to a million classes, whose
-  // bands took twice as long as the whole-tensor path even once they held only those.
-  constexpr int64_t kMaxBandClasses = 64;
-  const bool dx_in_bands = output_mask[0] && (native || input.scalar_type() == dtype) &&
-                           grad_output.scalar_type() == input.scalar_type() && input.is_contiguous() &&
+  // NCHW layers in bands, as in the forward pass, where the kernels take the tensors' dtype as it is;
+  // the input gradient when grad_output and input are NCHW, over its residue classes.
+  const bool own_dtype = (native || input.scalar_type() == dtype) && grad_output.scalar_type() == input.scalar_type();
+  const int64_t classes = std::min(p.stride[0], input.size(2)) * std::min(p.stride[1], input.size(3));
+  const bool dx_in_bands = output_mask[0] && own_dtype && input.is_contiguous() &&
                            !input.is_contiguous(at::MemoryFormat::ChannelsLast) &&
-                           std::min(p.stride[0], input.size(2)) * std::min(p.stride[1], input.size(3)) <= kMaxBandClasses &&
-                           pass_runs_in_bands(grad_output, weight, groups, input.sizes());
-  const bool dw_in_bands = output_mask[1] && (native || input.scalar_type() == dtype) &&
-                           grad_output.scalar_type() == input.scalar_type() &&
-                           wgrad_can_run_in_bands(input, grad_output, weight, groups) &&
+                           pass_runs_in_bands(grad_output, weight, groups, input.sizes(), classes);
+  const bool dw_in_bands = output_mask[1] && own_dtype && wgrad_can_run_in_bands(input, grad_output, weight, groups) &&
                            wgrad_slots_fit(input, weight, groups, native, dtype);
   const bool whole_dy = (output_mask[0] && !dx_in_bands) || (output_mask[1] && !dw_in_bands);
   // grad_output channels_last in the compute dtype, for the gradients whose kernels compute in it
