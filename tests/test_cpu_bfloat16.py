@@ -124,24 +124,26 @@ def test_odd_channel_pairs_never_read_the_next_group(poisoned):
 def test_native_kernels_run_where_they_should(cpu_isa):
     # VDPBF16PS treats subnormal bfloat16 inputs as zero (as oneDNN's bf16 convolutions do); the
     # float32 path does not. That tells the two apart: dense and grouped layers must take the native
-    # kernels for all three passes, depthwise layers and the avx512 kernels not.
+    # kernels for all three passes (with 4 input channels per group, the weight gradient's tiles of
+    # all five taps), depthwise layers and the avx512 kernels not.
     tiny = torch.tensor(1e-39).to(torch.bfloat16)  # subnormal
     assert tiny.item() != 0
-    x = torch.full((1, 4, 3, 3), tiny.item(), dtype=torch.bfloat16)
-    big = torch.full((4, 4, 5), 2.0**100, dtype=torch.bfloat16)
-    gy_tiny = torch.full((1, 4, 3, 3), tiny.item(), dtype=torch.bfloat16)
+    x = torch.full((1, 16, 3, 3), tiny.item(), dtype=torch.bfloat16)
+    big = torch.full((16, 16, 5), 2.0**100, dtype=torch.bfloat16)
+    gy_tiny = torch.full((1, 16, 3, 3), tiny.item(), dtype=torch.bfloat16)
 
     def results(groups):
         """Whether the forward, the input gradient and the weight gradient saw the subnormals as zero."""
-        w = big[:, : 4 // groups]
+        w = big[:, : 16 // groups]
         y = ops.skeleton_conv2d(x, w, None, [1, 1], [1, 1], [1, 1], groups)
         dx = ops.skeleton_conv2d_backward(gy_tiny, x, w, [1, 1], [1, 1], [1, 1], groups, [True, False, False])[0]
-        dw = ops.skeleton_conv2d_backward(big[:1, :1, :1].expand(1, 4, 3, 3), x, w, [1, 1], [1, 1], [1, 1], groups,
+        dw = ops.skeleton_conv2d_backward(big[:1, :1, :1].expand(1, 16, 3, 3), x, w, [1, 1], [1, 1], [1, 1], groups,
                                           [False, True, False])[1]
         return [bool((t == 0).all()) for t in (y, dx, dw)]
 
     assert results(groups=1) == [True, True, True]
     assert results(groups=2) == [True, True, True]
-    assert results(groups=4) == [False, False, False]  # depthwise: the float32 kernels
+    assert results(groups=4) == [True, True, True]  # 4 input channels per group
+    assert results(groups=16) == [False, False, False]  # depthwise: the float32 kernels
     cpu_isa("avx512")
     assert results(groups=1) == [False, False, False]

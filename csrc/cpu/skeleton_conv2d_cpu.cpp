@@ -247,6 +247,18 @@ int64_t gemm_block(int64_t n) {
   return int64_t{choose_vectors(n, table->lanes, table->max_vectors)} * table->lanes;
 }
 
+// The weight gradient's block width in vectors, for k input and n output channels per group: one
+// for the layers of few input channels, whose tiles span all five taps (few_channel_wgrad_impl).
+int wgrad_vectors(int64_t k, int64_t n, int lanes, int max_vectors) {
+  return k <= kFewChannelWgrad ? 1 : choose_vectors(n, lanes, max_vectors);
+}
+
+template <typename T>
+int64_t wgrad_block(int64_t k, int64_t n) {
+  const KernelTable<T>* table = kernels<T>();
+  return int64_t{wgrad_vectors(k, n, table->lanes, table->max_vectors)} * table->lanes;
+}
+
 TapGeometry geometry(int64_t batch, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w,
                      const ConvParams& p) {
   return TapGeometry{batch, in_h, in_w, out_h, out_w, p.stride[0], p.stride[1],
@@ -968,6 +980,33 @@ at::Tensor pad_groups_to_blocks(const at::Tensor& dy, int64_t groups, int64_t n,
       .permute({0, 3, 1, 2});  // (N, C_padded, H, W), channels_last in memory
 }
 
+// The weight-gradient sums of a channels_last layer with few input channels per group
+// (few_channel_wgrad_impl), [groups][blocks][5][k][block] in Acc, `args` complete but for dw. Its
+// items are few (3 -> 64 channels: four blocks of 16 output channels), so the images are split into
+// wgrad_slots(batch) fixed runs as well, each summed into partial sums of its own, added up in
+// order: the bits depend on the shape, not on the threads.
+template <typename Acc, typename Table, typename Args>
+at::Tensor few_channel_wgrad_sums(const Table* table, const Args& args, const at::Tensor& x, const at::Tensor& dy_blocked,
+                                  int64_t blocks, int64_t block) {
+  const int64_t batch = args.map.batch, slots = wgrad_slots(batch), inner = table->wgrad_items(args);
+  const int64_t elements = args.groups * blocks * kTaps * args.k * block;
+  const int64_t x_image = x.size(1) * x.size(2) * x.size(3), dy_image = dy_blocked.size(1) * dy_blocked.size(2) * dy_blocked.size(3);
+  at::Tensor partial = at::empty({slots, elements}, x.options().dtype(c10::CppTypeToScalarType<Acc>::value));
+  Acc* partial_data = partial.mutable_data_ptr<Acc>();
+  at::parallel_for(0, slots * inner, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t slot = begin / inner; slot * inner < end; ++slot) {
+      const int64_t n0 = slot * batch / slots, n1 = (slot + 1) * batch / slots;  // the slot's images
+      Args a = args;
+      a.map.batch = n1 - n0;
+      a.src += n0 * x_image;
+      a.dy += n0 * dy_image;
+      a.dw = partial_data + slot * elements;
+      table->wgrad(a, std::max(begin, slot * inner) - slot * inner, std::min(end, (slot + 1) * inner) - slot * inner);
+    }
+  });
+  return (slots == 1 ? partial.view({elements}) : sum_rows<Acc>(partial)).view({args.groups, blocks, kTaps, args.k, block});
+}
+
 template <typename T>
 at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w, const ConvParams& p) {
   const TapMap map = forward_tap_map(geometry(x.size(0), x.size(2), x.size(3), dy.size(2), dy.size(3), p));
@@ -979,7 +1018,7 @@ at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& x, const at::Tens
   if (is_depthwise(w, groups)) {
     return depthwise_weight_grad<T>(map, dy, x, groups);
   }
-  const int vectors = choose_vectors(n, table->lanes, table->max_vectors);
+  const int vectors = wgrad_vectors(k, n, table->lanes, table->max_vectors);
   const int64_t block = int64_t{vectors} * table->lanes;
   const int64_t blocks = ceil_div(n, block);
   WgradArgs<T> args;
@@ -994,12 +1033,15 @@ at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& x, const at::Tens
     return unpack_weight_grad<T>(wgrad_sums_in_bands<T, T>(table, args, map, dy, x, blocks, block), groups, k, n);
   }
   const at::Tensor dy_blocked = pad_groups_to_blocks(dy, groups, n, block);
-  at::Tensor dw = at::empty({groups, blocks, kTaps, k, block}, x.options());
   args.map = map;
   args.src = x.const_data_ptr<T>();
   args.dy = dy_blocked.const_data_ptr<T>();
   args.dy_group_stride = dy_blocked.size(1) / groups;
   args.dy_ld = dy_blocked.size(1);
+  if (k <= kFewChannelWgrad) {
+    return unpack_weight_grad<T>(few_channel_wgrad_sums<T>(table, args, x, dy_blocked, blocks, block), groups, k, n);
+  }
+  at::Tensor dw = at::empty({groups, blocks, kTaps, k, block}, x.options());
   args.dw = dw.mutable_data_ptr<T>();
   run_items(table->wgrad_items(args), args, table->wgrad);
   return unpack_weight_grad<T>(dw, groups, k, n);
@@ -1041,6 +1083,11 @@ int bf16_vectors(int64_t n) {
 
 int64_t bf16_block(int64_t n) {
   return int64_t{bf16_vectors(n)} * bf16_kernels()->lanes;
+}
+
+int64_t bf16_wgrad_block(int64_t k, int64_t n) {
+  const Bf16KernelTable* table = bf16_kernels();
+  return int64_t{wgrad_vectors(k, n, table->lanes, table->max_vectors)} * table->lanes;
 }
 
 // The bf16 gather GEMMs of one pass (reduce over k channels, produce n), whose weight `pairs` is
@@ -1127,7 +1174,7 @@ at::Tensor weight_grad_16bit(const at::Tensor& dy, const at::Tensor& x, const at
   }
   const Bf16KernelTable* table = bf16_kernels();
   const int64_t groups = p.groups, k = w.size(1), n = w.size(0) / groups;
-  const int vectors = bf16_vectors(n);
+  const int vectors = wgrad_vectors(k, n, table->lanes, table->max_vectors);
   const int64_t block = int64_t{vectors} * table->lanes;
   const int64_t blocks = ceil_div(n, block);
   const at::Tensor zeros = zero_pixel<at::BFloat16>(std::max(x.size(1), groups * blocks * block), x.options());
@@ -1143,12 +1190,16 @@ at::Tensor weight_grad_16bit(const at::Tensor& dy, const at::Tensor& x, const at
                                                    groups, k, n);
   }
   const at::Tensor dy_blocked = pad_groups_to_blocks(dy, groups, n, block);
-  at::Tensor dw = at::empty({groups, blocks, kTaps, k, block}, x.options().dtype(at::kFloat));
   args.map = map;
   args.src = elements<uint16_t>(x);
   args.dy = elements<uint16_t>(dy_blocked);
   args.dy_group_stride = dy_blocked.size(1) / groups;
   args.dy_ld = dy_blocked.size(1);
+  if (k <= kFewChannelWgrad) {
+    return unpack_weight_grad<float, at::BFloat16>(few_channel_wgrad_sums<float>(table, args, x, dy_blocked, blocks, block),
+                                                   groups, k, n);
+  }
+  at::Tensor dw = at::empty({groups, blocks, kTaps, k, block}, x.options().dtype(at::kFloat));
   args.dw = dw.mutable_data_ptr<float>();
   run_items(table->wgrad_items(args), args, table->wgrad);
   return unpack_weight_grad<float, at::BFloat16>(dw, groups, k, n);
@@ -1174,7 +1225,9 @@ void input_grad_16bit(const at::Tensor& dy, const at::Tensor& w, at::Tensor& dx,
 // run the layer: the bfloat16 ones (native_16bit) or those of `compute`.
 int64_t wgrad_sum_elements(const at::Tensor& weight, int64_t groups, bool native, at::ScalarType compute) {
   const int64_t n = weight.size(0) / groups, k = weight.size(1);
-  const int64_t block = native ? bf16_block(n) : compute == at::kDouble ? gemm_block<double>(n) : gemm_block<float>(n);
+  const int64_t block = native                  ? bf16_wgrad_block(k, n)
+                        : compute == at::kDouble ? wgrad_block<double>(k, n)
+                                                 : wgrad_block<float>(k, n);
   return groups * ceil_div(n, block) * block * kTaps * k;
 }
 

@@ -54,6 +54,11 @@ struct WgradArgs {
   int vectors = 1;
 };
 
+// Weight gradients of layers with at most this many input channels per group (first layers of RGB
+// images) run tiles of all five taps (few_channel_wgrad_impl), one vector of output channels wide:
+// the dispatcher passes vectors == 1 for them.
+constexpr int64_t kFewChannelWgrad = 4;
+
 // IEEE float16 bit patterns: how float16 activations are stored for the depthwise kernels (a type of
 // its own, so that overloads tell them from bfloat16's plain uint16_t bits).
 struct Float16Bits {

@@ -481,6 +481,94 @@ void wgrad_impl(const WgradArgs<T>& a, int64_t begin, int64_t end) {
   }
 }
 
+// The weight gradient of layers with few input channels per group (k <= kFewChannelWgrad: first
+// layers of RGB images). wgrad_impl's tiles are one tap by up to P channels, so with k = 3 each
+// pixel's grad_output is loaded for 15 rows of 3 and the five taps are five items (3 : 2 on two
+// threads). Here a tile is up to kFewRows rows of all the taps at once: rows t * k + c, as
+// WgradArgs::dw lays them out, one vector of output channels (the dispatcher asks for vectors == 1:
+// wgrad_vectors). Each chunk's input values for those rows are gathered once per group into `xs`
+// ([pixel][5 * k], converted from S), and every tile streams grad_output past them. Each sum runs
+// over the pixels in order, as in wgrad_impl: the same bits.
+constexpr int kFewRows = SKELETON_MAX_VECTORS >= 4 ? 20 : 10;  // 32 vector registers, else 16
+static_assert(kFewRows == 10 || kFewRows == 20, "tiles of whole taps, as few_channel_wgrad_impl's switch has them");
+
+template <typename T, int L, int R, typename S>
+inline __attribute__((always_inline)) void few_channel_tile(const T* xs, int64_t xs_ld, const S* const* dy, int64_t count,
+                                                            int64_t dy_off, T* dw, int64_t ldw, bool first) {
+  typedef typename VecOf<T, L>::type vec;
+  vec acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = first ? vec{} : load_vec<vec>(dw + r * ldw);
+  for (int64_t m = 0; m < count; ++m) {
+    if (m + 32 < count) __builtin_prefetch(dy[m + 32] + dy_off);
+    const vec g = load_elems<vec>(dy[m] + dy_off);
+    const T* x = xs + m * xs_ld;
+    for (int r = 0; r < R; ++r) acc[r] += broadcast<vec>(x[r]) * g;
+  }
+  for (int r = 0; r < R; ++r) store_vec(dw + r * ldw, acc[r]);
+}
+
+static_assert(kFewChannelWgrad == 4, "few_channel_wgrad_impl's switch over k");
+
+// xs[m][t * K + c] = channel c of group g at tap t of pixel m, for the count pixels of a chunk.
+template <typename T, int K, typename S>
+inline void gather_few_channels(const S* const* src, int64_t count, int64_t g, T* xs) {
+  for (int64_t m = 0; m < count; ++m)
+    for (int t = 0; t < kTaps; ++t)
+      for (int c = 0; c < K; ++c) xs[(m * kTaps + t) * K + c] = load_elem(src[t * kWgradChunk + m] + g * K + c);
+}
+
+// Items: (g * blocks + b) * row_tiles + tile, blocks of L output channels, tiles of kFewRows rows.
+template <typename T, int L, typename Args>
+int64_t few_channel_wgrad_items(const Args& a) {
+  return a.groups * ceil_div(a.n, int64_t{L}) * ceil_div(kTaps * a.k, int64_t{kFewRows});
+}
+
+// Args: WgradArgs<T> (S = T) or Bf16WgradArgs (T = float, S = uint16_t), with a.k <= kFewChannelWgrad
+// and a.vectors == 1.
+template <typename T, int L, typename S, typename Args>
+void few_channel_wgrad_impl(const Args& a, int64_t begin, int64_t end) {
+  constexpr int B = L;
+  const int64_t points = a.map.batch * a.map.grid_h * a.map.grid_w;
+  const int64_t blocks = ceil_div(a.n, int64_t{B});
+  const int64_t rows = kTaps * a.k;  // a multiple of kTaps, as every tile
+  const int64_t tiles = ceil_div(rows, int64_t{kFewRows});
+  const S* src[kTaps * kWgradChunk];
+  const S* dy[kWgradChunk];
+  alignas(64) T xs[kWgradChunk * kTaps * kFewChannelWgrad];
+  for (int64_t m0 = 0; m0 < points; m0 += kWgradChunk) {
+    const int64_t count = min_i64(kWgradChunk, points - m0);
+    grid_pointers(a.map, a.src, a.src_ld, a.zeros, m0, count, src, kWgradChunk, nullptr);
+    for (int64_t m = 0; m < count; ++m) dy[m] = a.dy + (m0 + m) * a.dy_ld;
+    int64_t xs_group = -1;  // the group whose input xs holds
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t tile = item % tiles;
+      const int64_t b = (item / tiles) % blocks;
+      const int64_t g = item / tiles / blocks;
+      if (g != xs_group) {
+        xs_group = g;
+        switch (a.k) {  // k a compile-time constant: GCC makes the loop over c < k a memcpy call otherwise
+          case 1: gather_few_channels<T, 1>(src, count, g, xs); break;
+          case 2: gather_few_channels<T, 2>(src, count, g, xs); break;
+          case 3: gather_few_channels<T, 3>(src, count, g, xs); break;
+          case 4: gather_few_channels<T, 4>(src, count, g, xs); break;
+        }
+      }
+      const int64_t r0 = tile * kFewRows;
+      T* dw = a.dw + ((g * blocks + b) * rows + r0) * B;  // rows of B (WgradArgs::dw)
+      const int64_t dy_off = g * a.dy_group_stride + b * B;
+      const bool first = m0 == 0 && !a.accumulate;
+      switch (min_i64(kFewRows, rows - r0)) {  // whole taps: a multiple of kTaps
+        case 5: few_channel_tile<T, L, 5, S>(xs + r0, rows, dy, count, dy_off, dw, B, first); break;
+        case 10: few_channel_tile<T, L, 10, S>(xs + r0, rows, dy, count, dy_off, dw, B, first); break;
+#if SKELETON_MAX_VECTORS >= 4
+        case 15: few_channel_tile<T, L, 15, S>(xs + r0, rows, dy, count, dy_off, dw, B, first); break;
+        case 20: few_channel_tile<T, L, 20, S>(xs + r0, rows, dy, count, dy_off, dw, B, first); break;
+#endif
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Depthwise: memory-bound, so one pass over each image row with the channels in vector lanes.
 
@@ -980,6 +1068,7 @@ struct Kernels {
     }
   }
   static int64_t wgrad_items(const WgradArgs<T>& a) {
+    if (a.k <= kFewChannelWgrad && a.vectors == 1) return few_channel_wgrad_items<T, L>(a);
     switch (a.vectors) {
       case 1: return wgrad_items_impl<T, rows<1>(), L>(a);
       case 2: return wgrad_items_impl<T, rows<2>(), 2 * L>(a);
@@ -991,6 +1080,7 @@ struct Kernels {
     return 0;
   }
   static void wgrad(const WgradArgs<T>& a, int64_t begin, int64_t end) {
+    if (a.k <= kFewChannelWgrad && a.vectors == 1) return few_channel_wgrad_impl<T, L, T>(a, begin, end);
     switch (a.vectors) {
       case 1: return wgrad_impl<T, L, rows<1>(), 1>(a, begin, end);
       case 2: return wgrad_impl<T, L, rows<2>(), 2>(a, begin, end);
