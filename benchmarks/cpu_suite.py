@@ -2,8 +2,10 @@
 bfloat16 (what CPU autocast runs), channels_last and NCHW, on the layers of the operator issue.
 
 Dense layers (N=8): 64 ch @56x56, 128 @28, 256 @14, 512 @7. Depthwise (N=8, MobileNetV2):
-144 @56, 384 @14, 960 @7, 96 @112 stride 2. Passes: forward; backward = input + weight
-gradients (the backward ops called directly, as autograd would); forward + backward.
+144 @56, 384 @14, 960 @7, 96 @112 stride 2. First layers (3 input channels, RGB images): 3 -> 16
+and 3 -> 64 @32 (N=32, CIFAR networks), 3 -> 64 @112 (N=8). Passes: forward; backward = input +
+weight gradients (the backward ops called directly, as autograd would; for first layers the weight
+gradient alone, as nothing needs the image's gradient); forward + backward.
 """
 
 import torch
@@ -13,6 +15,8 @@ from common import decomposition, dense_3x3, geomean, keep_freed_memory, machine
 
 DENSE = [("64@56", 8, 64, 56, 1), ("128@28", 8, 128, 28, 1), ("256@14", 8, 256, 14, 1), ("512@7", 8, 512, 7, 1)]
 DEPTHWISE = [("dw144@56", 8, 144, 56, 1), ("dw384@14", 8, 384, 14, 1), ("dw960@7", 8, 960, 7, 1), ("dw96@112/s2", 8, 96, 112, 2)]
+# (name, batch, output channels, size, stride); 3 input channels.
+FIRST = [("3->16@32", 32, 16, 32, 1), ("3->64@32", 32, 64, 32, 1), ("3->64@112", 8, 64, 112, 1)]
 # (dtype, memory format of the activations); NCHW is PyTorch's default layout.
 PRECISIONS = {
     "fp32-nhwc": (torch.float32, torch.channels_last),
@@ -22,18 +26,22 @@ PRECISIONS = {
 }
 
 
-def layer_candidates(n, channels, size, stride, groups, dtype=torch.float32, memory_format=torch.channels_last):
-    x = torch.randn(n, channels, size, size).to(dtype).contiguous(memory_format=memory_format)
-    w5 = (torch.randn(channels, channels // groups, 5) * 0.1).to(dtype)
+def layer_candidates(n, channels, size, stride, groups, dtype=torch.float32, memory_format=torch.channels_last,
+                     in_channels=None):
+    """in_channels: a first layer's (its backward is then the weight gradient alone)."""
+    cin = channels if in_channels is None else in_channels
+    x = torch.randn(n, cin, size, size).to(dtype).contiguous(memory_format=memory_format)
+    w5 = (torch.randn(channels, cin // groups, 5) * 0.1).to(dtype)
     dense_fwd, w3 = dense_3x3(x, w5, None, stride, groups)
     out_size = (size + 2 - 3) // stride + 1
     gy = torch.randn(n, channels, out_size, out_size).to(dtype).contiguous(memory_format=memory_format)
+    mask = [in_channels is None, True, False]
     ours_fwd = lambda: torch.ops.skeleton_cuda.skeleton_conv2d(x, w5, None, [stride] * 2, [1, 1], [1, 1], groups)
     ours_bwd = lambda: torch.ops.skeleton_cuda.skeleton_conv2d_backward(
-        gy, x, w5, [stride] * 2, [1, 1], [1, 1], groups, [True, True, False]
+        gy, x, w5, [stride] * 2, [1, 1], [1, 1], groups, mask
     )
     dense_bwd = lambda: torch.ops.aten.convolution_backward(
-        gy, x, w3, None, [stride] * 2, [1, 1], [1, 1], False, [0, 0], groups, [True, True, False]
+        gy, x, w3, None, [stride] * 2, [1, 1], [1, 1], False, [0, 0], groups, mask
     )
     decomp = decomposition(x, w5, None, stride, groups)
     return {
@@ -51,10 +59,11 @@ def run(rounds=25, on_row=None):
     rows = []
     with torch.no_grad():
         for precision, (dtype, memory_format) in PRECISIONS.items():
-            for suite, layers in (("dense", DENSE), ("depthwise", DEPTHWISE)):
+            for suite, layers in (("dense", DENSE), ("depthwise", DEPTHWISE), ("first", FIRST)):
                 for name, n, channels, size, stride in layers:
                     groups = channels if suite == "depthwise" else 1
-                    candidates = layer_candidates(n, channels, size, stride, groups, dtype, memory_format)
+                    candidates = layer_candidates(n, channels, size, stride, groups, dtype, memory_format,
+                                                  in_channels=3 if suite == "first" else None)
                     # Several calls per candidate per round: the first call after another implementation
                     # can pay for its allocator churn (page faults of freed large buffers); the median
                     # over rounds of the mean of `inner` calls is robust to that.
@@ -77,7 +86,7 @@ def run(rounds=25, on_row=None):
                         on_row({"machine": machine, "rounds": rounds, "inner": 3, "rows": rows, "partial": True})
     summary = {}
     for precision in PRECISIONS:
-        for suite in ("dense", "depthwise"):
+        for suite in ("dense", "depthwise", "first"):
             part = [r for r in rows if r["suite"] == suite and r["precision"] == precision]
             for key in ("fwd_speedup", "decomp_fwd_speedup", "bwd_speedup", "fwd_bwd_speedup"):
                 summary[f"{suite}/{precision}/{key}_geomean"] = round(geomean([r[key] for r in part]), 3)

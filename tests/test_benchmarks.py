@@ -30,16 +30,18 @@ def test_all_benchmarked_implementations_compute_the_same_layer(stride, groups):
 def test_cpu_suite_runs_and_reports(monkeypatch, tmp_path):
     monkeypatch.setattr(cpu_suite, "DENSE", [("8@6", 1, 8, 6, 1)])
     monkeypatch.setattr(cpu_suite, "DEPTHWISE", [("dw8@6/s2", 1, 8, 6, 2)])
+    monkeypatch.setattr(cpu_suite, "FIRST", [("3->8@6", 2, 8, 6, 1)])
     partials = []
     result = cpu_suite.run(rounds=2, on_row=lambda partial: partials.append(json.loads(json.dumps(partial))))
     # After every layer, the rows so far: what a run cut short leaves behind.
-    assert [len(p["rows"]) for p in partials] == list(range(1, 9)) and all(p["partial"] for p in partials)
+    assert [len(p["rows"]) for p in partials] == list(range(1, 13)) and all(p["partial"] for p in partials)
     assert partials[-1]["rows"] == result["rows"] and "partial" not in result
     assert [(r["precision"], r["layer"]) for r in result["rows"]] == [
         (precision, layer) for precision in ("fp32-nhwc", "bf16-nhwc", "fp32-nchw", "bf16-nchw")
-        for layer in ("8@6", "dw8@6/s2")
+        for layer in ("8@6", "dw8@6/s2", "3->8@6")
     ]
-    assert set(result["summary"]) >= {"dense/bf16-nhwc/fwd_speedup_geomean", "depthwise/fp32-nchw/bwd_speedup_geomean"}
+    assert set(result["summary"]) >= {"dense/bf16-nhwc/fwd_speedup_geomean", "depthwise/fp32-nchw/bwd_speedup_geomean",
+                                      "first/fp32-nhwc/bwd_speedup_geomean"}
     for row in result["rows"]:
         assert row["forward_skeleton_ms"] > 0 and row["fwd_speedup"] > 0
     assert result["machine"]["device"] == "cpu" and result["machine"]["torch"] == torch.__version__

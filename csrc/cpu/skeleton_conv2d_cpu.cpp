@@ -983,13 +983,17 @@ at::Tensor pad_groups_to_blocks(const at::Tensor& dy, int64_t groups, int64_t n,
 // The weight-gradient sums of a channels_last layer with few input channels per group
 // (few_channel_wgrad_impl), [groups][blocks][5][k][block] in Acc, `args` complete but for dw. Its
 // items are few (3 -> 64 channels: four blocks of 16 output channels), so the images are split into
-// wgrad_slots(batch) fixed runs as well, each summed into partial sums of its own, added up in
-// order: the bits depend on the shape, not on the threads.
+// up to wgrad_slots(batch) fixed runs as well, each summed into partial sums of its own, added up
+// in order: the bits depend on the shape, not on the threads. As for the NCHW bands
+// (wgrad_slots_fit), the slots' sums may hold no more elements than x: with many groups of small
+// images they would outweigh the work (16 images of 1024 groups of 4 -> 4 channels at 1 x 1: 21 MB
+// of sums for 65,536 inputs, 3.5-6x slower than without slots), and many groups are items enough.
 template <typename Acc, typename Table, typename Args>
 at::Tensor few_channel_wgrad_sums(const Table* table, const Args& args, const at::Tensor& x, const at::Tensor& dy_blocked,
                                   int64_t blocks, int64_t block) {
-  const int64_t batch = args.map.batch, slots = wgrad_slots(batch), inner = table->wgrad_items(args);
   const int64_t elements = args.groups * blocks * kTaps * args.k * block;
+  const int64_t batch = args.map.batch, inner = table->wgrad_items(args);
+  const int64_t slots = std::max<int64_t>(1, std::min(wgrad_slots(batch), x.numel() / elements));
   const int64_t x_image = x.size(1) * x.size(2) * x.size(3), dy_image = dy_blocked.size(1) * dy_blocked.size(2) * dy_blocked.size(3);
   at::Tensor partial = at::empty({slots, elements}, x.options().dtype(c10::CppTypeToScalarType<Acc>::value));
   Acc* partial_data = partial.mutable_data_ptr<Acc>();

@@ -242,7 +242,7 @@ inline __attribute__((always_inline)) void bf16_few_channel_tile(const uint32_t*
   __m512 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(dw + r * kLanes);
   for (int64_t q = 0; q < pairs; ++q) {
-    if (q + 16 < pairs) {
+    if (q + 16 < pairs) {  // 32 pixels ahead, as few_channel_tile says why
       __builtin_prefetch(dy[2 * q + 32] + dy_off);
       __builtin_prefetch(dy[2 * q + 33] + dy_off);
     }
