@@ -231,10 +231,10 @@ void bf16_wgrad_impl(const Bf16WgradArgs& a, int64_t begin, int64_t end) {
 
 // The weight gradient of layers with few input channels per group (few_channel_wgrad_impl in
 // tap_kernels_impl.h: tiles of up to kFewRows rows t * k + c, all five taps, of one vector of output
-// channels) with pixel pairs: each chunk's input values for the tile's rows are interleaved once per
-// group (xs2[pair][row]: pixels 2q and 2q + 1 side by side), and grad_output is interleaved as it
-// streams past, so a pair of pixels costs one VDPBF16PS per row where float32 tiles take two
-// multiply-adds and two conversions.
+// channels) with pixel pairs: each chunk's input values are interleaved once per group
+// (Bf16FewChannelChunk::xs2: pixels 2q and 2q + 1 side by side), and grad_output as it streams
+// past, so a pair of pixels costs one VDPBF16PS per row where float32 tiles take two multiply-adds
+// and two conversions.
 template <int R>
 inline __attribute__((always_inline)) void bf16_few_channel_tile(const uint32_t* xs2, int64_t xs_ld,
                                                                  const uint16_t* const* dy, int64_t pairs, int64_t dy_off,
@@ -256,58 +256,40 @@ inline __attribute__((always_inline)) void bf16_few_channel_tile(const uint32_t*
   for (int r = 0; r < R; ++r) _mm512_storeu_ps(dw + r * kLanes, acc[r]);
 }
 
-// xs2[q][t * K + c] = channel c of group g at tap t of pixels 2q (low half) and 2q + 1 (high half).
-template <int K>
-inline void pair_few_channels(const uint16_t* const* src, int64_t pairs, int64_t g, uint32_t* xs2) {
-  for (int64_t q = 0; q < pairs; ++q)
-    for (int t = 0; t < kTaps; ++t)
-      for (int c = 0; c < K; ++c)
-        xs2[(q * kTaps + t) * K + c] = uint32_t{src[t * kWgradChunk + 2 * q][g * K + c]} |
-                                       uint32_t{src[t * kWgradChunk + 2 * q + 1][g * K + c]} << 16;
-}
-
-// Items as few_channel_wgrad_items<float, kLanes>; a.k <= kFewChannelWgrad, a.vectors == 1.
-void bf16_few_channel_wgrad(const Bf16WgradArgs& a, int64_t begin, int64_t end) {
-  const int64_t points = a.map.batch * a.map.grid_h * a.map.grid_w;
-  const int64_t blocks = ceil_div(a.n, int64_t{kLanes});
-  const int64_t rows = kTaps * a.k;
-  const int64_t tiles = ceil_div(rows, int64_t{kFewRows});
+// few_channel_items' buffers for bfloat16 storage: xs2[q][t * K + c] holds channel c of group g at tap
+// t of pixels 2q (low half) and 2q + 1 (high half); past the chunk's pixels, zeros (an odd count's
+// last partner).
+struct Bf16FewChannelChunk {
   const uint16_t* src[kTaps * kWgradChunk];
-  const uint16_t* dy[kWgradChunk];  // past the chunk's pixels: zeros (an odd count's last partner)
+  const uint16_t* dy[kWgradChunk];
   alignas(64) uint32_t xs2[kWgradPairs * kTaps * kFewChannelWgrad];
-  for (int64_t m0 = 0; m0 < points; m0 += kWgradChunk) {
-    const int64_t count = min_i64(kWgradChunk, points - m0);
-    const int64_t pairs = ceil_div(count, 2);
+  int64_t pairs = 0;
+
+  void start(const Bf16WgradArgs& a, int64_t m0, int64_t count) {
+    pairs = ceil_div(count, 2);
     grid_pointers(a.map, a.src, a.src_ld, a.zeros, m0, count, src, kWgradChunk, nullptr);
     for (int t = 0; t < kTaps; ++t)
       for (int64_t m = count; m < kWgradChunk; ++m) src[t * kWgradChunk + m] = a.zeros;
     for (int64_t m = 0; m < kWgradChunk; ++m) dy[m] = m < count ? a.dy + (m0 + m) * a.dy_ld : a.zeros;
-    int64_t xs_group = -1;
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t tile = item % tiles;
-      const int64_t b = (item / tiles) % blocks;
-      const int64_t g = item / tiles / blocks;
-      if (g != xs_group) {
-        xs_group = g;
-        switch (a.k) {
-          case 1: pair_few_channels<1>(src, pairs, g, xs2); break;
-          case 2: pair_few_channels<2>(src, pairs, g, xs2); break;
-          case 3: pair_few_channels<3>(src, pairs, g, xs2); break;
-          case 4: pair_few_channels<4>(src, pairs, g, xs2); break;
-        }
-      }
-      const int64_t r0 = tile * kFewRows;
-      float* dw = a.dw + ((g * blocks + b) * rows + r0) * kLanes;  // rows of 16 (Bf16WgradArgs::dw)
-      const int64_t dy_off = g * a.dy_group_stride + b * kLanes;
-      const bool first = m0 == 0 && !a.accumulate;
-      switch (min_i64(kFewRows, rows - r0)) {  // whole taps
-        case 5: bf16_few_channel_tile<5>(xs2 + r0, rows, dy, pairs, dy_off, dw, first); break;
-        case 10: bf16_few_channel_tile<10>(xs2 + r0, rows, dy, pairs, dy_off, dw, first); break;
-        case 15: bf16_few_channel_tile<15>(xs2 + r0, rows, dy, pairs, dy_off, dw, first); break;
-        case 20: bf16_few_channel_tile<20>(xs2 + r0, rows, dy, pairs, dy_off, dw, first); break;
-      }
-    }
   }
+  template <int K>
+  void gather(int64_t g) {
+    for (int64_t q = 0; q < pairs; ++q)
+      for (int t = 0; t < kTaps; ++t)
+        for (int c = 0; c < K; ++c)
+          xs2[(q * kTaps + t) * K + c] = uint32_t{src[t * kWgradChunk + 2 * q][g * K + c]} |
+                                         uint32_t{src[t * kWgradChunk + 2 * q + 1][g * K + c]} << 16;
+  }
+  template <int R>
+  void tile(int64_t r0, int64_t rows, int64_t dy_off, float* dw, bool first) {
+    bf16_few_channel_tile<R>(xs2 + r0, rows, dy, pairs, dy_off, dw, first);
+  }
+};
+
+// Items as few_channel_wgrad_items<float, kLanes>; a.k <= kFewChannelWgrad, a.vectors == 1.
+void bf16_few_channel_wgrad(const Bf16WgradArgs& a, int64_t begin, int64_t end) {
+  Bf16FewChannelChunk chunk;
+  few_channel_items<kLanes>(a, chunk, begin, end);
 }
 
 template <int V>

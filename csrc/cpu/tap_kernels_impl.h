@@ -491,7 +491,7 @@ void wgrad_impl(const WgradArgs<T>& a, int64_t begin, int64_t end) {
 // over the call's pixels in order, as in wgrad_impl (channels_last batches come in fixed slots of
 // images: few_channel_wgrad_sums in the dispatcher).
 constexpr int kFewRows = SKELETON_MAX_VECTORS >= 4 ? 20 : 10;  // 32 vector registers, else 16
-static_assert(kFewRows == 10 || kFewRows == 20, "tiles of whole taps, as few_channel_wgrad_impl's switch has them");
+static_assert(kFewRows == 10 || kFewRows == 20, "tiles of whole taps, as few_channel_items' switch has them");
 
 template <typename T, int L, int R, typename S>
 inline __attribute__((always_inline)) void few_channel_tile(const T* xs, int64_t xs_ld, const S* const* dy, int64_t count,
@@ -511,15 +511,7 @@ inline __attribute__((always_inline)) void few_channel_tile(const T* xs, int64_t
   for (int r = 0; r < R; ++r) store_vec(dw + r * ldw, acc[r]);
 }
 
-static_assert(kFewChannelWgrad == 4, "few_channel_wgrad_impl's switch over k");
-
-// xs[m][t * K + c] = channel c of group g at tap t of pixel m, for the count pixels of a chunk.
-template <typename T, int K, typename S>
-inline void gather_few_channels(const S* const* src, int64_t count, int64_t g, T* xs) {
-  for (int64_t m = 0; m < count; ++m)
-    for (int t = 0; t < kTaps; ++t)
-      for (int c = 0; c < K; ++c) xs[(m * kTaps + t) * K + c] = load_elem(src[t * kWgradChunk + m] + g * K + c);
-}
+static_assert(kFewChannelWgrad == 4, "few_channel_items' switch over k");
 
 // Items: (g * blocks + b) * row_tiles + tile, blocks of L output channels, tiles of kFewRows rows.
 template <typename T, int L, typename Args>
@@ -527,50 +519,80 @@ int64_t few_channel_wgrad_items(const Args& a) {
   return a.groups * ceil_div(a.n, int64_t{L}) * ceil_div(kTaps * a.k, int64_t{kFewRows});
 }
 
-// Args: WgradArgs<T> (S = T) or Bf16WgradArgs (T = float, S = uint16_t), with a.k <= kFewChannelWgrad
-// and a.vectors == 1.
-template <typename T, int L, typename S, typename Args>
-void few_channel_wgrad_impl(const Args& a, int64_t begin, int64_t end) {
-  constexpr int B = L;
+// The item loop of the few-channel weight gradients, chunk by chunk of kWgradChunk pixels. Chunk (a
+// kernel's buffers) has start(a, m0, count), which points at the chunk's pixels; gather<K>(g), which
+// fills the input rows of group g (once per group and chunk, k = K a compile-time constant: GCC
+// makes a loop over c < k a memcpy call otherwise); and tile<R>(r0, rows, dy_off, dw, first), which
+// runs the tile of rows [r0, r0 + R) of one block of output channels.
+template <int L, typename Chunk, typename Args>
+void few_channel_items(const Args& a, Chunk& chunk, int64_t begin, int64_t end) {
   const int64_t points = a.map.batch * a.map.grid_h * a.map.grid_w;
-  const int64_t blocks = ceil_div(a.n, int64_t{B});
+  const int64_t blocks = ceil_div(a.n, int64_t{L});
   const int64_t rows = kTaps * a.k;  // a multiple of kTaps, as every tile
   const int64_t tiles = ceil_div(rows, int64_t{kFewRows});
-  const S* src[kTaps * kWgradChunk];
-  const S* dy[kWgradChunk];
-  alignas(64) T xs[kWgradChunk * kTaps * kFewChannelWgrad];
   for (int64_t m0 = 0; m0 < points; m0 += kWgradChunk) {
-    const int64_t count = min_i64(kWgradChunk, points - m0);
-    grid_pointers(a.map, a.src, a.src_ld, a.zeros, m0, count, src, kWgradChunk, nullptr);
-    for (int64_t m = 0; m < count; ++m) dy[m] = a.dy + (m0 + m) * a.dy_ld;
-    int64_t xs_group = -1;  // the group whose input xs holds
+    chunk.start(a, m0, min_i64(kWgradChunk, points - m0));
+    int64_t gathered = -1;  // the group whose input the chunk holds
     for (int64_t item = begin; item < end; ++item) {
       const int64_t tile = item % tiles;
       const int64_t b = (item / tiles) % blocks;
       const int64_t g = item / tiles / blocks;
-      if (g != xs_group) {
-        xs_group = g;
-        switch (a.k) {  // k a compile-time constant: GCC makes the loop over c < k a memcpy call otherwise
-          case 1: gather_few_channels<T, 1>(src, count, g, xs); break;
-          case 2: gather_few_channels<T, 2>(src, count, g, xs); break;
-          case 3: gather_few_channels<T, 3>(src, count, g, xs); break;
-          case 4: gather_few_channels<T, 4>(src, count, g, xs); break;
+      if (g != gathered) {
+        gathered = g;
+        switch (a.k) {
+          case 1: chunk.template gather<1>(g); break;
+          case 2: chunk.template gather<2>(g); break;
+          case 3: chunk.template gather<3>(g); break;
+          case 4: chunk.template gather<4>(g); break;
         }
       }
       const int64_t r0 = tile * kFewRows;
-      T* dw = a.dw + ((g * blocks + b) * rows + r0) * B;  // rows of B (WgradArgs::dw)
-      const int64_t dy_off = g * a.dy_group_stride + b * B;
+      auto* dw = a.dw + ((g * blocks + b) * rows + r0) * L;  // rows of L (WgradArgs::dw)
+      const int64_t dy_off = g * a.dy_group_stride + b * L;
       const bool first = m0 == 0 && !a.accumulate;
       switch (min_i64(kFewRows, rows - r0)) {  // whole taps: a multiple of kTaps
-        case 5: few_channel_tile<T, L, 5, S>(xs + r0, rows, dy, count, dy_off, dw, B, first); break;
-        case 10: few_channel_tile<T, L, 10, S>(xs + r0, rows, dy, count, dy_off, dw, B, first); break;
+        case 5: chunk.template tile<5>(r0, rows, dy_off, dw, first); break;
+        case 10: chunk.template tile<10>(r0, rows, dy_off, dw, first); break;
 #if SKELETON_MAX_VECTORS >= 4
-        case 15: few_channel_tile<T, L, 15, S>(xs + r0, rows, dy, count, dy_off, dw, B, first); break;
-        case 20: few_channel_tile<T, L, 20, S>(xs + r0, rows, dy, count, dy_off, dw, B, first); break;
+        case 15: chunk.template tile<15>(r0, rows, dy_off, dw, first); break;
+        case 20: chunk.template tile<20>(r0, rows, dy_off, dw, first); break;
 #endif
       }
     }
   }
+}
+
+// Float sums of T over activations stored as S: xs[pixel][t * k + c] in T.
+template <typename T, int L, typename S>
+struct FewChannelChunk {
+  const S* src[kTaps * kWgradChunk];
+  const S* dy[kWgradChunk];
+  alignas(64) T xs[kWgradChunk * kTaps * kFewChannelWgrad];
+  int64_t count = 0;
+
+  template <typename Args>
+  void start(const Args& a, int64_t m0, int64_t n) {
+    count = n;
+    grid_pointers(a.map, a.src, a.src_ld, a.zeros, m0, count, src, kWgradChunk, nullptr);
+    for (int64_t m = 0; m < count; ++m) dy[m] = a.dy + (m0 + m) * a.dy_ld;
+  }
+  template <int K>
+  void gather(int64_t g) {
+    for (int64_t m = 0; m < count; ++m)
+      for (int t = 0; t < kTaps; ++t)
+        for (int c = 0; c < K; ++c) xs[(m * kTaps + t) * K + c] = load_elem(src[t * kWgradChunk + m] + g * K + c);
+  }
+  template <int R>
+  void tile(int64_t r0, int64_t rows, int64_t dy_off, T* dw, bool first) {
+    few_channel_tile<T, L, R, S>(xs + r0, rows, dy, count, dy_off, dw, L, first);
+  }
+};
+
+// Args: WgradArgs<T> (S = T), with a.k <= kFewChannelWgrad and a.vectors == 1.
+template <typename T, int L, typename S, typename Args>
+void few_channel_wgrad_impl(const Args& a, int64_t begin, int64_t end) {
+  FewChannelChunk<T, L, S> chunk;
+  few_channel_items<L>(a, chunk, begin, end);
 }
 
 // ---------------------------------------------------------------------------------------------
