@@ -993,7 +993,8 @@ at::Tensor few_channel_wgrad_sums(const Table* table, const Args& args, const at
                                   int64_t blocks, int64_t block) {
   const int64_t elements = args.groups * blocks * kTaps * args.k * block;
   const int64_t batch = args.map.batch, inner = table->wgrad_items(args);
-  const int64_t slots = std::max<int64_t>(1, std::min(wgrad_slots(batch), x.numel() / elements));
+  // (no sums at all without input or output channels)
+  const int64_t slots = elements > 0 ? std::max<int64_t>(1, std::min(wgrad_slots(batch), x.numel() / elements)) : 1;
   const int64_t x_image = x.size(1) * x.size(2) * x.size(3), dy_image = dy_blocked.size(1) * dy_blocked.size(2) * dy_blocked.size(3);
   at::Tensor partial = at::empty({slots, elements}, x.options().dtype(c10::CppTypeToScalarType<Acc>::value));
   Acc* partial_data = partial.mutable_data_ptr<Acc>();
