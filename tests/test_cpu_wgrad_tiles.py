@@ -1,7 +1,8 @@
-"""The CPU weight gradient of layers with at most 4 input channels per group (a network's first
-layer on RGB or grayscale images, narrow groups): tiles of all five taps at once, one vector of
-output channels wide (float32 and float64 multiply-adds, pairs of pixels in the AVX512_BF16
-kernels), with channels_last batches split into fixed slots of images. Against the float64 oracle
+"""The CPU weight gradient's tile shapes. Layers with at most 4 input channels per group (a
+network's first layer on RGB or grayscale images, narrow groups): tiles of all five taps at once,
+one vector of output channels wide (float32 and float64 multiply-adds, pairs of pixels in the
+AVX512_BF16 kernels), with channels_last batches split into fixed slots of images. Layers whose
+channels leave a short last tile per tap (16 = 14 + 2): tiles of 8 rows. Against the float64 oracle
 in every kernel family, dtype and layout, and bit for bit across thread counts."""
 
 import pytest
@@ -37,6 +38,17 @@ LAYERS = [
     layer(2, 5, 16, 9, 9),
 ]
 
+# Short tiles of 8 rows: 16 input channels at one and two vectors of outputs (14 + 2 and 12 + 4 rows
+# otherwise), 20 (14 + 6), 32 at two vectors (12 + 12 + 8; the bfloat16 kernels keep 12), and 24 at
+# two vectors, which keeps its tiles of 12 (12 + 12).
+SHORT_TILE_LAYERS = [
+    layer(2, 16, 16, 9, 10),
+    layer(3, 16, 32, 7, 8, stride=(2, 1)),
+    layer(2, 20, 9, 8, 8, groups=1, bias=False),
+    layer(2, 32, 32, 6, 7, dilation=(2, 1), padding=(2, 1)),
+    layer(1, 48, 48, 5, 5, groups=2),
+]
+
 # The best kernels (AVX512_BF16's pairs on bfloat16) and each family's float32, float64 and float16
 # paths.
 CASES = [(None, torch.float32), (None, torch.bfloat16), (None, torch.float16), (None, torch.float64),
@@ -57,8 +69,8 @@ def skeleton(x, w, b, stride, padding, dilation, groups):
 
 @pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format], ids=["nhwc", "nchw"])
 @pytest.mark.parametrize("isa,dtype", CASES, ids=[f"{i or 'best'}-{str(d)[6:]}" for i, d in CASES])
-@pytest.mark.parametrize("config", LAYERS, ids=config_id)
-def test_few_channel_layers_match_the_oracle(config, isa, dtype, memory_format, cpu_isa):
+@pytest.mark.parametrize("config", LAYERS + SHORT_TILE_LAYERS, ids=config_id)
+def test_few_channel_and_short_tile_layers_match_the_oracle(config, isa, dtype, memory_format, cpu_isa):
     select(isa, cpu_isa)
     check_against_oracle(skeleton, config, dtype, memory_format=memory_format)
 
