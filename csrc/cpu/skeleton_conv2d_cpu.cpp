@@ -980,21 +980,24 @@ at::Tensor pad_groups_to_blocks(const at::Tensor& dy, int64_t groups, int64_t n,
       .permute({0, 3, 1, 2});  // (N, C_padded, H, W), channels_last in memory
 }
 
-// The weight-gradient sums of a channels_last layer with few input channels per group
-// (few_channel_wgrad_impl), [groups][blocks][5][k][block] in Acc, `args` complete but for dw. Its
-// items are few (3 -> 64 channels: four blocks of 16 output channels), so the images are split into
-// up to wgrad_slots(batch) fixed runs as well, each summed into partial sums of its own, added up
-// in order: the bits depend on the shape, not on the threads. As for the NCHW bands
+// The weight-gradient sums of a channels_last dense or grouped layer, [groups][blocks][5][k][block]
+// in Acc, `args` complete but for dw. The kernel's items each sum all pixels, so they need no
+// reduction. Layers with few input channels per group (few_channel_wgrad_impl) have few items (3 ->
+// 64 channels: four blocks of 16 output channels), so their images are split into up to
+// wgrad_slots(batch) fixed runs as well, each summed into partial sums of its own, added up in
+// order: the bits depend on the shape, not on the threads. As for the NCHW bands
 // (wgrad_slots_fit), the slots' sums may hold no more elements than x: with many groups of small
 // images they would outweigh the work (16 images of 1024 groups of 4 -> 4 channels at 1 x 1: 21 MB
 // of sums for 65,536 inputs, 3.5-6x slower than without slots), and many groups are items enough.
 template <typename Acc, typename Table, typename Args>
-at::Tensor few_channel_wgrad_sums(const Table* table, const Args& args, const at::Tensor& x, const at::Tensor& dy_blocked,
-                                  int64_t blocks, int64_t block) {
+at::Tensor channels_last_wgrad_sums(const Table* table, const Args& args, const at::Tensor& x, const at::Tensor& dy_blocked,
+                                    int64_t blocks, int64_t block) {
   const int64_t elements = args.groups * blocks * kTaps * args.k * block;
   const int64_t batch = args.map.batch, inner = table->wgrad_items(args);
   // (no sums at all without input or output channels)
-  const int64_t slots = elements > 0 ? std::max<int64_t>(1, std::min(wgrad_slots(batch), x.numel() / elements)) : 1;
+  const int64_t slots = args.k <= kFewChannelWgrad && elements > 0
+                            ? std::max<int64_t>(1, std::min(wgrad_slots(batch), x.numel() / elements))
+                            : 1;
   const int64_t x_image = x.size(1) * x.size(2) * x.size(3), dy_image = dy_blocked.size(1) * dy_blocked.size(2) * dy_blocked.size(3);
   at::Tensor partial = at::empty({slots, elements}, x.options().dtype(c10::CppTypeToScalarType<Acc>::value));
   Acc* partial_data = partial.mutable_data_ptr<Acc>();
@@ -1043,13 +1046,7 @@ at::Tensor weight_grad(const at::Tensor& dy, const at::Tensor& x, const at::Tens
   args.dy = dy_blocked.const_data_ptr<T>();
   args.dy_group_stride = dy_blocked.size(1) / groups;
   args.dy_ld = dy_blocked.size(1);
-  if (k <= kFewChannelWgrad) {
-    return unpack_weight_grad<T>(few_channel_wgrad_sums<T>(table, args, x, dy_blocked, blocks, block), groups, k, n);
-  }
-  at::Tensor dw = at::empty({groups, blocks, kTaps, k, block}, x.options());
-  args.dw = dw.mutable_data_ptr<T>();
-  run_items(table->wgrad_items(args), args, table->wgrad);
-  return unpack_weight_grad<T>(dw, groups, k, n);
+  return unpack_weight_grad<T>(channels_last_wgrad_sums<T>(table, args, x, dy_blocked, blocks, block), groups, k, n);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1200,14 +1197,8 @@ at::Tensor weight_grad_16bit(const at::Tensor& dy, const at::Tensor& x, const at
   args.dy = elements<uint16_t>(dy_blocked);
   args.dy_group_stride = dy_blocked.size(1) / groups;
   args.dy_ld = dy_blocked.size(1);
-  if (k <= kFewChannelWgrad) {
-    return unpack_weight_grad<float, at::BFloat16>(few_channel_wgrad_sums<float>(table, args, x, dy_blocked, blocks, block),
-                                                   groups, k, n);
-  }
-  at::Tensor dw = at::empty({groups, blocks, kTaps, k, block}, x.options().dtype(at::kFloat));
-  args.dw = dw.mutable_data_ptr<float>();
-  run_items(table->wgrad_items(args), args, table->wgrad);
-  return unpack_weight_grad<float, at::BFloat16>(dw, groups, k, n);
+  return unpack_weight_grad<float, at::BFloat16>(channels_last_wgrad_sums<float>(table, args, x, dy_blocked, blocks, block),
+                                                 groups, k, n);
 }
 
 // dy, dx: 16-bit channels_last (native_16bit); reduces over the output channels with the transposed

@@ -326,7 +326,7 @@ inline bool bf16_short_wgrad_tiles(int64_t k, int p) {
 }
 
 int64_t bf16_wgrad_items(const Bf16WgradArgs& a) {
-  if (a.k <= kFewChannelWgrad && a.vectors == 1) return few_channel_wgrad_items<float, kLanes>(a);
+  if (uses_few_channel_tiles(a)) return few_channel_wgrad_items<float, kLanes>(a);
   switch (a.vectors) {
     case 1:
       if (bf16_short_wgrad_tiles(a.k, bf16_rows<1>())) return bf16_wgrad_items_impl<kShortTileRows, kLanes>(a);
@@ -341,7 +341,7 @@ int64_t bf16_wgrad_items(const Bf16WgradArgs& a) {
 }
 
 void bf16_wgrad(const Bf16WgradArgs& a, int64_t begin, int64_t end) {
-  if (a.k <= kFewChannelWgrad && a.vectors == 1) return bf16_few_channel_wgrad(a, begin, end);
+  if (uses_few_channel_tiles(a)) return bf16_few_channel_wgrad(a, begin, end);
   switch (a.vectors) {
     case 1:
       if (bf16_short_wgrad_tiles(a.k, bf16_rows<1>())) return bf16_wgrad_impl<kShortTileRows, 1>(a, begin, end);

@@ -502,7 +502,7 @@ void wgrad_impl(const WgradArgs<T>& a, int64_t begin, int64_t end) {
 // wgrad_vectors). Each chunk's input values for those rows are gathered once per group into `xs`
 // ([pixel][5 * k], converted from S), and every tile streams grad_output past them. Each sum runs
 // over the call's pixels in order, as in wgrad_impl (channels_last batches come in fixed slots of
-// images: few_channel_wgrad_sums in the dispatcher).
+// images: channels_last_wgrad_sums in the dispatcher).
 constexpr int kFewRows = SKELETON_MAX_VECTORS >= 4 ? 20 : 10;  // 32 vector registers, else 16
 static_assert(kFewRows == 10 || kFewRows == 20, "tiles of whole taps, as few_channel_items' switch has them");
 
@@ -525,6 +525,12 @@ inline __attribute__((always_inline)) void few_channel_tile(const T* xs, int64_t
 }
 
 static_assert(kFewChannelWgrad == 4, "few_channel_items' switch over k");
+
+// Whether a weight gradient's arguments ask for those tiles (WgradArgs or Bf16WgradArgs).
+template <typename Args>
+inline bool uses_few_channel_tiles(const Args& a) {
+  return a.k <= kFewChannelWgrad && a.vectors == 1;
+}
 
 // Items: (g * blocks + b) * row_tiles + tile, blocks of L output channels, tiles of kFewRows rows.
 template <typename T, int L, typename Args>
@@ -1107,7 +1113,7 @@ struct Kernels {
     }
   }
   static int64_t wgrad_items(const WgradArgs<T>& a) {
-    if (a.k <= kFewChannelWgrad && a.vectors == 1) return few_channel_wgrad_items<T, L>(a);
+    if (uses_few_channel_tiles(a)) return few_channel_wgrad_items<T, L>(a);
     switch (a.vectors) {
       case 1:
         if (short_wgrad_tiles(a.k, rows<1>())) return wgrad_items_impl<T, kShortTileRows, L>(a);
@@ -1123,7 +1129,7 @@ struct Kernels {
     return 0;
   }
   static void wgrad(const WgradArgs<T>& a, int64_t begin, int64_t end) {
-    if (a.k <= kFewChannelWgrad && a.vectors == 1) return few_channel_wgrad_impl<T, L, T>(a, begin, end);
+    if (uses_few_channel_tiles(a)) return few_channel_wgrad_impl<T, L, T>(a, begin, end);
     switch (a.vectors) {
       case 1:
         if constexpr (rows<1>() > kShortTileRows) {
