@@ -65,6 +65,31 @@ inline __m512bh single_broadcast(const uint16_t* s) {
   return reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(*s)));
 }
 
+// A tile's sums rounded to bfloat16 and stored: VCVTNEPS2BF16 rounds to nearest even, as
+// store_elems does, and every NaN becomes 0x7FC0 as there. It treats subnormal inputs as zero,
+// where store_elems rounds them; a sum that has come out of a VDPBF16PS is never subnormal (it
+// flushes subnormal results), so for those the bits are store_elems' (checked against its rounding
+// on 32 million random floats: they differ on subnormal inputs only). A tile that sums nothing (no
+// channels, or a residue class without taps) stores its bias with store_elems. store_elems' shifts
+// and masks, and its narrowing store (VPMOVDW to memory), took about a third of the samples of a
+// 3 -> 64 forward pass (perf, one thread).
+inline void store_bf16(uint16_t* p, __m512 v) {
+  const __m256i rounded = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v));
+  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_mask_mov_epi16(rounded, nan, _mm256_set1_epi16(0x7FC0)));
+}
+
+template <int P, int V>
+inline __attribute__((always_inline)) void store_tile(__m512 (&acc)[P][V], bool summed, uint16_t* const* out) {
+  if (summed) {
+    for (int p = 0; p < P; ++p)
+      for (int v = 0; v < V; ++v) store_bf16(out[p] + v * kLanes, acc[p][v]);
+  } else {
+    for (int p = 0; p < P; ++p)
+      for (int v = 0; v < V; ++v) store_elems(out[p] + v * kLanes, acc[p][v]);
+  }
+}
+
 // One register tile: P grid points x (V * 16) columns, summed in float32 and stored rounded to
 // out[p] (the shape of the float32 gemm_tile, whose stores from registers keep the tile there).
 template <int P, int V>
@@ -101,8 +126,7 @@ inline __attribute__((always_inline)) void bf16_tile(
       }
     }
   }
-  for (int p = 0; p < P; ++p)
-    for (int v = 0; v < V; ++v) store_elems(out[p] + v * kLanes, acc[p][v]);
+  store_tile<P, V>(acc, num_taps > 0 && k > 0, out);
 }
 
 template <int P, int B>
@@ -111,12 +135,51 @@ int64_t bf16_gather_gemm_items_impl(const Bf16GatherGemmArgs& a) {
   return a.groups * ceil_div(a.n, B) * ceil_div(points, kGemmChunkTiles * P);
 }
 
+// few_channel_gemm_items' tile: point p's flat rows at xs[p * LD + r], in pairs (rows even).
+template <int P, int V, int LD>
+inline __attribute__((always_inline)) void bf16_flat_tile(const uint16_t* xs, const uint16_t* weight, int64_t rows,
+                                                          const float* bias, uint16_t* const* out) {
+  constexpr int B = V * kLanes;
+  __m512 acc[P][V];
+  for (int v = 0; v < V; ++v) {
+    const __m512 b = bias != nullptr ? _mm512_loadu_ps(bias + v * kLanes) : _mm512_setzero_ps();
+    for (int p = 0; p < P; ++p) acc[p][v] = b;
+  }
+  for (int64_t q = 0; q < rows / 2; ++q) {
+    __m512bh wv[V];
+    for (int v = 0; v < V; ++v)
+      wv[v] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(weight + (q * B + v * kLanes) * 2));
+    for (int p = 0; p < P; ++p) {
+      const __m512bh x = pair_broadcast(xs + p * LD + 2 * q);
+      for (int v = 0; v < V; ++v) acc[p][v] = _mm512_dpbf16_ps(acc[p][v], x, wv[v]);
+    }
+  }
+  store_tile<P, V>(acc, rows > 0, out);
+}
+
 template <int P, int V>
 struct Bf16Tile {
   static inline __attribute__((always_inline)) void run(
       const uint16_t* const* src, int64_t src_stride, int64_t chan, int num_taps, const int* tap,
       const uint16_t* weight, int64_t k, const float* bias, uint16_t* const* out) {
     bf16_tile<P, V>(src, src_stride, chan, num_taps, tap, weight, k, bias, out);
+  }
+  template <int LD>
+  static inline __attribute__((always_inline)) void run_flat(const uint16_t* xs, const uint16_t* weight, int64_t rows,
+                                                             const float* bias, uint16_t* const* out) {
+    bf16_flat_tile<P, V, LD>(xs, weight, rows, bias, out);
+  }
+  // Pairs of flat rows: an odd count's last row is partnered with zeros.
+  static constexpr int flat_rows(int64_t rows) { return static_cast<int>((rows + 1) / 2 * 2); }
+  // The packed block [5][ceil(k / 2)][block][2] as pairs of the rows (a, c) of the active taps,
+  // a * k + c: [flat_rows / 2][block][2]. With k = 3, a pair can span two taps.
+  static void flatten(const uint16_t* w, const TapMap& map, int64_t k, int64_t block, uint16_t* flat) {
+    const int64_t kp = (k + 1) / 2, rows = map.num_taps * k;
+    for (int64_t r = 0; r < flat_rows(rows); ++r) {
+      const int64_t a = r / k, c = r % k;
+      for (int64_t j = 0; j < block; ++j)
+        flat[((r / 2) * block + j) * 2 + r % 2] = r < rows ? w[((map.tap[a] * kp + c / 2) * block + j) * 2 + c % 2] : 0;
+    }
   }
 };
 
@@ -257,28 +320,29 @@ inline __attribute__((always_inline)) void bf16_few_channel_tile(const uint32_t*
 }
 
 // few_channel_items' buffers for bfloat16 storage: xs2[q][t * K + c] holds channel c of group g at tap
-// t of pixels 2q (low half) and 2q + 1 (high half); past the chunk's pixels, zeros (an odd count's
-// last partner).
+// t of pixels 2q (low half) and 2q + 1 (high half), interleaved from the rows grid_values copies to
+// xs; past the chunk's pixels, zeros (an odd count's last partner).
 struct Bf16FewChannelChunk {
-  const uint16_t* src[kTaps * kWgradChunk];
   const uint16_t* dy[kWgradChunk];
+  alignas(64) uint16_t xs[(kWgradChunk + 1) * kTaps * kFewChannelWgrad];
   alignas(64) uint32_t xs2[kWgradPairs * kTaps * kFewChannelWgrad];
-  int64_t pairs = 0;
+  const Bf16WgradArgs* args = nullptr;
+  int64_t m0 = 0, count = 0, pairs = 0;
 
-  void start(const Bf16WgradArgs& a, int64_t m0, int64_t count) {
+  void start(const Bf16WgradArgs& a, int64_t first, int64_t n) {
+    args = &a;
+    m0 = first;
+    count = n;
     pairs = ceil_div(count, 2);
-    grid_pointers(a.map, a.src, a.src_ld, a.zeros, m0, count, src, kWgradChunk, nullptr);
-    for (int t = 0; t < kTaps; ++t)
-      for (int64_t m = count; m < kWgradChunk; ++m) src[t * kWgradChunk + m] = a.zeros;
     for (int64_t m = 0; m < kWgradChunk; ++m) dy[m] = m < count ? a.dy + (m0 + m) * a.dy_ld : a.zeros;
   }
   template <int K>
   void gather(int64_t g) {
+    constexpr int R = kTaps * K;
+    grid_values<K>(args->map, args->src, args->src_ld, g * K, m0, count, xs, R, nullptr);
+    for (int r = 0; r < R; ++r) xs[count * R + r] = 0;  // the partner of an odd count's last pixel
     for (int64_t q = 0; q < pairs; ++q)
-      for (int t = 0; t < kTaps; ++t)
-        for (int c = 0; c < K; ++c)
-          xs2[(q * kTaps + t) * K + c] = uint32_t{src[t * kWgradChunk + 2 * q][g * K + c]} |
-                                         uint32_t{src[t * kWgradChunk + 2 * q + 1][g * K + c]} << 16;
+      for (int r = 0; r < R; ++r) xs2[q * R + r] = uint32_t{xs[2 * q * R + r]} | uint32_t{xs[(2 * q + 1) * R + r]} << 16;
   }
   template <int R>
   void tile(int64_t r0, int64_t rows, int64_t dy_off, float* dw, bool first) {

@@ -282,6 +282,73 @@ void grid_pointers(
   }
 }
 
+template <typename A, typename B>
+struct SameType {
+  static constexpr bool value = false;
+};
+template <typename A>
+struct SameType<A, A> {
+  static constexpr bool value = true;
+};
+
+// The values grid_pointers would point at, copied (as T, from activations stored as S):
+// xs[m * xs_ld + a * K + c] = channel chan + c of the pixel tap a reads for point m0 + m (zero
+// outside the image), and the destination pixels if dst_pixel is not nullptr. For the layers of few
+// channels, where a pointer per tap and point cost as much as the arithmetic it fed. Each grid
+// row's points are one segment, and each tap's columns inside the image one range of it: no test
+// per point.
+template <int K, typename T, typename S>
+void grid_values(const TapMap& map, const S* src, int64_t src_ld, int64_t chan, int64_t m0, int64_t count, T* xs,
+                 int64_t xs_ld, int64_t* dst_pixel) {
+  if (count <= 0) return;
+  const int64_t per_image = map.grid_h * map.grid_w;
+  int64_t n = m0 / per_image;
+  int64_t i = (m0 % per_image) / map.grid_w;
+  int64_t j0 = m0 % map.grid_w;
+  auto zero = [&](T* out) {
+    for (int c = 0; c < K; ++c) out[c] = T{};
+  };
+  auto copy = [&](T* out, const S* s) {
+    if constexpr (SameType<T, S>::value) {
+      __builtin_memcpy(out, s, K * sizeof(T));
+    } else {
+      for (int c = 0; c < K; ++c) out[c] = load_elem(s + c);
+    }
+  };
+  for (int64_t m = 0; m < count;) {
+    const int64_t len = min_i64(map.grid_w - j0, count - m);  // points of grid row (n, i) from column j0
+    if (dst_pixel != nullptr) {
+      const int64_t dst_row = (n * map.dst_h + map.dst_row0 + map.dst_row_step * i) * map.dst_w + map.dst_col0;
+      for (int64_t j = 0; j < len; ++j) dst_pixel[m + j] = dst_row + map.dst_col_step * (j0 + j);
+    }
+    for (int a = 0; a < map.num_taps; ++a) {
+      T* out = xs + m * xs_ld + a * K;
+      const int64_t r = map.src_row_step * i + map.src_row_off[a];
+      const int64_t step = map.src_col_step;
+      const int64_t col = step * j0 + map.src_col_off[a];  // the source column of the segment's first point
+      int64_t lo = len, hi = len;  // the points [lo, hi) of the segment read inside the image
+      if (r >= 0 && r < map.src_h) {
+        lo = col >= 0 ? 0 : min_i64(len, ceil_div(-col, step));
+        hi = col < map.src_w ? min_i64(len, (map.src_w - 1 - col) / step + 1) : 0;
+        if (hi < lo) hi = lo;
+      }
+      int64_t j = 0;
+      for (; j < lo; ++j) zero(out + j * xs_ld);
+      if (j < hi) {
+        const S* s = src + ((n * map.src_h + r) * map.src_w + col + lo * step) * src_ld + chan;
+        for (; j < hi; ++j, s += step * src_ld) copy(out + j * xs_ld, s);
+      }
+      for (; j < len; ++j) zero(out + j * xs_ld);
+    }
+    m += len;
+    j0 = 0;
+    if (++i == map.grid_h) {
+      i = 0;
+      ++n;
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Gather GEMM: forward, and the input gradient (one residue class of the input at a time).
 
@@ -340,15 +407,96 @@ int64_t gather_gemm_items_impl(const GatherGemmArgs<T>& a) {
   return a.groups * ceil_div(a.n, B) * ceil_div(points, kGemmChunkTiles * P);
 }
 
+// One chunk's register tiles: tile(m, out) computes points [m, m + P) of the chunk into out[p];
+// full tiles store to the destination, the last one (and blocks narrower than B) to a scratch tile.
+template <typename E, int P, int B, typename Args, typename TileAt>
+inline __attribute__((always_inline)) void chunk_tiles(const Args& a, E* dst, int64_t cols, int64_t count,
+                                                       const int64_t* dst_pixel, E* tail, TileAt tile) {
+  E* tail_rows[P];
+  for (int p = 0; p < P; ++p) tail_rows[p] = tail + p * B;
+  for (int64_t m = 0; m < count; m += P) {
+    const int64_t rows = min_i64(P, count - m);
+    if (rows == P && cols == B) {
+      E* out[P];
+      for (int p = 0; p < P; ++p) out[p] = dst + dst_pixel[m + p] * a.dst_ld;
+      tile(m, out);
+    } else {
+      // Edge tile: the points past `count` read zeros (or a previous chunk's values); write to the
+      // scratch tile and copy.
+      tile(m, tail_rows);
+      for (int64_t p = 0; p < rows; ++p)
+        for (int64_t j = 0; j < cols; ++j) dst[dst_pixel[m + p] * a.dst_ld + j] = tail[p * B + j];
+    }
+  }
+}
+
+// Gather GEMMs with at most this many channels reduced per group: a first layer's forward pass
+// (3 channels), the input gradient of layers with few output channels per group.
+constexpr int64_t kFewChannelGemm = 4;
+
+// Their tiles reduce over the rows (active tap a, channel c) as one flat list, a * k + c: the
+// chunk's values are copied into xs[point][row] (grid_values), K = k rows of each tap, points LD
+// apart (room for all five taps), and Tile::run_flat reads them at fixed offsets from one pointer,
+// with the weight block's rows in the same order (Tile::flatten, once per group and block).
+// With k = 3, a pointer per tap and point was about a third of the time of a float32 or bfloat16
+// 3 -> 16 forward pass (perf); the bfloat16 tiles took each tap's channel pairs, 10 per point where
+// the flat rows have 8; and a tile's 14 source pointers did not fit the general registers. The
+// float32 tiles sum in the same order as over the taps, so their results keep their bits.
+template <typename Tile, typename E, int P, int B, int K, typename Args>
+void few_channel_gemm_items(const Args& a, int64_t weight_block, int64_t begin, int64_t end) {
+  constexpr int64_t kChunk = kGemmChunkTiles * P;
+  constexpr int LD = Tile::flat_rows(kTaps * K);
+  const int64_t points = a.map.batch * a.map.grid_h * a.map.grid_w;
+  const int64_t chunks = ceil_div(points, kChunk);
+  const int64_t blocks = ceil_div(a.n, B);
+  const int64_t rows = Tile::flat_rows(a.map.num_taps * K);
+  alignas(64) E xs[kChunk * LD];
+  alignas(64) E flat_weight[LD * B];
+  alignas(64) E tail[P * B];
+  int64_t dst_pixel[kChunk];
+  // Zeros once: the rows past num_taps * k (an odd count's bfloat16 partner) are never written, and
+  // the edge tiles' points past the chunk read zeros or a previous chunk's values.
+  for (int64_t i = 0; i < kChunk * LD; ++i) xs[i] = E{};
+  int64_t flattened = -1;  // the (group, block) whose weight flat_weight holds
+
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t m0 = (item % chunks) * kChunk;
+    const int64_t count = min_i64(kChunk, points - m0);
+    const int64_t g = item / chunks / blocks, b = (item / chunks) % blocks;
+    grid_values<K>(a.map, a.src, a.src_ld, g * K, m0, count, xs, LD, dst_pixel);
+    if (g * blocks + b != flattened) {
+      flattened = g * blocks + b;
+      Tile::flatten(a.weight + flattened * weight_block, a.map, K, B, flat_weight);
+    }
+    const auto* bias = a.bias != nullptr ? a.bias + (g * blocks + b) * B : nullptr;
+    chunk_tiles<E, P, B>(a, a.dst + g * a.n + b * B, min_i64(B, a.n - b * B), count, dst_pixel, tail,
+                         [&](int64_t m, E* const* out) {
+                           Tile::template run_flat<LD>(xs + m * LD, flat_weight, rows, bias, out);
+                         });
+  }
+}
+
+template <typename Tile, typename E, int P, int B, typename Args>
+void few_channel_gemm_driver(const Args& a, int64_t weight_block, int64_t begin, int64_t end) {
+  static_assert(kFewChannelGemm == 4, "a case for every k");
+  switch (a.k) {
+    case 1: return few_channel_gemm_items<Tile, E, P, B, 1>(a, weight_block, begin, end);
+    case 2: return few_channel_gemm_items<Tile, E, P, B, 2>(a, weight_block, begin, end);
+    case 3: return few_channel_gemm_items<Tile, E, P, B, 3>(a, weight_block, begin, end);
+    case 4: return few_channel_gemm_items<Tile, E, P, B, 4>(a, weight_block, begin, end);
+  }
+}
+
 // Items are (group, output block, chunk of grid points), chunk fastest: a thread's range sweeps
 // many chunks with one block of weights, which stays in L2 (5 * k * block values; all five
 // blocks of a 512-channel layer would not).
 // The driver for any element type E and register tile (float32 here, bfloat16 in
 // tap_kernels_avx512_bf16.cpp): Tile::run(src, src_stride, chan, num_taps, tap, weight, k, bias, out)
-// computes P points x B columns and stores them to out[p]. `weight_block`: elements of the packed
-// weight per (group, output block).
+// computes P points x B columns and stores them to out[p]; Tile::flat_rows and Tile::flatten serve
+// few_channel_gemm_driver. `weight_block`: elements of the packed weight per (group, output block).
 template <typename Tile, typename E, int P, int B, typename Args>
 void gather_gemm_driver(const Args& a, int64_t weight_block, int64_t begin, int64_t end) {
+  if (a.k >= 1 && a.k <= kFewChannelGemm) return few_channel_gemm_driver<Tile, E, P, B>(a, weight_block, begin, end);
   constexpr int64_t kChunk = kGemmChunkTiles * P;
   const int64_t points = a.map.batch * a.map.grid_h * a.map.grid_w;
   const int64_t chunks = ceil_div(points, kChunk);
@@ -356,30 +504,41 @@ void gather_gemm_driver(const Args& a, int64_t weight_block, int64_t begin, int6
   const E* src[kTaps * kChunk];
   int64_t dst_pixel[kChunk];
   alignas(64) E tail[P * B];
-  E* tail_rows[P];
-  for (int p = 0; p < P; ++p) tail_rows[p] = tail + p * B;
 
   for (int64_t item = begin; item < end; ++item) {
     const GatherItem it = gather_item<kChunk>(a, item, chunks, blocks, src, dst_pixel);
-    const int64_t g = it.g, b = it.b, count = it.count;
+    const int64_t g = it.g, b = it.b;
     const auto* w = a.weight + (g * blocks + b) * weight_block;
     const auto* bias = a.bias != nullptr ? a.bias + (g * blocks + b) * B : nullptr;
-    E* dst = a.dst + g * a.n + b * B;
-    const int64_t cols = min_i64(B, a.n - b * B);
-    for (int64_t m = 0; m < count; m += P) {
-      const int64_t rows = min_i64(P, count - m);
-      if (rows == P && cols == B) {
-        E* out[P];
-        for (int p = 0; p < P; ++p) out[p] = dst + dst_pixel[m + p] * a.dst_ld;
-        Tile::run(src + m, kChunk, g * a.k, a.map.num_taps, a.map.tap, w, a.k, bias, out);
-      } else {
-        // Edge tile: the pointers past `count` read zeros; write to a scratch tile and copy.
-        Tile::run(src + m, kChunk, g * a.k, a.map.num_taps, a.map.tap, w, a.k, bias, tail_rows);
-        for (int64_t p = 0; p < rows; ++p)
-          for (int64_t j = 0; j < cols; ++j) dst[dst_pixel[m + p] * a.dst_ld + j] = tail[p * B + j];
-      }
+    chunk_tiles<E, P, B>(a, a.dst + g * a.n + b * B, min_i64(B, a.n - b * B), it.count, dst_pixel, tail,
+                         [&](int64_t m, E* const* out) {
+                           Tile::run(src + m, kChunk, g * a.k, a.map.num_taps, a.map.tap, w, a.k, bias, out);
+                         });
+  }
+}
+
+// few_channel_gemm_items' tile: point p's flat rows at xs[p * LD + r], r < rows, against the
+// weight rows [rows][V * L]; gemm_tile's sums in its order.
+template <typename T, int L, int P, int V, int LD>
+inline __attribute__((always_inline)) void flat_gemm_tile(const T* xs, const T* weight, int64_t rows, const T* bias,
+                                                          T* const* dst) {
+  typedef typename VecOf<T, L>::type vec;
+  constexpr int B = V * L;
+  vec acc[P][V];
+  for (int v = 0; v < V; ++v) {
+    const vec b = bias != nullptr ? load_vec<vec>(bias + v * L) : vec{};
+    for (int p = 0; p < P; ++p) acc[p][v] = b;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    vec wv[V];
+    for (int v = 0; v < V; ++v) wv[v] = load_vec<vec>(weight + r * B + v * L);
+    for (int p = 0; p < P; ++p) {
+      const vec x = broadcast<vec>(xs[p * LD + r]);
+      for (int v = 0; v < V; ++v) acc[p][v] += x * wv[v];
     }
   }
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < V; ++v) store_vec(dst[p] + v * L, acc[p][v]);
 }
 
 template <typename T, int L, int P, int V>
@@ -388,6 +547,17 @@ struct FloatTile {
       const T* const* src, int64_t src_stride, int64_t chan, int num_taps, const int* tap, const T* weight,
       int64_t k, const T* bias, T* const* dst) {
     gemm_tile<T, L, P, V>(src, src_stride, chan, num_taps, tap, weight, k, bias, dst);
+  }
+  template <int LD>
+  static inline __attribute__((always_inline)) void run_flat(const T* xs, const T* weight, int64_t rows,
+                                                             const T* bias, T* const* dst) {
+    flat_gemm_tile<T, L, P, V, LD>(xs, weight, rows, bias, dst);
+  }
+  static constexpr int flat_rows(int64_t rows) { return static_cast<int>(rows); }
+  // The packed block [5][k][block] as rows (a, c) of the active taps: [num_taps * k][block].
+  static void flatten(const T* w, const TapMap& map, int64_t k, int64_t block, T* flat) {
+    for (int a = 0; a < map.num_taps; ++a)
+      for (int64_t i = 0; i < k * block; ++i) flat[a * k * block + i] = w[map.tap[a] * k * block + i];
   }
 };
 
@@ -582,25 +752,27 @@ void few_channel_items(const Args& a, Chunk& chunk, int64_t begin, int64_t end) 
   }
 }
 
-// Float sums of T over activations stored as S: xs[pixel][t * k + c] in T.
+// Float sums of T over activations stored as S: xs[pixel][t * k + c] in T (grid_values).
 template <typename T, int L, typename S>
 struct FewChannelChunk {
-  const S* src[kTaps * kWgradChunk];
   const S* dy[kWgradChunk];
   alignas(64) T xs[kWgradChunk * kTaps * kFewChannelWgrad];
-  int64_t count = 0;
+  const TapMap* map = nullptr;
+  const S* src = nullptr;
+  int64_t src_ld = 0, m0 = 0, count = 0;
 
   template <typename Args>
-  void start(const Args& a, int64_t m0, int64_t n) {
+  void start(const Args& a, int64_t first, int64_t n) {
+    map = &a.map;
+    src = a.src;
+    src_ld = a.src_ld;
+    m0 = first;
     count = n;
-    grid_pointers(a.map, a.src, a.src_ld, a.zeros, m0, count, src, kWgradChunk, nullptr);
     for (int64_t m = 0; m < count; ++m) dy[m] = a.dy + (m0 + m) * a.dy_ld;
   }
   template <int K>
   void gather(int64_t g) {
-    for (int64_t m = 0; m < count; ++m)
-      for (int t = 0; t < kTaps; ++t)
-        for (int c = 0; c < K; ++c) xs[(m * kTaps + t) * K + c] = load_elem(src[t * kWgradChunk + m] + g * K + c);
+    grid_values<K>(*map, src, src_ld, g * K, m0, count, xs, kTaps * K, nullptr);
   }
   template <int R>
   void tile(int64_t r0, int64_t rows, int64_t dy_off, T* dw, bool first) {
