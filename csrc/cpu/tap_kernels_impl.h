@@ -328,8 +328,12 @@ void grid_values(const TapMap& map, const S* src, int64_t src_ld, int64_t chan, 
       const int64_t col = step * j0 + map.src_col_off[a];  // the source column of the segment's first point
       int64_t lo = len, hi = len;  // the points [lo, hi) of the segment read inside the image
       if (r >= 0 && r < map.src_h) {
-        lo = col >= 0 ? 0 : min_i64(len, ceil_div(-col, step));
-        hi = col < map.src_w ? min_i64(len, (map.src_w - 1 - col) / step + 1) : 0;
+        // No division for stride 1: with two per tap and segment, the divisions took 11% of this
+        // function's samples in a 3 -> 64 forward pass at 112 x 112 (perf, one thread), 1% without.
+        const int64_t before = col >= 0 ? 0 : step == 1 ? -col : ceil_div(-col, step);
+        const int64_t inside = col >= map.src_w ? 0 : step == 1 ? map.src_w - col : (map.src_w - 1 - col) / step + 1;
+        lo = min_i64(len, before);
+        hi = min_i64(len, inside);
         if (hi < lo) hi = lo;
       }
       int64_t j = 0;
