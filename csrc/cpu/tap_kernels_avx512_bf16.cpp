@@ -70,24 +70,22 @@ inline __m512bh single_broadcast(const uint16_t* s) {
 // where store_elems rounds them; a sum that has come out of a VDPBF16PS is never subnormal (it
 // flushes subnormal results), so for those the bits are store_elems' (checked against its rounding
 // on 32 million random floats: they differ on subnormal inputs only). A tile that sums nothing (no
-// channels, or a residue class without taps) stores its bias with store_elems. store_elems' shifts
-// and masks, and its narrowing store (VPMOVDW to memory), took about a third of the samples of a
-// 3 -> 64 forward pass (perf, one thread).
+// channels, or a residue class without taps) stores its bias with store_elems (store_bias_tile).
+// store_elems' shifts and masks, and its narrowing store (VPMOVDW to memory), took about a third
+// of the samples of a 3 -> 64 forward pass (perf, one thread).
 inline void store_bf16(uint16_t* p, __m512 v) {
   const __m256i rounded = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v));
   const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_mask_mov_epi16(rounded, nan, _mm256_set1_epi16(0x7FC0)));
 }
 
+// The tile of a GEMM that sums nothing: its bias (or zeros), rounded by store_elems. (Apart from
+// the tiles' loops: with this choice in their last loop, GCC kept their accumulators in memory.)
 template <int P, int V>
-inline __attribute__((always_inline)) void store_tile(__m512 (&acc)[P][V], bool summed, uint16_t* const* out) {
-  if (summed) {
-    for (int p = 0; p < P; ++p)
-      for (int v = 0; v < V; ++v) store_bf16(out[p] + v * kLanes, acc[p][v]);
-  } else {
-    for (int p = 0; p < P; ++p)
-      for (int v = 0; v < V; ++v) store_elems(out[p] + v * kLanes, acc[p][v]);
-  }
+inline void store_bias_tile(const float* bias, uint16_t* const* out) {
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < V; ++v)
+      store_elems(out[p] + v * kLanes, bias != nullptr ? _mm512_loadu_ps(bias + v * kLanes) : _mm512_setzero_ps());
 }
 
 // One register tile: P grid points x (V * 16) columns, summed in float32 and stored rounded to
@@ -97,6 +95,7 @@ inline __attribute__((always_inline)) void bf16_tile(
     const uint16_t* const* src, int64_t src_stride, int64_t chan, int num_taps, const int* tap,
     const uint16_t* weight, int64_t k, const float* bias, uint16_t* const* out) {
   constexpr int B = V * kLanes;
+  if (num_taps == 0 || k == 0) return store_bias_tile<P, V>(bias, out);
   const int64_t pairs = k / 2, kp = (k + 1) / 2;
   __m512 acc[P][V];
   for (int v = 0; v < V; ++v) {
@@ -126,7 +125,8 @@ inline __attribute__((always_inline)) void bf16_tile(
       }
     }
   }
-  store_tile<P, V>(acc, num_taps > 0 && k > 0, out);
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < V; ++v) store_bf16(out[p] + v * kLanes, acc[p][v]);
 }
 
 template <int P, int B>
@@ -140,6 +140,7 @@ template <int P, int V, int LD>
 inline __attribute__((always_inline)) void bf16_flat_tile(const uint16_t* xs, const uint16_t* weight, int64_t rows,
                                                           const float* bias, uint16_t* const* out) {
   constexpr int B = V * kLanes;
+  if (rows == 0) return store_bias_tile<P, V>(bias, out);
   __m512 acc[P][V];
   for (int v = 0; v < V; ++v) {
     const __m512 b = bias != nullptr ? _mm512_loadu_ps(bias + v * kLanes) : _mm512_setzero_ps();
@@ -154,7 +155,8 @@ inline __attribute__((always_inline)) void bf16_flat_tile(const uint16_t* xs, co
       for (int v = 0; v < V; ++v) acc[p][v] = _mm512_dpbf16_ps(acc[p][v], x, wv[v]);
     }
   }
-  store_tile<P, V>(acc, rows > 0, out);
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < V; ++v) store_bf16(out[p] + v * kLanes, acc[p][v]);
 }
 
 template <int P, int V>
