@@ -79,8 +79,9 @@ inline void store_bf16(uint16_t* p, __m512 v) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_mask_mov_epi16(rounded, nan, _mm256_set1_epi16(0x7FC0)));
 }
 
-// The tile of a GEMM that sums nothing: its bias (or zeros), rounded by store_elems. (Apart from
-// the tiles' loops: with this choice in their last loop, GCC kept their accumulators in memory.)
+// The tile of a GEMM that sums nothing: its bias (or zeros), rounded by store_elems. The tiles call
+// it before their loops: with the choice of rounding in their last loop instead, GCC kept all
+// their accumulators in memory.
 template <int P, int V>
 inline void store_bias_tile(const float* bias, uint16_t* const* out) {
   for (int p = 0; p < P; ++p)
