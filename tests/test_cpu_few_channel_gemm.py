@@ -123,7 +123,9 @@ def test_first_layer_nan_results_are_pytorchs_nan(cout, cpu_isa):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_a_layer_without_input_channels_gives_its_bias_bit_for_bit(dtype, memory_format):
     # Nothing to reduce (k = 0, outside these tiles): the output is the bias, subnormal values
-    # included, which the bfloat16 kernels' rounding of sums (VCVTNEPS2BF16) would flush to zero.
+    # included. The bfloat16 kernels round their sums with VCVTNEPS2BF16, which would flush those to
+    # zero; a tile that sums nothing must round as PyTorch does. (With k >= 1, VDPBF16PS already
+    # flushes a subnormal bias in its sums, as oneDNN's bfloat16 convolutions do.)
     x = torch.randn(2, 0, 5, 6).to(dtype).contiguous(memory_format=memory_format)
     w = torch.randn(4, 0, 5).to(dtype)
     b = torch.tensor([1e-39, -2e-39, 1.0, 3e-40]).to(dtype)
