@@ -114,6 +114,30 @@ def tensor_core_configs(seed, count, unit=8):
     return configs
 
 
+def layer(n, cin, cout, h, w, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, bias=True):
+    """One layer configuration, as random_configs makes them."""
+    return dict(n=n, cin=cin, cout=cout, h=h, w=w, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                bias=bias)
+
+
+# The CPU kernel families a test of one kernel shape runs it in, as (SKELETON_CUDA_CPU_ISA or None
+# for the best this CPU has, dtype): the best kernels (AVX512_BF16's pairs on bfloat16) and each
+# family's float32, float64 and float16 paths.
+CPU_KERNEL_CASES = [(None, torch.float32), (None, torch.bfloat16), (None, torch.float16), (None, torch.float64),
+                    ("avx512", torch.float32), ("avx512", torch.bfloat16), ("avx2", torch.float32),
+                    ("avx2", torch.float64), ("generic", torch.float32), ("generic", torch.bfloat16),
+                    ("generic", torch.float64)]
+CPU_KERNEL_CASE_IDS = [f"{i or 'best'}-{str(d)[6:]}" for i, d in CPU_KERNEL_CASES]
+
+
+def select_cpu_isa(isa, cpu_isa):
+    """Selects kernel family `isa` with the cpu_isa fixture (None: the best), or skips the test."""
+    if isa is not None:
+        if not cpu_isa_supported(isa):
+            pytest.skip(f"this CPU lacks {isa}")
+        cpu_isa(isa)
+
+
 def config_id(config):
     return "n{n}-c{cin}x{cout}-{h}x{w}-s{stride[0]}{stride[1]}-p{padding[0]}{padding[1]}-d{dilation[0]}{dilation[1]}-g{groups}".format(
         **config

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import skeleton_cuda
-from oracle import check_against_oracle, config_id, cpu_isa_supported
+from oracle import (CPU_KERNEL_CASE_IDS, CPU_KERNEL_CASES, check_against_oracle, config_id, cpu_isa_supported, layer,
+                    select_cpu_isa)
 
 pytestmark = pytest.mark.skipif(not skeleton_cuda.has_compiled_ops(), reason="compiled ops not built")
 needs_avx512_bf16 = pytest.mark.skipif(
@@ -17,11 +18,6 @@ needs_avx512_bf16 = pytest.mark.skipif(
 )
 
 ops = torch.ops.skeleton_cuda
-
-
-def layer(n, cin, cout, h, w, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, bias=True):
-    return dict(n=n, cin=cin, cout=cout, h=h, w=w, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                bias=bias)
 
 
 # Forward passes of k = 1, 2, 3 and 4 channels per group (5, 10, 15 and 20 flat rows; bfloat16 pads
@@ -51,23 +47,15 @@ INPUT_GRAD_LAYERS = [
     layer(1, 7, 3, 17, 19, stride=(2, 3), dilation=(2, 1), padding=(2, 1)),
 ]
 
-CASES = [(None, torch.float32), (None, torch.bfloat16), (None, torch.float16), (None, torch.float64),
-         ("avx512", torch.float32), ("avx512", torch.bfloat16), ("avx2", torch.float32), ("avx2", torch.float64),
-         ("generic", torch.float32), ("generic", torch.bfloat16), ("generic", torch.float64)]
-
-
 def skeleton(x, w, b, stride, padding, dilation, groups):
     return ops.skeleton_conv2d(x, w, b, stride, padding, dilation, groups)
 
 
 @pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format], ids=["nhwc", "nchw"])
-@pytest.mark.parametrize("isa,dtype", CASES, ids=[f"{i or 'best'}-{str(d)[6:]}" for i, d in CASES])
+@pytest.mark.parametrize("isa,dtype", CPU_KERNEL_CASES, ids=CPU_KERNEL_CASE_IDS)
 @pytest.mark.parametrize("config", FORWARD_LAYERS + INPUT_GRAD_LAYERS, ids=config_id)
 def test_few_channel_gemms_match_the_oracle(config, isa, dtype, memory_format, cpu_isa):
-    if isa is not None:
-        if not cpu_isa_supported(isa):
-            pytest.skip(f"this CPU lacks {isa}")
-        cpu_isa(isa)
+    select_cpu_isa(isa, cpu_isa)
     check_against_oracle(skeleton, config, dtype, memory_format=memory_format)
 
 

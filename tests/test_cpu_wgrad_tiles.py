@@ -9,16 +9,12 @@ import pytest
 import torch
 
 import skeleton_cuda
-from oracle import check_against_oracle, config_id, cpu_isa_supported, make_tensors
+from oracle import (CPU_KERNEL_CASE_IDS, CPU_KERNEL_CASES, check_against_oracle, config_id, layer, make_tensors,
+                    select_cpu_isa)
 
 pytestmark = pytest.mark.skipif(not skeleton_cuda.has_compiled_ops(), reason="compiled ops not built")
 
 ops = torch.ops.skeleton_cuda
-
-
-def layer(n, cin, cout, h, w, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1, bias=True):
-    return dict(n=n, cin=cin, cout=cout, h=h, w=w, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                bias=bias)
 
 
 # k = 1, 2, 3 and 4 input channels per group (5, 10, 15 and 20 rows: one tile on AVX-512, two on
@@ -49,29 +45,15 @@ SHORT_TILE_LAYERS = [
     layer(1, 48, 48, 5, 5, groups=2),
 ]
 
-# The best kernels (AVX512_BF16's pairs on bfloat16) and each family's float32, float64 and float16
-# paths.
-CASES = [(None, torch.float32), (None, torch.bfloat16), (None, torch.float16), (None, torch.float64),
-         ("avx512", torch.float32), ("avx512", torch.bfloat16), ("avx2", torch.float32), ("avx2", torch.float64),
-         ("generic", torch.float32), ("generic", torch.bfloat16), ("generic", torch.float64)]
-
-
-def select(isa, cpu_isa):
-    if isa is not None:
-        if not cpu_isa_supported(isa):
-            pytest.skip(f"this CPU lacks {isa}")
-        cpu_isa(isa)
-
-
 def skeleton(x, w, b, stride, padding, dilation, groups):
     return ops.skeleton_conv2d(x, w, b, stride, padding, dilation, groups)
 
 
 @pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format], ids=["nhwc", "nchw"])
-@pytest.mark.parametrize("isa,dtype", CASES, ids=[f"{i or 'best'}-{str(d)[6:]}" for i, d in CASES])
+@pytest.mark.parametrize("isa,dtype", CPU_KERNEL_CASES, ids=CPU_KERNEL_CASE_IDS)
 @pytest.mark.parametrize("config", LAYERS + SHORT_TILE_LAYERS, ids=config_id)
 def test_few_channel_and_short_tile_layers_match_the_oracle(config, isa, dtype, memory_format, cpu_isa):
-    select(isa, cpu_isa)
+    select_cpu_isa(isa, cpu_isa)
     check_against_oracle(skeleton, config, dtype, memory_format=memory_format)
 
 
