@@ -442,7 +442,7 @@ constexpr int64_t kFewChannelGemm = 4;
 // chunk's values are copied into xs[point][row] (grid_values), K = k rows of each tap, points LD
 // apart (room for all five taps), and Tile::run_flat reads them at fixed offsets from one pointer,
 // with the weight block's rows in the same order (Tile::flatten, once per group and block).
-// With k = 3, a pointer per tap and point was about a third of the time of a float32 or bfloat16
+// With k = 3, a pointer per tap and point was about a third of the time of a bfloat16
 // 3 -> 16 forward pass (perf); the bfloat16 tiles took each tap's channel pairs, 10 per point where
 // the flat rows have 8; and a tile's 14 source pointers did not fit the general registers. The
 // float32 tiles sum in the same order as over the taps, so their results keep their bits.
