@@ -282,23 +282,13 @@ void grid_pointers(
   }
 }
 
-template <typename A, typename B>
-struct SameType {
-  static constexpr bool value = false;
-};
-template <typename A>
-struct SameType<A, A> {
-  static constexpr bool value = true;
-};
-
-// The values grid_pointers would point at, copied (as T, from activations stored as S):
-// xs[m * xs_ld + a * K + c] = channel chan + c of the pixel tap a reads for point m0 + m (zero
+// The values grid_pointers would point at, copied: xs[m * xs_ld + a * K + c] = channel chan + c of the pixel tap a reads for point m0 + m (zero
 // outside the image), and the destination pixels if dst_pixel is not nullptr. For the layers of few
 // channels, where a pointer per tap and point cost as much as the arithmetic it fed. Each grid
 // row's points are one segment, and each tap's columns inside the image one range of it: no test
 // per point.
-template <int K, typename T, typename S>
-void grid_values(const TapMap& map, const S* src, int64_t src_ld, int64_t chan, int64_t m0, int64_t count, T* xs,
+template <int K, typename T>
+void grid_values(const TapMap& map, const T* src, int64_t src_ld, int64_t chan, int64_t m0, int64_t count, T* xs,
                  int64_t xs_ld, int64_t* dst_pixel) {
   if (count <= 0) return;
   const int64_t per_image = map.grid_h * map.grid_w;
@@ -307,13 +297,6 @@ void grid_values(const TapMap& map, const S* src, int64_t src_ld, int64_t chan, 
   int64_t j0 = m0 % map.grid_w;
   auto zero = [&](T* out) {
     for (int c = 0; c < K; ++c) out[c] = T{};
-  };
-  auto copy = [&](T* out, const S* s) {
-    if constexpr (SameType<T, S>::value) {
-      __builtin_memcpy(out, s, K * sizeof(T));
-    } else {
-      for (int c = 0; c < K; ++c) out[c] = load_elem(s + c);
-    }
   };
   for (int64_t m = 0; m < count;) {
     const int64_t len = min_i64(map.grid_w - j0, count - m);  // points of grid row (n, i) from column j0
@@ -339,8 +322,8 @@ void grid_values(const TapMap& map, const S* src, int64_t src_ld, int64_t chan, 
       int64_t j = 0;
       for (; j < lo; ++j) zero(out + j * xs_ld);
       if (j < hi) {
-        const S* s = src + ((n * map.src_h + r) * map.src_w + col + lo * step) * src_ld + chan;
-        for (; j < hi; ++j, s += step * src_ld) copy(out + j * xs_ld, s);
+        const T* s = src + ((n * map.src_h + r) * map.src_w + col + lo * step) * src_ld + chan;
+        for (; j < hi; ++j, s += step * src_ld) __builtin_memcpy(out + j * xs_ld, s, K * sizeof(T));
       }
       for (; j < len; ++j) zero(out + j * xs_ld);
     }
@@ -674,14 +657,14 @@ void wgrad_impl(const WgradArgs<T>& a, int64_t begin, int64_t end) {
 // threads). Here a tile is up to kFewRows rows of all the taps at once: rows t * k + c, as
 // WgradArgs::dw lays them out, one vector of output channels (the dispatcher asks for vectors == 1:
 // wgrad_vectors). Each chunk's input values for those rows are gathered once per group into `xs`
-// ([pixel][5 * k], converted from S), and every tile streams grad_output past them. Each sum runs
+// ([pixel][5 * k], grid_values), and every tile streams grad_output past them. Each sum runs
 // over the call's pixels in order, as in wgrad_impl (channels_last batches come in fixed slots of
 // images: channels_last_wgrad_sums in the dispatcher).
 constexpr int kFewRows = SKELETON_MAX_VECTORS >= 4 ? 20 : 10;  // 32 vector registers, else 16
 static_assert(kFewRows == 10 || kFewRows == 20, "tiles of whole taps, as few_channel_items' switch has them");
 
-template <typename T, int L, int R, typename S>
-inline __attribute__((always_inline)) void few_channel_tile(const T* xs, int64_t xs_ld, const S* const* dy, int64_t count,
+template <typename T, int L, int R>
+inline __attribute__((always_inline)) void few_channel_tile(const T* xs, int64_t xs_ld, const T* const* dy, int64_t count,
                                                             int64_t dy_off, T* dw, int64_t ldw, bool first) {
   typedef typename VecOf<T, L>::type vec;
   vec acc[R];
@@ -692,7 +675,7 @@ inline __attribute__((always_inline)) void few_channel_tile(const T* xs, int64_t
     // 8) took 7.9-8.1 ms a call on one thread of this project's VM without this (means of 300 and
     // 1,000 calls, under perf), 5.3-5.5 ms with it (means of 300 and medians of 100, without perf).
     if (m + 32 < count) __builtin_prefetch(dy[m + 32] + dy_off);
-    const vec g = load_elems<vec>(dy[m] + dy_off);
+    const vec g = load_vec<vec>(dy[m] + dy_off);
     const T* x = xs + m * xs_ld;
     for (int r = 0; r < R; ++r) acc[r] += broadcast<vec>(x[r]) * g;
   }
@@ -756,38 +739,34 @@ void few_channel_items(const Args& a, Chunk& chunk, int64_t begin, int64_t end) 
   }
 }
 
-// Float sums of T over activations stored as S: xs[pixel][t * k + c] in T (grid_values).
-template <typename T, int L, typename S>
+// few_channel_items' buffers for the float tiles: xs[pixel][t * k + c] (grid_values).
+template <typename T, int L>
 struct FewChannelChunk {
-  const S* dy[kWgradChunk];
+  const T* dy[kWgradChunk];
   alignas(64) T xs[kWgradChunk * kTaps * kFewChannelWgrad];
-  const TapMap* map = nullptr;
-  const S* src = nullptr;
-  int64_t src_ld = 0, m0 = 0, count = 0;
+  const WgradArgs<T>* args = nullptr;
+  int64_t m0 = 0, count = 0;
 
-  template <typename Args>
-  void start(const Args& a, int64_t first, int64_t n) {
-    map = &a.map;
-    src = a.src;
-    src_ld = a.src_ld;
+  void start(const WgradArgs<T>& a, int64_t first, int64_t n) {
+    args = &a;
     m0 = first;
     count = n;
     for (int64_t m = 0; m < count; ++m) dy[m] = a.dy + (m0 + m) * a.dy_ld;
   }
   template <int K>
   void gather(int64_t g) {
-    grid_values<K>(*map, src, src_ld, g * K, m0, count, xs, kTaps * K, nullptr);
+    grid_values<K>(args->map, args->src, args->src_ld, g * K, m0, count, xs, kTaps * K, nullptr);
   }
   template <int R>
   void tile(int64_t r0, int64_t rows, int64_t dy_off, T* dw, bool first) {
-    few_channel_tile<T, L, R, S>(xs + r0, rows, dy, count, dy_off, dw, L, first);
+    few_channel_tile<T, L, R>(xs + r0, rows, dy, count, dy_off, dw, L, first);
   }
 };
 
-// Args: WgradArgs<T> (S = T), with a.k <= kFewChannelWgrad and a.vectors == 1.
-template <typename T, int L, typename S, typename Args>
-void few_channel_wgrad_impl(const Args& a, int64_t begin, int64_t end) {
-  FewChannelChunk<T, L, S> chunk;
+// a.k <= kFewChannelWgrad and a.vectors == 1.
+template <typename T, int L>
+void few_channel_wgrad_impl(const WgradArgs<T>& a, int64_t begin, int64_t end) {
+  FewChannelChunk<T, L> chunk;
   few_channel_items<L>(a, chunk, begin, end);
 }
 
@@ -1306,7 +1285,7 @@ struct Kernels {
     return 0;
   }
   static void wgrad(const WgradArgs<T>& a, int64_t begin, int64_t end) {
-    if (uses_few_channel_tiles(a)) return few_channel_wgrad_impl<T, L, T>(a, begin, end);
+    if (uses_few_channel_tiles(a)) return few_channel_wgrad_impl<T, L>(a, begin, end);
     switch (a.vectors) {
       case 1:
         if constexpr (rows<1>() > kShortTileRows) {
